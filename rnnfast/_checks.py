@@ -1,0 +1,181 @@
+"""Input validation and conversion: every user-facing error of rnnfast is raised here.
+
+The kernels (``rnnfast._core`` and ``rnnfast.reference``) trust their contract;
+the functions below establish it: floating arrays of one dtype, C-contiguous,
+with consistent shapes, sizes that fit 32-bit BLAS indices, and a workspace
+made by the same backend for the same call.
+"""
+import numpy as np
+
+BACKENDS = ("cython", "numpy")
+NONLINEARITIES = ("tanh", "relu")
+GATES = {"rnn": 1, "lstm": 4}
+_INT32_MAX = 2**31 - 1
+
+
+def check_dtype(dtype):
+    """float32 or float64 as a NumPy dtype."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be np.float32 or np.float64, got {dt}")
+    return dt
+
+
+def check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def check_nonlinearity(nonlinearity):
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    return nonlinearity
+
+
+def check_size(value, name):
+    """A positive int such as input_size or hidden_size."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def as_float_array(a, name, dtype):
+    """``a`` as a C-contiguous array of ``dtype``; no copy when it already is one.
+
+    Real floating, integer and bool inputs convert; anything else is a TypeError.
+    """
+    if a is None:
+        raise TypeError(f"{name} must be an array of numbers, got None")
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name} must be an array of numbers, could not convert "
+                        f"{type(a).__name__}: {e}") from None
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must have a real numeric dtype (floating, integer or bool), "
+                        f"got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _shape_str(names, sizes):
+    return "(" + ", ".join(f"{n}={s}" for n, s in zip(names, sizes)) + ")"
+
+
+def check_sequence(x, name, input_size, batch_first, dtype):
+    """A 3-D sequence array; returns ``(x, batch, seq_len)``."""
+    x = as_float_array(x, name, dtype)
+    layout = ("batch", "seq_len", "features") if batch_first else ("seq_len", "batch", "features")
+    if x.ndim != 3:
+        raise ValueError(f"{name} must be 3-D {layout} with features={input_size} "
+                         f"(batch_first={batch_first}), got shape {x.shape}")
+    batch, seq_len = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
+    if x.shape[2] != input_size:
+        raise ValueError(f"{name} must have {input_size} features in its last axis, "
+                         f"expected shape {_shape_str(layout, x.shape[:2] + (input_size,))}, "
+                         f"got shape {x.shape}")
+    if batch < 1:
+        raise ValueError(f"{name} must have a batch size of at least 1, got shape {x.shape}")
+    return x, batch, seq_len
+
+
+def check_state(s, name, batch, hidden, dtype):
+    """None, or a ``(batch, hidden)`` state array."""
+    if s is None:
+        return None
+    s = as_float_array(s, name, dtype)
+    if s.shape != (batch, hidden):
+        raise ValueError(f"{name} must have shape (batch={batch}, hidden_size={hidden}) "
+                         f"= {(batch, hidden)}, got shape {s.shape}")
+    return s
+
+
+def check_weights(Wx, Wh, b, gates, dtype=None):
+    """Weights in the right-multiplying layout; returns ``(Wx, Wh, b)``.
+
+    ``b`` may be None (backward needs no bias); it is then returned as None.
+    The dtype is ``dtype`` if given, else Wx's own when it is float32/float64,
+    else float64.
+    """
+    if dtype is None:
+        wx_dtype = np.asarray(Wx).dtype
+        dtype = wx_dtype if wx_dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    Wx = as_float_array(Wx, "Wx", dtype)
+    Wh = as_float_array(Wh, "Wh", dtype)
+    b = None if b is None else as_float_array(b, "b", dtype)
+    if Wh.ndim != 2 or Wh.shape[0] < 1 or Wh.shape[1] != gates * Wh.shape[0]:
+        raise ValueError(f"Wh must have shape (hidden, {gates}*hidden), got shape {Wh.shape}")
+    hidden = Wh.shape[0]
+    if Wx.ndim != 2 or Wx.shape[0] < 1 or Wx.shape[1] != gates * hidden:
+        raise ValueError(f"Wx must have shape (input_size, {gates}*hidden) = "
+                         f"(input_size, {gates * hidden}), got shape {Wx.shape}")
+    if b is not None and b.shape != (gates * hidden,):
+        raise ValueError(f"b must have shape ({gates * hidden},), got shape {b.shape}")
+    return Wx, Wh, b
+
+
+def check_blas_size(batch, seq_len, input_size, hidden, gates):
+    """Every matrix a kernel hands to BLAS must be indexable with 32-bit ints."""
+    rows = batch * max(seq_len, 1)
+    if rows * max(input_size, gates * hidden) > _INT32_MAX:
+        raise ValueError(f"problem too large for 32-bit BLAS indices: batch*seq_len={rows} rows "
+                         f"of width {max(input_size, gates * hidden)} exceed {_INT32_MAX} elements")
+
+
+def check_forward(cell, x, states, Wx, Wh, b, batch_first):
+    """Validated ``(x, states, Wx, Wh, b)`` for a forward call.
+
+    ``states`` is a tuple of initial states (h0,) or (h0, c0), each possibly None.
+    """
+    gates = GATES[cell]
+    Wx, Wh, b = check_weights(Wx, Wh, b, gates)
+    dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
+    x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype)
+    check_blas_size(batch, seq_len, input_size, hidden, gates)
+    names = ("h0", "c0")
+    states = tuple(check_state(s, n, batch, hidden, dtype) for s, n in zip(states, names))
+    return x, states, Wx, Wh, b
+
+
+def check_workspace(workspace, cell, backend, batch_first, dims):
+    """The workspace of the matching training forward, not yet used by a backward."""
+    if workspace is None:
+        raise ValueError("backward needs the workspace of a training forward "
+                         "(training=True); got None (was forward run in eval mode?)")
+    if not isinstance(workspace, dict) or "backend" not in workspace:
+        raise TypeError(f"workspace must be the dict returned by forward, got "
+                        f"{type(workspace).__name__}")
+    made = (workspace["backend"], workspace["cell"], workspace["batch_first"],
+            tuple(workspace["dims"]))
+    wanted = (backend, cell, batch_first, tuple(dims))
+    if made != wanted:
+        raise ValueError("workspace does not belong to this call: it was made by "
+                         f"(backend, cell, batch_first, (batch, seq_len, hidden)) = {made}, "
+                         f"this call is {wanted}")
+    if workspace.get("consumed"):
+        raise ValueError("this workspace was already used by a backward call (BPTT consumes "
+                         "it); run forward again before another backward")
+    return workspace
+
+
+def check_backward(cell, dout, dstates, x, Wx, Wh, workspace, batch_first, backend):
+    """Validated ``(dout, dstates, x, Wx, Wh, workspace)`` for a backward call."""
+    gates = GATES[cell]
+    Wx, Wh, _ = check_weights(Wx, Wh, None, gates)
+    dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
+    x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype)
+    check_workspace(workspace, cell, backend, batch_first, (batch, seq_len, hidden))
+    if dout is not None:
+        dout = as_float_array(dout, "dout", dtype)
+        expected = x.shape[:2] + (hidden,)
+        if dout.shape != expected:
+            raise ValueError(f"dout must have the shape of the forward output {expected}, "
+                             f"got shape {dout.shape}")
+    names = ("dh_n", "dc_n")
+    dstates = tuple(check_state(s, n, batch, hidden, dtype) for s, n in zip(dstates, names))
+    return dout, dstates, x, Wx, Wh, workspace

@@ -1,0 +1,103 @@
+/* Branch-free elementwise gate math of rnnfast, in C so that GCC vectorizes it.
+ *
+ * Why C and not Cython: the time-step loops spend their non-GEMM time here, and
+ * libm's scalar tanhf/expf make a compiled loop slower than NumPy (DESIGN.md,
+ * "Measured facts"). These helpers use a Cody-Waite exp with a polynomial and
+ * bit-built 2^n, written with no branches and no calls, so that GCC emits SIMD
+ * code; each row function is cloned for AVX-512, AVX2+FMA and baseline x86-64
+ * and the loader picks the clone for the CPU at run time (no -march=native).
+ *
+ * _elementwise_impl.h is the body, included twice: REAL = float (suffix _f) and
+ * REAL = double (suffix _d).
+ */
+#ifndef RNNFAST_ELEMENTWISE_H
+#define RNNFAST_ELEMENTWISE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(RNNFAST_NO_CLONES)
+#define RF_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RF_CLONES
+#endif
+
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+/* Flush denormals to zero (FTZ) and treat denormal inputs as zero (DAZ) while a
+ * kernel runs: denormal arithmetic is many times slower and changes no result
+ * beyond 1e-38 (float) / 1e-308 (double). Returns the caller's MXCSR to restore. */
+static inline unsigned int rf_denormals_off(void) {
+    unsigned int old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040u);   /* FTZ (bit 15) | DAZ (bit 6) */
+    return old;
+}
+static inline void rf_denormals_restore(unsigned int old) { _mm_setcsr(old); }
+#else
+static inline unsigned int rf_denormals_off(void) { return 0u; }
+static inline void rf_denormals_restore(unsigned int old) { (void)old; }
+#endif
+
+/* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
+ * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the
+ * exponent bias and shifting builds 2^n with integer SIMD only (no float->int
+ * conversion, which SSE2/AVX2 lack for 64-bit lanes). */
+static inline float rf_pow2_from_shifted_f(float t) {
+    union { float f; uint32_t u; } in, out;
+    in.f = t;
+    out.u = (in.u + 127u) << 23;
+    return out.f;
+}
+static inline double rf_pow2_from_shifted_d(double t) {
+    union { double f; uint64_t u; } in, out;
+    in.f = t;
+    out.u = (in.u + 1023u) << 52;
+    return out.f;
+}
+
+#define REAL float
+#define SFX(name) name##_f
+#define RF_EXP_LO (-87.0f)      /* exp(lo) is still a normal float */
+#define RF_EXP_HI (88.8f)       /* 2^128 is built as +inf: exp overflows cleanly */
+#define RF_SHIFTER 12582912.0f  /* 1.5 * 2^23 */
+#define RF_LN2_HI 0.693359375f
+#define RF_LN2_LO (-2.12194440e-4f)
+#define RF_LOG2E 1.44269504088896341f
+#define RF_TANH_SMALL 0.125f
+#define RF_EXP_DEGREE 7
+#include "_elementwise_impl.h"
+#undef REAL
+#undef SFX
+#undef RF_EXP_LO
+#undef RF_EXP_HI
+#undef RF_SHIFTER
+#undef RF_LN2_HI
+#undef RF_LN2_LO
+#undef RF_LOG2E
+#undef RF_TANH_SMALL
+#undef RF_EXP_DEGREE
+
+#define REAL double
+#define SFX(name) name##_d
+#define RF_EXP_LO (-708.0)
+#define RF_EXP_HI (709.9)
+#define RF_SHIFTER 6755399441055744.0   /* 1.5 * 2^52 */
+#define RF_LN2_HI 6.93147180369123816490e-01
+#define RF_LN2_LO 1.90821492927058770002e-10
+#define RF_LOG2E 1.44269504088896338700
+#define RF_TANH_SMALL 0.125
+#define RF_EXP_DEGREE 13
+#include "_elementwise_impl.h"
+#undef REAL
+#undef SFX
+#undef RF_EXP_LO
+#undef RF_EXP_HI
+#undef RF_SHIFTER
+#undef RF_LN2_HI
+#undef RF_LN2_LO
+#undef RF_LOG2E
+#undef RF_TANH_SMALL
+#undef RF_EXP_DEGREE
+
+#endif

@@ -1,0 +1,43 @@
+"""Build of the compiled core: one Cython extension, directives set once for the project.
+
+RNNFAST_DEBUG=1 turns bounds checking (and -O0 -g) on; RNNFAST_SANITIZE=address builds with
+AddressSanitizer. No -march=native: the elementwise helpers dispatch on the CPU at run time
+(GCC target_clones in rnnfast/_elementwise.h).
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug = os.environ.get("RNNFAST_DEBUG", "") not in ("", "0")
+sanitize = os.environ.get("RNNFAST_SANITIZE", "")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": False,
+    "initializedcheck": debug,
+    "cdivision": True,
+    "embedsignature": True,
+}
+# -fno-trapping-math lets GCC vectorize the branch-free clamps (DESIGN.md, measured facts).
+compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]
+link_args = []
+if sanitize:
+    compile_args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
+    link_args += [f"-fsanitize={sanitize}"]
+
+extensions = [
+    Extension(
+        "rnnfast._core",
+        ["rnnfast/_core.pyx"],
+        include_dirs=[np.get_include(), "rnnfast"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+]
+
+# force: a debug build must not reuse C generated without bounds checks, and vice versa.
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, force=True))
