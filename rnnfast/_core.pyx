@@ -4,18 +4,22 @@ Same functions, signatures and return values as ``rnnfast.reference`` (read its
 docstring for the contract, which ``rnnfast._checks`` establishes: this module
 trusts it and does not validate).
 
-Layout. ``x``, ``out``, ``dx`` and the workspace share one row order: row
-``t * ts + b * bs`` holds (step t, batch element b), with ``(ts, bs) = (1, T)``
-when batch_first else ``(B, 1)``. So all steps form one matrix for the big
-GEMMs, and one step is a strided matrix (leading dimension ``bs * width``) for
-the per-step GEMM: no transposes in either layout.
+Layout. Inside, everything is time-major and contiguous: the gate buffer
+(T, B, G*H), the hidden and cell state slots (T+1, B, H) in training or two
+ping-pong slots in inference. So one step is one contiguous (B, width) matrix
+and all steps are one matrix for the big GEMMs. The user's arrays (x, out,
+dout, dx) may be batch-first: the kernels read and write them row by row, and
+gather x into time-major order where a GEMM needs it. (Strided per-step GEMMs
+straight on batch-first rows ran 2-3x slower: rows 4 KiB-aligned apart thrash
+the cache sets and the TLB.)
 
-Forward: one GEMM projects the inputs of every step; per step one GEMM adds
-``h_{t-1} @ Wh`` into the gate rows and one fused, vectorized elementwise pass
-(rnnfast/_elementwise.h) applies bias and activations. Backward: per step the
-elementwise gate gradients and ``dh = dG_t @ Wh.T``; then ``dx``, ``dWx``,
-``dWh`` are three GEMMs over all steps. The loops run without the GIL, with
-denormals flushed to zero (restored afterwards).
+Forward: one GEMM projects the inputs of a chunk of steps (all steps in
+training); per step one product adds ``h_{t-1} @ Wh`` into the gate rows and
+one fused, vectorized elementwise pass (rnnfast/_simd.h) applies bias and
+activations. Backward: per step the elementwise gate gradients and
+``dh = dG_t @ Wh.T``; then ``dx``, ``dWx``, ``dWh`` are three GEMMs over all
+steps. The loops run without the GIL, with denormals flushed to zero
+(restored afterwards).
 """
 import numpy as np
 
@@ -23,26 +27,28 @@ cimport cython
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from rnnfast._blas cimport gemm
+from rnnfast._blas cimport gemm, is_small, matmul
 
 
-cdef extern from "_elementwise.h" nogil:
+cdef extern from "_simd.h" nogil:
     unsigned int rf_denormals_off()
     void rf_denormals_restore(unsigned int old)
     void rf_tanh_array_f(Py_ssize_t n, const float* x, float* y)
     void rf_tanh_array_d(Py_ssize_t n, const double* x, double* y)
     void rf_sigmoid_array_f(Py_ssize_t n, const float* x, float* y)
     void rf_sigmoid_array_d(Py_ssize_t n, const double* x, double* y)
-    void rf_rnn_forward_row_f(int n, int relu, float* a, const float* b, float* h_copy)
-    void rf_rnn_forward_row_d(int n, int relu, double* a, const double* b, double* h_copy)
+    void rf_rnn_forward_row_f(int n, int relu, const float* a, const float* b, float* h,
+                              float* h_out)
+    void rf_rnn_forward_row_d(int n, int relu, const double* a, const double* b, double* h,
+                              double* h_out)
     void rf_rnn_backward_row_f(int n, int relu, const float* dout, const float* dh_rec,
                                const float* h, float* dpre)
     void rf_rnn_backward_row_d(int n, int relu, const double* dout, const double* dh_rec,
                                const double* h, double* dpre)
     void rf_lstm_forward_row_f(int n, float* gates, const float* b, const float* c_prev,
-                               float* c, float* h, float* h_copy)
+                               float* c, float* h, float* h_out)
     void rf_lstm_forward_row_d(int n, double* gates, const double* b, const double* c_prev,
-                               double* c, double* h, double* h_copy)
+                               double* c, double* h, double* h_out)
     void rf_lstm_backward_row_f(int n, float* gates, const float* c, const float* c_prev,
                                 const float* dout, const float* dh_rec, float* dc)
     void rf_lstm_backward_row_d(int n, double* gates, const double* c, const double* c_prev,
@@ -53,15 +59,21 @@ cdef extern from "_elementwise.h" nogil:
                               double* dst)
 
 
-# ----------------------------------------------------------------------------- row helpers
-# Fused front doors to the C row functions of _elementwise.h.
+# Inference projects the inputs chunk by chunk into a reused gate buffer of about this many
+# rows (steps x batch), so its memory does not grow with seq_len.
+cdef enum:
+    CHUNK_ROWS = 512
 
-cdef inline void rnn_forward_row(int n, bint relu, floating* a, const floating* b,
-                                 floating* h_copy) noexcept nogil:
+
+# ----------------------------------------------------------------------------- row helpers
+# Fused front doors to the C row functions of _simd.h.
+
+cdef inline void rnn_forward_row(int n, bint relu, const floating* a, const floating* b,
+                                 floating* h, floating* h_out) noexcept nogil:
     if floating is float:
-        rf_rnn_forward_row_f(n, relu, a, b, h_copy)
+        rf_rnn_forward_row_f(n, relu, a, b, h, h_out)
     else:
-        rf_rnn_forward_row_d(n, relu, a, b, h_copy)
+        rf_rnn_forward_row_d(n, relu, a, b, h, h_out)
 
 
 cdef inline void rnn_backward_row(int n, bint relu, const floating* dout,
@@ -75,11 +87,11 @@ cdef inline void rnn_backward_row(int n, bint relu, const floating* dout,
 
 cdef inline void lstm_forward_row(int n, floating* gates, const floating* b,
                                   const floating* c_prev, floating* c, floating* h,
-                                  floating* h_copy) noexcept nogil:
+                                  floating* h_out) noexcept nogil:
     if floating is float:
-        rf_lstm_forward_row_f(n, gates, b, c_prev, c, h, h_copy)
+        rf_lstm_forward_row_f(n, gates, b, c_prev, c, h, h_out)
     else:
-        rf_lstm_forward_row_d(n, gates, b, c_prev, c, h, h_copy)
+        rf_lstm_forward_row_d(n, gates, b, c_prev, c, h, h_out)
 
 
 cdef inline void lstm_backward_row(int n, floating* gates, const floating* c,
@@ -99,260 +111,229 @@ cdef inline void add_column_sums(Py_ssize_t rows, int n, const floating* src, Py
         rf_add_column_sums_d(rows, n, src, ld, dst)
 
 
-cdef inline void copy_rows(int rows, int n, const floating* src, Py_ssize_t src_ld,
-                           floating* dst, Py_ssize_t dst_ld) noexcept nogil:
-    """dst[r, :n] = src[r, :n] for strided rows; src NULL means zeros."""
-    cdef int r
-    for r in range(rows):
-        if src == NULL:
-            memset(dst + r * dst_ld, 0, n * sizeof(floating))
-        else:
-            memcpy(dst + r * dst_ld, src + r * src_ld, n * sizeof(floating))
+# ----------------------------------------------------------------------------- layout helpers
+
+cdef struct Layout:
+    # The user's sequence arrays: row (t, b) of x, out, dout, dx starts at
+    # (t * step + b * batch) * width.
+    int T
+    int B
+    Py_ssize_t step
+    Py_ssize_t batch
 
 
-# ----------------------------------------------------------------------------- RNN kernels
-
-cdef void rnn_forward_loop(int T, int B, int D, int H, bint relu, Py_ssize_t ts, Py_ssize_t bs,
-                           const floating* x, const floating* h0, const floating* Wx,
-                           const floating* Wh, const floating* b, floating* out,
-                           floating* h_n, floating* hprev, floating* h_last) noexcept nogil:
-    """out, h_n from x, h0 (NULL: zeros); hprev, h_last (NULL in inference) get the
-    h_{t-1} of every row and h_{T-1} for BPTT."""
-    cdef int t, bb
-    cdef int ld_step = <int> (bs * H)          # leading dimension of one step's rows
-    cdef floating* out_t
-    cdef floating* h_copy
-    # out = x @ Wx over every step at once (bias comes in the elementwise pass)
-    gemm(False, False, B * T, H, D, <floating> 1, x, D, Wx, H, <floating> 0, out, H)
-    if hprev != NULL:
-        copy_rows(B, H, h0, H, hprev, ld_step)            # h_{-1} rows
-    for t in range(T):
-        out_t = out + t * ts * H
-        if t > 0:
-            # out_t += out_{t-1} @ Wh
-            gemm(False, False, B, H, H, <floating> 1, out_t - ts * H, ld_step, Wh, H,
-                 <floating> 1, out_t, ld_step)
-        elif h0 != NULL:
-            # out_0 += h0 @ Wh (skipped for a zero initial state)
-            gemm(False, False, B, H, H, <floating> 1, h0, H, Wh, H, <floating> 1, out_t,
-                 ld_step)
-        for bb in range(B):
-            h_copy = NULL
-            if hprev != NULL:
-                h_copy = hprev + ((t + 1) * ts + bb * bs) * H if t + 1 < T else h_last + bb * H
-            rnn_forward_row(H, relu, out_t + bb * bs * H, b, h_copy)
-    copy_rows(B, H, out + (T - 1) * ts * H, ld_step, h_n, H)
+cdef inline Layout make_layout(int T, int B, bint batch_first) noexcept nogil:
+    cdef Layout lay
+    lay.T = T
+    lay.B = B
+    lay.step = 1 if batch_first else B
+    lay.batch = T if batch_first else 1
+    return lay
 
 
-cdef void rnn_backward_loop(int T, int B, int D, int H, bint relu, Py_ssize_t ts,
-                            Py_ssize_t bs, const floating* dout, const floating* zero_row,
-                            const floating* x, const floating* Wx, const floating* Wh,
-                            const floating* hprev, const floating* h_last, floating* dG,
-                            floating* dh_rec, floating* dx, floating* dWx, floating* dWh,
-                            floating* db) noexcept nogil:
-    """BPTT. dh_rec enters holding dL/dh_{T-1} from the final state and leaves holding dh0.
-    dout NULL: no gradient on the outputs (zero_row stands in)."""
-    cdef int t, bb
-    cdef Py_ssize_t row
-    cdef Py_ssize_t rows = <Py_ssize_t> B * T
-    cdef int ld_step = <int> (bs * H)
-    cdef const floating* h_row
-    cdef const floating* dout_row
-    for t in range(T - 1, -1, -1):
-        for bb in range(B):
-            row = t * ts + bb * bs
-            h_row = hprev + (row + ts) * H if t + 1 < T else h_last + bb * H
-            dout_row = zero_row if dout == NULL else dout + row * H
-            rnn_backward_row(H, relu, dout_row, dh_rec + bb * H, h_row, dG + row * H)
-        # dh_rec = dG_t @ Wh.T
-        gemm(False, True, B, H, H, <floating> 1, dG + t * ts * H, ld_step, Wh, H,
-             <floating> 0, dh_rec, H)
-    # the deferred GEMMs over all steps: dx = dG @ Wx.T, dWx = x.T @ dG, dWh = hprev.T @ dG
-    gemm(False, True, B * T, D, H, <floating> 1, dG, H, Wx, H, <floating> 0, dx, D)
-    gemm(True, False, D, H, B * T, <floating> 1, x, D, dG, H, <floating> 0, dWx, H)
-    gemm(True, False, H, H, B * T, <floating> 1, hprev, H, dG, H, <floating> 0, dWh, H)
-    memset(db, 0, H * sizeof(floating))
-    add_column_sums(rows, H, dG, H, db)                     # db = dG.sum(axis=0)
+cdef inline Py_ssize_t user_row(Layout lay, int t, int b) noexcept nogil:
+    return t * lay.step + b * lay.batch
 
 
-cdef void rnn_forward_typed(bint relu, bint batch_first, const floating[:, :, ::1] x,
-                            const floating[:, ::1] h0, const floating[:, ::1] Wx,
-                            const floating[:, ::1] Wh, const floating[::1] b,
-                            floating[:, :, ::1] out, floating[:, ::1] h_n,
-                            floating[:, :, ::1] hprev, floating[:, ::1] h_last):
-    cdef int T = x.shape[1] if batch_first else x.shape[0]
-    cdef int B = x.shape[0] if batch_first else x.shape[1]
-    cdef Py_ssize_t ts = 1 if batch_first else B
-    cdef Py_ssize_t bs = T if batch_first else 1
-    # optional arrays (None) become NULL pointers
-    cdef const floating* h0_p = NULL if h0 is None else &h0[0, 0]
-    cdef floating* hprev_p = NULL if hprev is None else &hprev[0, 0, 0]
-    cdef floating* h_last_p = NULL if h_last is None else &h_last[0, 0]
-    cdef unsigned int csr
-    with nogil:
-        csr = rf_denormals_off()
-        rnn_forward_loop(T, B, <int> x.shape[2], <int> Wh.shape[0], relu, ts, bs, &x[0, 0, 0],
-                         h0_p, &Wx[0, 0], &Wh[0, 0], &b[0], &out[0, 0, 0], &h_n[0, 0],
-                         hprev_p, h_last_p)
-        rf_denormals_restore(csr)
-
-
-cdef void rnn_backward_typed(bint relu, bint batch_first, const floating[:, :, ::1] dout,
-                             const floating[:, :, ::1] x, const floating[:, ::1] Wx,
-                             const floating[:, ::1] Wh, const floating[:, :, ::1] hprev,
-                             const floating[:, ::1] h_last, floating[:, :, ::1] dG,
-                             floating[:, ::1] dh_rec, floating[::1] zero_row,
-                             floating[:, :, ::1] dx, floating[:, ::1] dWx,
-                             floating[:, ::1] dWh, floating[::1] db):
-    cdef int T = x.shape[1] if batch_first else x.shape[0]
-    cdef int B = x.shape[0] if batch_first else x.shape[1]
-    cdef Py_ssize_t ts = 1 if batch_first else B
-    cdef Py_ssize_t bs = T if batch_first else 1
-    cdef const floating* dout_p = NULL if dout is None else &dout[0, 0, 0]
-    cdef unsigned int csr
-    with nogil:
-        csr = rf_denormals_off()
-        rnn_backward_loop(T, B, <int> x.shape[2], <int> Wh.shape[0], relu, ts, bs, dout_p,
-                          &zero_row[0], &x[0, 0, 0], &Wx[0, 0], &Wh[0, 0], &hprev[0, 0, 0],
-                          &h_last[0, 0], &dG[0, 0, 0], &dh_rec[0, 0], &dx[0, 0, 0],
-                          &dWx[0, 0], &dWh[0, 0], &db[0])
-        rf_denormals_restore(csr)
-
-
-# ----------------------------------------------------------------------------- LSTM kernels
-
-cdef void lstm_forward_loop(int T, int B, int D, int H, Py_ssize_t ts, Py_ssize_t bs,
-                            const floating* x, const floating* h0, const floating* Wx,
-                            const floating* Wh, const floating* b, floating* gates,
-                            floating* c_state, floating* out, floating* h_n, floating* c_n,
-                            floating* c_all, floating* hprev) noexcept nogil:
-    """out, h_n, c_n from x, h0 (NULL: zeros) and c_state, which holds c0 (or zeros).
-
-    Inference (c_all, hprev NULL): c_state is updated in place, step after step.
-    Training: c_all gets c_t of every row and hprev the h_{t-1} of every row; gates
-    keeps the activated i, f, g, o for BPTT.
-    """
-    cdef int t, bb
-    cdef int G = 4 * H
-    cdef int ld_h = <int> (bs * H)                 # leading dimension of one step's h rows
-    cdef int ld_g = <int> (bs * G)                 # ... and of its gate rows
-    cdef Py_ssize_t row
-    cdef floating* gates_t
-    cdef const floating* c_prev
-    cdef floating* c_out
-    cdef floating* h_copy
-    # gates = x @ Wx over every step at once
-    gemm(False, False, B * T, G, D, <floating> 1, x, D, Wx, G, <floating> 0, gates, G)
-    if hprev != NULL:
-        copy_rows(B, H, h0, H, hprev, ld_h)               # h_{-1} rows
-    for t in range(T):
-        gates_t = gates + t * ts * G
-        if t > 0:
-            # gates_t += out_{t-1} @ Wh
-            gemm(False, False, B, G, H, <floating> 1, out + (t - 1) * ts * H, ld_h, Wh, G,
-                 <floating> 1, gates_t, ld_g)
-        elif h0 != NULL:
-            # gates_0 += h0 @ Wh (skipped for a zero initial state)
-            gemm(False, False, B, G, H, <floating> 1, h0, H, Wh, G, <floating> 1, gates_t,
-                 ld_g)
-        for bb in range(B):
-            row = t * ts + bb * bs
-            if c_all == NULL:
-                c_prev = c_state + bb * H
-                c_out = c_state + bb * H
-                h_copy = NULL
-            else:
-                c_prev = c_all + (row - ts) * H if t > 0 else c_state + bb * H
-                c_out = c_all + row * H
-                h_copy = hprev + (row + ts) * H if t + 1 < T else NULL
-            lstm_forward_row(H, gates + row * G, b, c_prev, c_out, out + row * H, h_copy)
-    copy_rows(B, H, out + (T - 1) * ts * H, ld_h, h_n, H)
-    if c_all == NULL:
-        copy_rows(B, H, c_state, H, c_n, H)
+cdef void copy_state(int B, int H, const floating* src, floating* dst) noexcept nogil:
+    """dst (B, H) = src, or zeros when src is NULL (no initial state given)."""
+    if src == NULL:
+        memset(dst, 0, <size_t> B * H * sizeof(floating))
     else:
-        copy_rows(B, H, c_all + (T - 1) * ts * H, ld_h, c_n, H)
+        memcpy(dst, src, <size_t> B * H * sizeof(floating))
 
 
-cdef void lstm_backward_loop(int T, int B, int D, int H, Py_ssize_t ts, Py_ssize_t bs,
-                             const floating* dout, const floating* zero_row, const floating* x,
-                             const floating* Wx, const floating* Wh, const floating* hprev,
-                             const floating* c_all, const floating* c0, floating* gates,
-                             floating* dh_rec, floating* dc, floating* dx, floating* dWx,
-                             floating* dWh, floating* db) noexcept nogil:
-    """BPTT, overwriting the activated gates with their gradients dG.
+cdef const floating* steps_time_major(Layout lay, int t0, int n, int width, const floating* a,
+                                      floating* buf) noexcept nogil:
+    """Rows of steps t0 .. t0+n-1 of a user array as a time-major (n, B, width) matrix:
+    ``a`` itself when time-major, else gathered into ``buf``."""
+    cdef int s, b
+    if lay.step == lay.B:                       # time-major: already contiguous
+        return a + <Py_ssize_t> t0 * lay.B * width
+    for s in range(n):
+        for b in range(lay.B):
+            memcpy(buf + (<Py_ssize_t> s * lay.B + b) * width,
+                   a + user_row(lay, t0 + s, b) * width, width * sizeof(floating))
+    return buf
 
-    dh_rec and dc enter holding dL/dh_{T-1}, dL/dc_{T-1} from the final state and
-    leave holding dh0, dc0. dout NULL: no gradient on the outputs.
+
+cdef void scatter_time_major(Layout lay, int width, const floating* src,
+                             floating* a) noexcept nogil:
+    """The user array ``a`` = the time-major (T, B, width) ``src``, in a's layout."""
+    cdef int t, b
+    for t in range(lay.T):
+        for b in range(lay.B):
+            memcpy(a + user_row(lay, t, b) * width,
+                   src + (<Py_ssize_t> t * lay.B + b) * width, width * sizeof(floating))
+
+
+# ----------------------------------------------------------------------------- forward
+
+cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const floating* x,
+                       const floating* h0, const floating* c0, const floating* Wx,
+                       const floating* Wh, const floating* b, floating* gates, int chunk,
+                       floating* xbuf, floating* hs, floating* cs, int n_slots, floating* out,
+                       floating* h_n, floating* c_n) noexcept nogil:
+    """The forward of both cells.
+
+    gates holds ``chunk`` steps (T in training, where it is the BPTT workspace);
+    hs and cs hold ``n_slots`` (B, H) states: T + 1 in training (h_{-1} .. h_{T-1},
+    kept for BPTT), 2 in inference (ping-pong). xbuf: ``chunk`` steps of x when
+    batch-first. cs is unused (NULL) for the RNN.
     """
-    cdef int t, bb
-    cdef int G = 4 * H
-    cdef int ld_g = <int> (bs * G)
-    cdef Py_ssize_t row
-    cdef Py_ssize_t rows = <Py_ssize_t> B * T
-    cdef const floating* c_prev
+    cdef int T = lay.T, B = lay.B
+    cdef int G = (4 if lstm else 1) * H
+    cdef int t, t0, s, n, bb
+    cdef const floating* x_chunk
+    cdef floating* gates_t
+    cdef floating* h_prev
+    cdef floating* h_next
+    cdef floating* c_prev
+    cdef floating* c_next
+    copy_state(B, H, h0, hs)                                # slot 0: h_{-1}
+    if lstm:
+        copy_state(B, H, c0, cs)
+    t0 = 0
+    while t0 < T:                                           # chunk by chunk
+        n = min(chunk, T - t0)
+        x_chunk = steps_time_major(lay, t0, n, D, x, xbuf)
+        # gates = x_chunk @ Wx, every step of the chunk at once
+        gemm(False, False, n * B, G, D, <floating> 1, x_chunk, D, Wx, G, <floating> 0,
+             gates, G)
+        for s in range(n):
+            t = t0 + s
+            gates_t = gates + <Py_ssize_t> s * B * G
+            h_prev = hs + <Py_ssize_t> (t % n_slots) * B * H
+            h_next = hs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
+            if t > 0 or h0 != NULL:                         # h_{-1} = 0 adds nothing
+                # gates_t += h_prev @ Wh
+                matmul(B, G, H, h_prev, H, Wh, G, True, gates_t, G)
+            if lstm:
+                c_prev = cs + <Py_ssize_t> (t % n_slots) * B * H
+                c_next = cs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
+                for bb in range(B):
+                    lstm_forward_row(H, gates_t + bb * G, b, c_prev + bb * H, c_next + bb * H,
+                                     h_next + bb * H, out + user_row(lay, t, bb) * H)
+            else:
+                for bb in range(B):
+                    rnn_forward_row(H, relu, gates_t + bb * G, b, h_next + bb * H,
+                                    out + user_row(lay, t, bb) * H)
+        t0 += n
+    memcpy(h_n, hs + <Py_ssize_t> (T % n_slots) * B * H, <size_t> B * H * sizeof(floating))
+    if lstm:
+        memcpy(c_n, cs + <Py_ssize_t> (T % n_slots) * B * H, <size_t> B * H * sizeof(floating))
+
+
+# ----------------------------------------------------------------------------- backward
+
+cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const floating* dout,
+                        const floating* zero_row, const floating* x, const floating* Wx,
+                        const floating* Wh, floating* WhT, const floating* hs,
+                        const floating* cs, floating* gates, floating* dh_rec, floating* dc,
+                        floating* xbuf, floating* dx, floating* dWx, floating* dWh,
+                        floating* db) noexcept nogil:
+    """BPTT of both cells, overwriting the workspace gates with their gradients dG.
+
+    dh_rec (and dc) enter holding dL/dh_{T-1} (dL/dc_{T-1}) from the final state
+    and leave holding dh0 (dc0). dout NULL: no gradient on the outputs (zero_row
+    stands in). WhT: room for Wh.T when the per-step product is small, else NULL.
+    xbuf: (T, B, D) scratch when batch-first.
+    """
+    cdef int T = lay.T, B = lay.B
+    cdef int G = (4 if lstm else 1) * H
+    cdef int t, bb, i, j
+    cdef Py_ssize_t rows = <Py_ssize_t> T * B
+    cdef floating* gates_t
     cdef const floating* dout_row
+    cdef const floating* xs
+    if WhT != NULL:
+        for i in range(H):
+            for j in range(G):
+                WhT[j * H + i] = Wh[i * G + j]
     for t in range(T - 1, -1, -1):
+        gates_t = gates + <Py_ssize_t> t * B * G
         for bb in range(B):
-            row = t * ts + bb * bs
-            c_prev = c_all + (row - ts) * H if t > 0 else c0 + bb * H
-            dout_row = zero_row if dout == NULL else dout + row * H
-            lstm_backward_row(H, gates + row * G, c_all + row * H, c_prev, dout_row,
-                              dh_rec + bb * H, dc + bb * H)
+            dout_row = zero_row if dout == NULL else dout + user_row(lay, t, bb) * H
+            if lstm:
+                lstm_backward_row(H, gates_t + bb * G,
+                                  cs + (<Py_ssize_t> (t + 1) * B + bb) * H,
+                                  cs + (<Py_ssize_t> t * B + bb) * H,
+                                  dout_row, dh_rec + bb * H, dc + bb * H)
+            else:
+                rnn_backward_row(H, relu, dout_row, dh_rec + bb * H,
+                                 hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
         # dh_rec = dG_t @ Wh.T
-        gemm(False, True, B, H, G, <floating> 1, gates + t * ts * G, ld_g, Wh, G,
-             <floating> 0, dh_rec, H)
-    # the deferred GEMMs over all steps: dx = dG @ Wx.T, dWx = x.T @ dG, dWh = hprev.T @ dG
-    gemm(False, True, B * T, D, G, <floating> 1, gates, G, Wx, G, <floating> 0, dx, D)
-    gemm(True, False, D, G, B * T, <floating> 1, x, D, gates, G, <floating> 0, dWx, G)
-    gemm(True, False, H, G, B * T, <floating> 1, hprev, H, gates, G, <floating> 0, dWh, G)
-    memset(db, 0, G * sizeof(floating))
+        if WhT != NULL:
+            matmul(B, H, G, gates_t, G, WhT, H, False, dh_rec, H)
+        else:
+            gemm(False, True, B, H, G, <floating> 1, gates_t, G, Wh, G, <floating> 0,
+                 dh_rec, H)
+    # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dG, dx = dG @ Wx.T
+    xs = steps_time_major(lay, 0, T, D, x, xbuf)
+    gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0, dWx, G)
+    gemm(True, False, H, G, <int> rows, <floating> 1, hs, H, gates, G, <floating> 0, dWh, G)
+    if xs == xbuf:                        # batch-first: compute time-major, then scatter
+        gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
+             xbuf, D)
+        scatter_time_major(lay, D, xbuf, dx)
+    else:
+        gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
+             dx, D)
+    memset(db, 0, <size_t> G * sizeof(floating))
     add_column_sums(rows, G, gates, G, db)                  # db = dG.sum(axis=0)
 
 
-cdef void lstm_forward_typed(bint batch_first, const floating[:, :, ::1] x,
-                             const floating[:, ::1] h0, const floating[:, ::1] Wx,
-                             const floating[:, ::1] Wh, const floating[::1] b,
-                             floating[:, :, ::1] gates, floating[:, ::1] c_state,
-                             floating[:, :, ::1] out, floating[:, ::1] h_n,
-                             floating[:, ::1] c_n, floating[:, :, ::1] c_all,
-                             floating[:, :, ::1] hprev):
-    cdef int T = x.shape[1] if batch_first else x.shape[0]
-    cdef int B = x.shape[0] if batch_first else x.shape[1]
-    cdef Py_ssize_t ts = 1 if batch_first else B
-    cdef Py_ssize_t bs = T if batch_first else 1
-    # optional arrays (None) become NULL pointers
+# ----------------------------------------------------------------------------- typed entries
+# Memoryviews in, raw pointers to the loops, GIL released. Optional arrays (None) become NULL.
+
+cdef void forward_typed(bint lstm, bint relu, bint batch_first, const floating[:, :, ::1] x,
+                        const floating[:, ::1] h0, const floating[:, ::1] c0,
+                        const floating[:, ::1] Wx, const floating[:, ::1] Wh,
+                        const floating[::1] b, floating[:, :, ::1] gates,
+                        floating[:, :, ::1] xbuf, floating[:, :, ::1] hs,
+                        floating[:, :, ::1] cs, floating[:, :, ::1] out,
+                        floating[:, ::1] h_n, floating[:, ::1] c_n):
+    cdef Layout lay = make_layout(<int> (x.shape[1] if batch_first else x.shape[0]),
+                                  <int> (x.shape[0] if batch_first else x.shape[1]),
+                                  batch_first)
     cdef const floating* h0_p = NULL if h0 is None else &h0[0, 0]
-    cdef floating* c_all_p = NULL if c_all is None else &c_all[0, 0, 0]
-    cdef floating* hprev_p = NULL if hprev is None else &hprev[0, 0, 0]
+    cdef const floating* c0_p = NULL if c0 is None else &c0[0, 0]
+    cdef floating* xbuf_p = NULL if xbuf is None else &xbuf[0, 0, 0]
+    cdef floating* cs_p = NULL if cs is None else &cs[0, 0, 0]
+    cdef floating* c_n_p = NULL if c_n is None else &c_n[0, 0]
     cdef unsigned int csr
     with nogil:
         csr = rf_denormals_off()
-        lstm_forward_loop(T, B, <int> x.shape[2], <int> Wh.shape[0], ts, bs, &x[0, 0, 0], h0_p,
-                          &Wx[0, 0], &Wh[0, 0], &b[0], &gates[0, 0, 0], &c_state[0, 0],
-                          &out[0, 0, 0], &h_n[0, 0], &c_n[0, 0], c_all_p, hprev_p)
+        forward_loop(lstm, relu, lay, <int> x.shape[2], <int> Wh.shape[0], &x[0, 0, 0], h0_p,
+                     c0_p, &Wx[0, 0], &Wh[0, 0], &b[0], &gates[0, 0, 0], <int> gates.shape[0],
+                     xbuf_p, &hs[0, 0, 0], cs_p, <int> hs.shape[0], &out[0, 0, 0], &h_n[0, 0],
+                     c_n_p)
         rf_denormals_restore(csr)
 
 
-cdef void lstm_backward_typed(bint batch_first, const floating[:, :, ::1] dout,
-                              const floating[:, :, ::1] x, const floating[:, ::1] Wx,
-                              const floating[:, ::1] Wh, const floating[:, :, ::1] hprev,
-                              const floating[:, :, ::1] c_all, const floating[:, ::1] c0,
-                              floating[:, :, ::1] gates, floating[:, ::1] dh_rec,
-                              floating[:, ::1] dc, floating[::1] zero_row,
-                              floating[:, :, ::1] dx, floating[:, ::1] dWx,
-                              floating[:, ::1] dWh, floating[::1] db):
-    cdef int T = x.shape[1] if batch_first else x.shape[0]
-    cdef int B = x.shape[0] if batch_first else x.shape[1]
-    cdef Py_ssize_t ts = 1 if batch_first else B
-    cdef Py_ssize_t bs = T if batch_first else 1
+cdef void backward_typed(bint lstm, bint relu, bint batch_first,
+                         const floating[:, :, ::1] dout, floating[::1] zero_row,
+                         const floating[:, :, ::1] x, const floating[:, ::1] Wx,
+                         const floating[:, ::1] Wh, floating[:, ::1] WhT,
+                         const floating[:, :, ::1] hs, const floating[:, :, ::1] cs,
+                         floating[:, :, ::1] gates, floating[:, ::1] dh_rec,
+                         floating[:, ::1] dc, floating[:, :, ::1] xbuf, floating[:, :, ::1] dx,
+                         floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db):
+    cdef Layout lay = make_layout(<int> (x.shape[1] if batch_first else x.shape[0]),
+                                  <int> (x.shape[0] if batch_first else x.shape[1]),
+                                  batch_first)
     cdef const floating* dout_p = NULL if dout is None else &dout[0, 0, 0]
+    cdef floating* WhT_p = NULL if WhT is None else &WhT[0, 0]
+    cdef const floating* cs_p = NULL if cs is None else &cs[0, 0, 0]
+    cdef floating* dc_p = NULL if dc is None else &dc[0, 0]
+    cdef floating* xbuf_p = NULL if xbuf is None else &xbuf[0, 0, 0]
     cdef unsigned int csr
     with nogil:
         csr = rf_denormals_off()
-        lstm_backward_loop(T, B, <int> x.shape[2], <int> Wh.shape[0], ts, bs, dout_p,
-                           &zero_row[0], &x[0, 0, 0], &Wx[0, 0], &Wh[0, 0], &hprev[0, 0, 0],
-                           &c_all[0, 0, 0], &c0[0, 0], &gates[0, 0, 0], &dh_rec[0, 0],
-                           &dc[0, 0], &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
+        backward_loop(lstm, relu, lay, <int> x.shape[2], <int> Wh.shape[0], dout_p,
+                      &zero_row[0], &x[0, 0, 0], &Wx[0, 0], &Wh[0, 0], WhT_p, &hs[0, 0, 0],
+                      cs_p, &gates[0, 0, 0], &dh_rec[0, 0], dc_p, xbuf_p, &dx[0, 0, 0],
+                      &dWx[0, 0], &dWh[0, 0], &db[0])
         rf_denormals_restore(csr)
 
 
@@ -368,112 +349,89 @@ def _state_or_zeros(s, B, H, dtype):
     return np.zeros((B, H), dtype) if s is None else np.array(s, dtype=dtype, copy=True)
 
 
-def _empty_grads(x, Wx, Wh):
-    dt = Wx.dtype
-    return (np.zeros(x.shape, dt), np.zeros(Wx.shape, dt), np.zeros(Wh.shape, dt),
-            np.zeros(Wh.shape[1], dt))
+def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
+    """Allocates outputs and buffers, runs forward_typed; returns
+    ``(out, h_n, c_n, workspace)`` (c_n None for the RNN)."""
+    lstm = cell == "lstm"
+    B, T, H = _dims(x, Wh, batch_first)
+    D, G, dt = x.shape[2], Wh.shape[1], Wx.dtype
+    out = np.empty(x.shape[:2] + (H,), dt)
+    chunk = T if training else max(1, min(T, CHUNK_ROWS // B))
+    n_slots = T + 1 if training else 2
+    gates = np.empty((chunk, B, G), dt)
+    hs = np.empty((n_slots, B, H), dt)
+    cs = np.empty((n_slots, B, H), dt) if lstm else None
+    workspace = None
+    if training:
+        workspace = {"backend": "cython", "cell": cell, "batch_first": batch_first,
+                     "dims": (B, T, H), "gates": gates, "hs": hs, "cs": cs}
+        if not lstm:
+            workspace["nonlinearity"] = "relu" if relu else "tanh"
+    if T == 0:
+        return (out, _state_or_zeros(h0, B, H, dt),
+                _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
+    xbuf = np.empty((chunk, B, D), dt) if batch_first and B > 1 else None
+    h_n = np.empty((B, H), dt)
+    c_n = np.empty((B, H), dt) if lstm else None
+    if dt == np.float32:
+        forward_typed[float](lstm, relu, batch_first, x, h0, c0, Wx, Wh, b, gates, xbuf, hs,
+                             cs, out, h_n, c_n)
+    else:
+        forward_typed[double](lstm, relu, batch_first, x, h0, c0, Wx, Wh, b, gates, xbuf, hs,
+                              cs, out, h_n, c_n)
+    return out, h_n, c_n, workspace
+
+
+def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
+    """Allocates gradients and scratch, runs backward_typed; returns
+    ``(dx, dh0, dc0, dWx, dWh, db)`` (dc0 None for the RNN)."""
+    lstm = cell == "lstm"
+    B, T, H = _dims(x, Wh, batch_first)
+    D, G, dt = x.shape[2], Wh.shape[1], Wx.dtype
+    dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
+    dc = _state_or_zeros(dc_n, B, H, dt) if lstm else None      # becomes dc0
+    dx = np.zeros(x.shape, dt)
+    dWx = np.zeros(Wx.shape, dt)
+    dWh = np.zeros(Wh.shape, dt)
+    db = np.zeros(G, dt)
+    if T == 0:
+        return dx, dh_rec, dc, dWx, dWh, db
+    WhT = np.empty((G, H), dt) if is_small(B, H, G) else None
+    xbuf = np.empty((T, B, D), dt) if batch_first and B > 1 else None
+    zero_row = np.zeros(H, dt)
+    if dt == np.float32:
+        backward_typed[float](lstm, relu, batch_first, dout, zero_row, x, Wx, Wh, WhT,
+                              workspace["hs"], workspace["cs"], workspace["gates"], dh_rec, dc,
+                              xbuf, dx, dWx, dWh, db)
+    else:
+        backward_typed[double](lstm, relu, batch_first, dout, zero_row, x, Wx, Wh, WhT,
+                               workspace["hs"], workspace["cs"], workspace["gates"], dh_rec,
+                               dc, xbuf, dx, dWx, dWh, db)
+    return dx, dh_rec, dc, dWx, dWh, db
 
 
 def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True):
     """Returns ``(out, h_n, workspace)``; workspace is None unless ``training``."""
-    B, T, H = _dims(x, Wh, batch_first)
-    dt = Wx.dtype
-    out = np.empty(x.shape[:2] + (H,), dt)
-    workspace = None
-    if training:
-        workspace = {"backend": "cython", "cell": "rnn", "nonlinearity": nonlinearity,
-                     "batch_first": batch_first, "dims": (B, T, H),
-                     "hprev": np.empty(out.shape, dt), "h_last": np.empty((B, H), dt)}
-    if T == 0:
-        return out, _state_or_zeros(h0, B, H, dt), workspace
-    h_n = np.empty((B, H), dt)
-    hprev = workspace["hprev"] if training else None
-    h_last = workspace["h_last"] if training else None
-    if dt == np.float32:
-        rnn_forward_typed[float](nonlinearity == "relu", batch_first, x, h0, Wx, Wh, b, out,
-                                 h_n, hprev, h_last)
-    else:
-        rnn_forward_typed[double](nonlinearity == "relu", batch_first, x, h0, Wx, Wh, b, out,
-                                  h_n, hprev, h_last)
+    out, h_n, _, workspace = _forward("rnn", nonlinearity == "relu", x, h0, None, Wx, Wh, b,
+                                      batch_first, training)
     return out, h_n, workspace
 
 
 def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True):
-    """Returns ``(dx, dh0, dWx, dWh, db)``."""
-    B, T, H = _dims(x, Wh, batch_first)
-    dt = Wx.dtype
-    dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
-    if T == 0:
-        dx, dWx, dWh, db = _empty_grads(x, Wx, Wh)
-        return dx, dh_rec, dWx, dWh, db
-    dG = np.empty(x.shape[:2] + (H,), dt)
-    dx = np.empty(x.shape, dt)
-    dWx = np.empty(Wx.shape, dt)
-    dWh = np.empty(Wh.shape, dt)
-    db = np.empty(H, dt)
-    zero_row = np.zeros(H, dt)
-    if dt == np.float32:
-        rnn_backward_typed[float](nonlinearity == "relu", batch_first, dout, x, Wx, Wh,
-                                  workspace["hprev"], workspace["h_last"], dG, dh_rec,
-                                  zero_row, dx, dWx, dWh, db)
-    else:
-        rnn_backward_typed[double](nonlinearity == "relu", batch_first, dout, x, Wx, Wh,
-                                   workspace["hprev"], workspace["h_last"], dG, dh_rec,
-                                   zero_row, dx, dWx, dWh, db)
-    return dx, dh_rec, dWx, dWh, db
+    """Returns ``(dx, dh0, dWx, dWh, db)``. Overwrites the workspace's gates."""
+    dx, dh0, _, dWx, dWh, db = _backward("rnn", nonlinearity == "relu", dout, dh_n, None, x,
+                                         Wx, Wh, workspace, batch_first)
+    return dx, dh0, dWx, dWh, db
 
 
 def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
     """Returns ``(out, h_n, c_n, workspace)``; workspace is None unless ``training``."""
-    B, T, H = _dims(x, Wh, batch_first)
-    dt = Wx.dtype
-    out = np.empty(x.shape[:2] + (H,), dt)
-    c_state = _state_or_zeros(c0, B, H, dt)         # c0; updated in place in inference
-    workspace = None
-    if training:
-        workspace = {"backend": "cython", "cell": "lstm", "batch_first": batch_first,
-                     "dims": (B, T, H), "gates": np.empty(x.shape[:2] + (4 * H,), dt),
-                     "c": np.empty(out.shape, dt), "hprev": np.empty(out.shape, dt),
-                     "c0": c_state}
-    if T == 0:
-        return out, _state_or_zeros(h0, B, H, dt), c_state.copy(), workspace
-    gates = workspace["gates"] if training else np.empty(x.shape[:2] + (4 * H,), dt)
-    c_all = workspace["c"] if training else None
-    hprev = workspace["hprev"] if training else None
-    h_n = np.empty((B, H), dt)
-    c_n = np.empty((B, H), dt)
-    if dt == np.float32:
-        lstm_forward_typed[float](batch_first, x, h0, Wx, Wh, b, gates, c_state, out, h_n, c_n,
-                                  c_all, hprev)
-    else:
-        lstm_forward_typed[double](batch_first, x, h0, Wx, Wh, b, gates, c_state, out, h_n,
-                                   c_n, c_all, hprev)
-    return out, h_n, c_n, workspace
+    return _forward("lstm", False, x, h0, c0, Wx, Wh, b, batch_first, training)
 
 
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
     """Returns ``(dx, dh0, dc0, dWx, dWh, db)``. Overwrites the workspace's gates."""
-    B, T, H = _dims(x, Wh, batch_first)
-    dt = Wx.dtype
-    dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
-    dc = _state_or_zeros(dc_n, B, H, dt)            # becomes dc0
-    if T == 0:
-        dx, dWx, dWh, db = _empty_grads(x, Wx, Wh)
-        return dx, dh_rec, dc, dWx, dWh, db
-    dx = np.empty(x.shape, dt)
-    dWx = np.empty(Wx.shape, dt)
-    dWh = np.empty(Wh.shape, dt)
-    db = np.empty(4 * H, dt)
-    zero_row = np.zeros(H, dt)
-    if dt == np.float32:
-        lstm_backward_typed[float](batch_first, dout, x, Wx, Wh, workspace["hprev"],
-                                   workspace["c"], workspace["c0"], workspace["gates"], dh_rec,
-                                   dc, zero_row, dx, dWx, dWh, db)
-    else:
-        lstm_backward_typed[double](batch_first, dout, x, Wx, Wh, workspace["hprev"],
-                                    workspace["c"], workspace["c0"], workspace["gates"],
-                                    dh_rec, dc, zero_row, dx, dWx, dWh, db)
-    return dx, dh_rec, dc, dWx, dWh, db
+    return _backward("lstm", False, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first)
 
 
 def _tanh(x):

@@ -7,7 +7,7 @@
  * code; each row function is cloned for AVX-512, AVX2+FMA and baseline x86-64
  * and the loader picks the clone for the CPU at run time (no -march=native).
  *
- * _elementwise_impl.h is the body, included twice: REAL = float (suffix _f) and
+ * _simd_impl.h is the body, included twice: REAL = float (suffix _f) and
  * REAL = double (suffix _d).
  */
 #ifndef RNNFAST_ELEMENTWISE_H
@@ -66,7 +66,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LOG2E 1.44269504088896341f
 #define RF_TANH_SMALL 0.125f
 #define RF_EXP_DEGREE 7
-#include "_elementwise_impl.h"
+#include "_simd_impl.h"
 #undef REAL
 #undef SFX
 #undef RF_EXP_LO
@@ -88,7 +88,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LOG2E 1.44269504088896338700
 #define RF_TANH_SMALL 0.125
 #define RF_EXP_DEGREE 13
-#include "_elementwise_impl.h"
+#include "_simd_impl.h"
 #undef REAL
 #undef SFX
 #undef RF_EXP_LO

@@ -1,4 +1,4 @@
-/* Body of _elementwise.h, included once per REAL (float, double); see there.
+/* Body of _simd.h, included once per REAL (float, double); see there.
  * Names get the suffix SFX: rf_tanh_f / rf_tanh_d, and so on.
  *
  * Every row function works on one batch row of n = hidden values; the gate
@@ -70,21 +70,20 @@ RF_CLONES static void SFX(rf_sigmoid_array)(ptrdiff_t n, const REAL* restrict x,
     for (ptrdiff_t j = 0; j < n; j++) y[j] = SFX(rf_sigmoid)(x[j]);
 }
 
-/* RNN forward, one row: a <- act(a + b), a = x_t Wx + h_{t-1} Wh from the GEMMs.
- * h_copy (may be NULL) gets a copy of the new h, for the BPTT workspace. */
-RF_CLONES static void SFX(rf_rnn_forward_row)(int n, int relu, REAL* restrict a,
-                                               const REAL* restrict b, REAL* restrict h_copy) {
+/* RNN forward, one row: h = act(a + b), a = x_t Wx + h_{t-1} Wh from the GEMMs;
+ * h goes to the state buffer (read by the next step) and to the user's output row. */
+RF_CLONES static void SFX(rf_rnn_forward_row)(int n, int relu, const REAL* restrict a,
+                                               const REAL* restrict b, REAL* restrict h,
+                                               REAL* restrict h_out) {
     if (relu) {
         for (int j = 0; j < n; j++) {
             const REAL v = a[j] + b[j];
-            a[j] = v < 0 ? 0 : v;                 /* NaN passes through, as np.maximum */
+            h[j] = v < 0 ? 0 : v;                 /* NaN passes through, as np.maximum */
         }
     } else {
-        for (int j = 0; j < n; j++) a[j] = SFX(rf_tanh)(a[j] + b[j]);
+        for (int j = 0; j < n; j++) h[j] = SFX(rf_tanh)(a[j] + b[j]);
     }
-    if (h_copy) {
-        for (int j = 0; j < n; j++) h_copy[j] = a[j];
-    }
+    for (int j = 0; j < n; j++) h_out[j] = h[j];
 }
 
 /* RNN backward, one row: dpre = (dh_rec + dout) * act'(a), act' from h = act(a). */
@@ -105,11 +104,11 @@ RF_CLONES static void SFX(rf_rnn_backward_row)(int n, int relu, const REAL* rest
 }
 
 /* LSTM forward, one row. gates: in x_t Wx + h_{t-1} Wh (4n, no bias), out the
- * activated i, f, g, o (kept for BPTT). c_prev may be the same array as c
- * (inference updates the cell state in place), so neither is restrict. */
+ * activated i, f, g, o (kept for BPTT). c_prev, c: the cell state before and
+ * after; h: the new hidden state, also copied to the user's output row h_out. */
 RF_CLONES static void SFX(rf_lstm_forward_row)(int n, REAL* restrict gates, const REAL* restrict b,
-                                                const REAL* c_prev, REAL* c, REAL* restrict h,
-                                                REAL* restrict h_copy) {
+                                                const REAL* restrict c_prev, REAL* restrict c,
+                                                REAL* restrict h, REAL* restrict h_out) {
     REAL* restrict gi = gates;
     REAL* restrict gf = gates + n;
     REAL* restrict gg = gates + 2 * n;
@@ -120,15 +119,14 @@ RF_CLONES static void SFX(rf_lstm_forward_row)(int n, REAL* restrict gates, cons
         const REAL g = SFX(rf_tanh)(gg[j] + b[2 * n + j]);
         const REAL o = SFX(rf_sigmoid)(go[j] + b[3 * n + j]);
         const REAL c_new = f * c_prev[j] + i * g;
+        const REAL h_new = o * SFX(rf_tanh)(c_new);
         c[j] = c_new;
-        h[j] = o * SFX(rf_tanh)(c_new);
+        h[j] = h_new;
+        h_out[j] = h_new;
         gi[j] = i;
         gf[j] = f;
         gg[j] = g;
         go[j] = o;
-    }
-    if (h_copy) {
-        for (int j = 0; j < n; j++) h_copy[j] = h[j];
     }
 }
 
@@ -155,6 +153,26 @@ RF_CLONES static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
         gg[j] = dc_t * i * (1 - g * g);
         go[j] = dh * tanh_c * o * (1 - o);
         dc[j] = dc_t * f;
+    }
+}
+
+/* C(m, n) = A(m, k) @ B(k, n) (+ C when accumulate), row-major with leading
+ * dimensions: the per-step product of small problems, where BLAS's call and
+ * packing overhead cost more than the arithmetic. The j loop vectorizes. */
+RF_CLONES static void SFX(rf_small_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
+                                          const REAL* restrict b, int ldb, int accumulate,
+                                          REAL* restrict c, int ldc) {
+    for (int i = 0; i < m; i++) {
+        REAL* restrict ci = c + (ptrdiff_t)i * ldc;
+        const REAL* restrict ai = a + (ptrdiff_t)i * lda;
+        if (!accumulate) {
+            for (int j = 0; j < n; j++) ci[j] = 0;
+        }
+        for (int p = 0; p < k; p++) {
+            const REAL aip = ai[p];
+            const REAL* restrict bp = b + (ptrdiff_t)p * ldb;
+            for (int j = 0; j < n; j++) ci[j] += aip * bp[j];
+        }
     }
 }
 

@@ -1,0 +1,687 @@
+"""Benchmark grid: rnnfast (compiled) vs its NumPy twin vs PyTorch, against the GEMM roofline.
+
+Run ``python -m rnnfast.bench`` (``--help`` for options). For every cell of the grid
+(size x cell type x pass) it times
+
+- ``rnnfast``: the compiled core, ``backend="cython"``;
+- ``numpy``:   the pure-NumPy twin, ``backend="numpy"``;
+- ``torch``:   ``torch.nn.RNN`` / ``torch.nn.LSTM`` with the same weights, when importable,
+
+and prints the medians, how many times faster rnnfast is than each, and the GEMM floor:
+the cell's FLOPs divided by the sgemm/dgemm rate measured in the same run (scipy's
+OpenBLAS, which the compiled core calls, on large square matrices at the thread count in
+force). ``% roofline`` is floor / rnnfast time. The target of the speed issue is
+``rnnfast <= max(best peer / 10, floor / 0.89)`` at 1 thread, best peer being the faster of
+NumPy and PyTorch.
+
+``python -m rnnfast.bench --threads 1,2 --markdown > BENCHMARKS.md`` regenerates
+BENCHMARKS.md. The pytest-benchmark suite in ``bench/`` reuses ``GRID`` and
+``build_callables`` from here.
+"""
+import argparse
+import contextlib
+import ctypes
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from dataclasses import dataclass
+
+import numpy as np
+
+import rnnfast
+
+# ----------------------------------------------------------------------------- the grid
+SIZES = {            # name: (batch, seq_len, input_size, hidden_size), batch-first
+    "tiny": (1, 50, 8, 32),
+    "small": (16, 100, 32, 64),
+    "medium": (32, 100, 128, 256),
+    "large": (64, 50, 512, 1024),
+}
+KINDS = ("rnn", "lstm")            # tanh RNN, LSTM
+PASSES = ("fwd", "fwdbwd")         # inference forward; training forward + backward
+GATES = {"rnn": 1, "lstm": 4}
+IMPLS = ("rnnfast", "numpy", "torch")
+TARGET_PEER_FACTOR = 10            # rnnfast <= best peer / 10 ...
+TARGET_ROOFLINE = 0.89             # ... or <= floor / 0.89, whichever is larger
+
+
+@dataclass(frozen=True)
+class Cell:
+    size: str
+    kind: str
+    pass_: str
+
+    @property
+    def name(self):
+        return f"{self.size}-{self.kind}-{self.pass_}"
+
+    @property
+    def dims(self):
+        return SIZES[self.size]
+
+    @property
+    def flops(self):
+        """Forward ``2*B*T*G*H*(D+H)``; forward + backward three times that."""
+        B, T, D, H = self.dims
+        fwd = 2 * B * T * GATES[self.kind] * H * (D + H)
+        return fwd if self.pass_ == "fwd" else 3 * fwd
+
+
+GRID = tuple(Cell(s, k, p) for s in SIZES for k in KINDS for p in PASSES)
+
+
+def select_cells(spec):
+    """The cells named by a comma-separated ``spec``; each item is a cell name
+    (``tiny-lstm-fwd``), a prefix of one (``tiny-lstm``), or a size, kind or pass
+    (``tiny``, ``lstm``, ``fwdbwd``). ``None`` or ``"all"``: the whole grid."""
+    if spec is None or spec.strip() in ("", "all"):
+        return list(GRID)
+    chosen = set()
+    for item in (s.strip().replace("fwd+bwd", "fwdbwd") for s in spec.split(",")):
+        hits = {c for c in GRID if item == c.name or c.name.startswith(item + "-")
+                or item in (c.size, c.kind, c.pass_)}
+        if not hits:
+            raise ValueError(f"--cells: {item!r} names no cell; cells are "
+                             f"{', '.join(c.name for c in GRID)} (or a size, kind or pass)")
+        chosen |= hits
+    return [c for c in GRID if c in chosen]
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ----------------------------------------------------------------------------- callables
+def build_callables(cell, dtype=np.float32, impls=IMPLS, seed=0):
+    """``{impl: fn}``: zero-argument callables running one pass of ``cell``.
+
+    All implementations share the weights of one ``torch.nn`` module (mapped with
+    ``rnnfast.from_torch``: ``Wx = weight_ih_l0.T``, ``Wh = weight_hh_l0.T``,
+    ``b = bias_ih + bias_hh``) when torch is importable, else of an rnnfast layer, and the
+    same input. ``fwd`` is an inference forward returning all outputs (eval mode, torch under
+    ``no_grad``); ``fwdbwd`` a training forward and a backward from a gradient of ones on the
+    last step's output, computing dx and every parameter gradient. Each callable returns
+    ``out`` (fwd) or ``dx`` (fwdbwd) as a NumPy array or tensor, so results can be compared.
+    ``torch`` is left out when torch is not importable.
+    """
+    B, T, D, H = cell.dims
+    dtype = np.dtype(dtype)
+    torch = _import_torch() if "torch" in impls else None
+    x = np.random.default_rng(seed).standard_normal((B, T, D)).astype(dtype)
+    fns = {}
+
+    if torch is not None:
+        torch.manual_seed(seed)
+        Module = torch.nn.LSTM if cell.kind == "lstm" else torch.nn.RNN
+        module = Module(D, H, batch_first=True)
+        if dtype == np.float64:
+            module = module.double()
+        layers = {impl: rnnfast.from_torch(module, dtype=dtype, backend=backend)
+                  for impl, backend in (("rnnfast", "cython"), ("numpy", "numpy"))}
+        xt = torch.from_numpy(x.copy())
+        if cell.pass_ == "fwd":
+            module.eval()
+
+            def torch_fn():
+                with torch.no_grad():
+                    return module(xt)[0]
+        else:
+            module.train()
+            xt.requires_grad_(True)
+
+            def torch_fn():
+                xt.grad = None
+                module.zero_grad(set_to_none=True)
+                out, _ = module(xt)
+                out[:, -1].sum().backward()
+                return xt.grad
+        fns["torch"] = torch_fn
+    else:
+        Layer = rnnfast.LSTM if cell.kind == "lstm" else rnnfast.RNN
+        layers = {impl: Layer(D, H, dtype=dtype, backend=backend, seed=seed)
+                  for impl, backend in (("rnnfast", "cython"), ("numpy", "numpy"))}
+        layers["numpy"].params.update({k: v.copy() for k, v in layers["rnnfast"].params.items()})
+
+    dout = np.zeros((B, T, H), dtype)
+    dout[:, -1] = 1
+    for impl, layer in layers.items():
+        if cell.pass_ == "fwd":
+            layer.eval()
+            fns[impl] = lambda layer=layer: layer(x)[0]
+        else:
+            layer.train()
+
+            def train_step(layer=layer):
+                layer(x)
+                return layer.backward(dout)[0]
+            fns[impl] = train_step
+    return {impl: fns[impl] for impl in impls if impl in fns}
+
+
+# ----------------------------------------------------------------------------- measuring
+@dataclass
+class Timing:
+    median: float          # seconds per call
+    samples: list          # seconds per call, one entry per timed sample
+    number: int            # calls per sample
+    first: object          # what the first (warm-up) call returned
+
+    @property
+    def spread(self):
+        """Interquartile range over median: how noisy the samples were."""
+        if len(self.samples) < 4:
+            return (max(self.samples) - min(self.samples)) / self.median
+        q = statistics.quantiles(self.samples, n=4)
+        return (q[2] - q[0]) / self.median
+
+
+def _sample(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return time.perf_counter() - t0
+
+
+def time_callable(fn, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3):
+    """Median seconds per call of ``fn``.
+
+    One warm-up call, then (for fast functions) a calibration of the inner loop so that
+    one sample lasts ``>= min_sample`` seconds, then up to ``repeat`` samples, stopping
+    early once ``budget`` seconds went by with at least ``min_samples`` samples. The
+    garbage collector is off while sampling, as in ``timeit``.
+    """
+    t0 = time.perf_counter()
+    first = fn()
+    elapsed = time.perf_counter() - t0
+    number = 1
+    if elapsed < 100 * min_sample:           # fast: calibrate, which also warms up more
+        while (t := _sample(fn, number)) < min_sample:
+            number = max(2 * number, math.ceil(1.2 * number * min_sample / max(t, 1e-9)))
+    samples = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        while len(samples) < max(repeat, 1) and (
+                len(samples) < min_samples or time.perf_counter() - start < budget):
+            samples.append(_sample(fn, number) / number)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(statistics.median(samples), samples, number, first)
+
+
+def gemm_rate(dtype=np.float32, n=2048, repeat=5):
+    """FLOP/s of scipy's sgemm/dgemm (the OpenBLAS the compiled core calls) on ``n x n``
+    Fortran-ordered matrices at the thread count in force: the best of ``repeat`` calls
+    after a warm-up, i.e. the roofline."""
+    from scipy.linalg import blas
+    gemm = blas.sgemm if np.dtype(dtype) == np.float32 else blas.dgemm
+    rng = np.random.default_rng(0)
+    a, b = (np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)) for _ in range(2))
+    c = np.zeros((n, n), dtype, order="F")
+    gemm(1.0, a, b, beta=0.0, c=c, overwrite_c=1)
+    best = min(_sample(lambda: gemm(1.0, a, b, beta=0.0, c=c, overwrite_c=1), 1)
+               for _ in range(repeat))
+    return 2 * n**3 / best
+
+
+def traced_peak(fn):
+    """Peak bytes allocated during one call of ``fn``, by tracemalloc (which sees NumPy's
+    array allocations, hence the compiled core's, which allocates through NumPy)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _malloc_trim():
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def rss_peak_delta(fn, interval=2e-4):
+    """Peak resident-memory growth during one call of ``fn`` (psutil, sampled by a thread
+    every ``interval`` s after returning freed heap memory to the OS), or None without
+    psutil. Approximate: page-granular and blind to spikes shorter than ``interval``."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    proc = psutil.Process()
+    gc.collect()
+    _malloc_trim()
+    base = peak = proc.memory_info().rss
+    done = threading.Event()
+
+    def sampler():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak, proc.memory_info().rss) - base
+
+
+def _as_numpy(a):
+    return a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+# ----------------------------------------------------------------------------- threads
+def blas_threads():
+    """The BLAS thread count in force (scipy's OpenBLAS), or None without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    return max(counts) if counts else None
+
+
+@contextlib.contextmanager
+def limit_threads(n):
+    """Run with ``n`` threads in every BLAS/OpenMP pool (threadpoolctl) and in torch;
+    ``n=None`` keeps the BLAS count in force and matches torch to it."""
+    torch = _import_torch()
+    torch_before = torch.get_num_threads() if torch is not None else None
+    if n is None:
+        limiter = contextlib.nullcontext()
+    else:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            raise SystemExit("rnnfast.bench: --threads needs threadpoolctl to set the BLAS "
+                             "thread count: pip install threadpoolctl (or rnnfast[bench])"
+                             ) from None
+        limiter = threadpool_limits(limits=n)
+    with limiter:
+        if torch is not None:
+            matched = n if n is not None else blas_threads()
+            if matched:
+                torch.set_num_threads(matched)
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(torch_before)
+
+
+# ----------------------------------------------------------------------------- running
+class _Progress:
+    """tqdm on stderr if installed, else a plain stderr line rewritten in place."""
+
+    def __init__(self, total, enabled=True):
+        self.total, self.count, self.enabled, self.bar = total, 0, enabled, None
+        if enabled:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, file=sys.stderr, unit="run", leave=False)
+            except ImportError:
+                pass
+
+    def step(self, label):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_description(label, refresh=False)
+            self.bar.update(1)
+        else:
+            self.count += 1
+            print(f"\r[{self.count}/{self.total}] {label:<48}", end="", file=sys.stderr,
+                  flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            print(file=sys.stderr)
+
+
+def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budget=2.0,
+             gemm_size=2048, measure_memory=True, progress=True):
+    """Time ``cells`` at ``threads`` threads; a JSON-able dict (see ``main``)."""
+    dtype = np.dtype(dtype)
+    if _import_torch() is None:
+        impls = tuple(i for i in impls if i != "torch")
+    result = {"threads": threads, "dtype": dtype.name, "impls": list(impls), "cells": []}
+    with limit_threads(threads):
+        torch = _import_torch()
+        result["blas_threads"] = blas_threads()
+        result["torch_threads"] = torch.get_num_threads() if torch is not None else None
+        result["gemm_size"] = gemm_size
+        result["gemm_flops_per_s"] = rate = gemm_rate(dtype, gemm_size)
+        bar = _Progress(len(cells) * len(impls), progress)
+        try:
+            for cell in cells:
+                result["cells"].append(_run_cell(cell, dtype, impls, rate, repeat, budget,
+                                                 measure_memory, bar, threads))
+        finally:
+            bar.close()
+    return result
+
+
+def _run_cell(cell, dtype, impls, rate, repeat, budget, measure_memory, bar, threads):
+    B, T, D, H = cell.dims
+    fns = build_callables(cell, dtype, impls)
+    row = {"name": cell.name, "size": cell.size, "kind": cell.kind, "pass": cell.pass_,
+           "batch": B, "seq_len": T, "input_size": D, "hidden_size": H,
+           "flops": cell.flops, "floor_s": cell.flops / rate,
+           "time_s": {}, "spread": {}, "samples_s": {}, "number": {}, "memory_bytes": {},
+           "memory_method": {}, "max_abs_diff": {}}
+    reference = None
+    for impl, fn in fns.items():
+        bar.step(f"{threads or ''}{'t ' if threads else ''}{cell.name} {impl}")
+        timing = time_callable(fn, repeat=repeat, budget=budget)
+        row["time_s"][impl] = timing.median
+        row["spread"][impl] = timing.spread
+        row["samples_s"][impl] = timing.samples
+        row["number"][impl] = timing.number
+        first = _as_numpy(timing.first)
+        if reference is None:
+            reference = first
+        else:               # the same weights and input must give the same numbers
+            row["max_abs_diff"][impl] = float(np.max(np.abs(first - reference)))
+        del timing, first
+        if measure_memory:
+            if impl == "torch":
+                row["memory_bytes"][impl], row["memory_method"][impl] = rss_peak_delta(fn), "rss"
+            else:
+                row["memory_bytes"][impl], row["memory_method"][impl] = traced_peak(fn), "tracemalloc"
+    tol = 1e-3 if dtype == np.float32 else 1e-9
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    for impl, diff in row["max_abs_diff"].items():
+        if diff > tol * scale:
+            print(f"\nrnnfast.bench: WARNING {cell.name}: {impl} differs from rnnfast by "
+                  f"{diff:.3g} (max abs); the implementations do not compute the same thing",
+                  file=sys.stderr)
+    _targets(row)
+    return row
+
+
+def _targets(row):
+    """Ratios, % of roofline and the issue's target, added to a cell's row."""
+    t = row["time_s"]
+    ours = t["rnnfast"]
+    row["speedup"] = {impl: t[impl] / ours for impl in t if impl != "rnnfast"}
+    row["roofline_fraction"] = row["floor_s"] / ours
+    peers = {impl: t[impl] for impl in ("numpy", "torch") if impl in t}
+    best = min(peers, key=peers.get)
+    row["best_peer"] = best
+    by_peer = peers[best] / TARGET_PEER_FACTOR
+    by_floor = row["floor_s"] / TARGET_ROOFLINE
+    row["target_s"] = max(by_peer, by_floor)
+    row["target_bound"] = "peer" if by_peer >= by_floor else "roofline"
+    row["target_met"] = bool(ours <= row["target_s"])
+
+
+# ----------------------------------------------------------------------------- reporting
+def _ms(seconds):
+    if seconds is None:
+        return "n/a"
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
+def _mem(nbytes):
+    if nbytes is None:
+        return "n/a"
+    if nbytes < 1024**2:
+        return f"{nbytes / 1024:.0f} KB"
+    return f"{nbytes / 1024**2:.1f} MB"
+
+
+COLUMNS = ("cell", "B,T,D,H", "rnnfast ms", "NumPy ms", "PyTorch ms", "vs NumPy",
+           "vs PyTorch", "floor ms", "% roofline", "target ms", "met?",
+           "mem rnnfast", "mem NumPy", "mem PyTorch (RSS)")
+
+
+def format_table(run, markdown=False):
+    """The grid of one run as an aligned text table or a markdown table."""
+    rows = []
+    for r in run["cells"]:
+        t, x, mem = r["time_s"], r["speedup"], r["memory_bytes"]
+        rows.append((
+            r["name"].replace("fwdbwd", "fwd+bwd"),
+            f"{r['batch']},{r['seq_len']},{r['input_size']},{r['hidden_size']}",
+            _ms(t["rnnfast"]), _ms(t.get("numpy")), _ms(t.get("torch")),
+            f"{x['numpy']:.2f}x" if "numpy" in x else "n/a",
+            f"{x['torch']:.2f}x" if "torch" in x else "n/a",
+            _ms(r["floor_s"]), f"{100 * r['roofline_fraction']:.0f}%",
+            _ms(r["target_s"]), "yes" if r["target_met"] else "NO",
+            _mem(mem.get("rnnfast")), _mem(mem.get("numpy")), _mem(mem.get("torch"))))
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |",
+                 "|" + "|".join("---" if i < 2 or i == 10 else "--:"
+                                for i in range(len(COLUMNS))) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(v)) for v in col) for col in zip(COLUMNS, *rows)]
+    fmt = lambda vals: "  ".join(  # noqa: E731
+        str(v).ljust(w) if i < 2 else str(v).rjust(w) for i, (v, w) in enumerate(zip(vals, widths)))
+    return "\n".join([fmt(COLUMNS), fmt("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def _run_header(run):
+    gemm = "sgemm" if run["dtype"] == "float32" else "dgemm"
+    return (f"{run['blas_threads'] or '?'} BLAS thread(s), torch threads "
+            f"{run['torch_threads'] if run['torch_threads'] is not None else 'n/a'}, "
+            f"{run['dtype']}; {gemm} {run['gemm_size']}x{run['gemm_size']}: "
+            f"{run['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (the roofline)")
+
+
+def environment():
+    """Machine and versions, for the report."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    import scipy
+    torch = _import_torch()
+    env = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+           "python": platform.python_version(), "numpy": np.__version__,
+           "scipy": scipy.__version__, "torch": torch.__version__ if torch else None,
+           "rnnfast": rnnfast.__version__, "rnnfast_path": os.path.dirname(rnnfast.__file__),
+           "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_info
+        env["blas"] = sorted({f"{p['internal_api']} {p['version']} ({p.get('architecture')})"
+                              for p in threadpool_info() if p["user_api"] == "blas"})
+    with contextlib.suppress(OSError):
+        env["load_avg_1min"] = os.getloadavg()[0]
+    return env
+
+
+def format_markdown(report):
+    """A ready BENCHMARKS.md: environment, the command, how to read, one table per run."""
+    env = report["environment"]
+    out = [
+        "# rnnfast benchmarks",
+        "",
+        "Regenerate with (from the repository root, after building the extension):",
+        "",
+        "```",
+        report["command"],
+        "```",
+        "",
+        f"- Machine: {env['cpu']}, {env['cpu_count']} logical CPUs; {env['platform']}",
+        f"- Python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, "
+        f"torch {env['torch'] or 'not installed'}, rnnfast {env['rnnfast']}",
+        f"- BLAS: {'; '.join(env.get('blas', ['unknown (no threadpoolctl)']))}",
+        f"- Run {env['date']}; 1-minute load average before the run: "
+        f"{env.get('load_avg_1min', float('nan')):.2f}, after: "
+        f"{report.get('load_avg_1min_after', float('nan')):.2f} "
+        "(anything well above 0 means other work shared the cores and the timings are noisy)",
+        f"- Options: dtype {report['dtype']}, up to {report['repeat']} timed samples per "
+        f"implementation and cell (at least 3; fewer when a cell's samples exceed "
+        f"{report['budget']} s), each sample >= 1 ms (inner loop), after a warm-up",
+        "",
+        "Columns: median time per call of rnnfast (compiled core, `backend=\"cython\"`), its "
+        "NumPy twin (`backend=\"numpy\"`) and `torch.nn.RNN`/`LSTM` with the same weights; "
+        "`vs X` = X's time / rnnfast's (how many times faster rnnfast is); `floor` = FLOPs / "
+        "the sgemm (dgemm) rate measured in the same run on large square matrices "
+        "(forward `2*B*T*G*H*(D+H)`, forward+backward 3x that); `% roofline` = floor / "
+        "rnnfast time; `target` = max(best peer / 10, floor / 0.89), the faster of NumPy and "
+        "PyTorch being the best peer (the issue's target is defined at 1 thread; at other "
+        "thread counts it is shown for information); `mem` = peak extra memory of one call "
+        "(tracemalloc for rnnfast and NumPy, resident-set growth sampled by psutil for "
+        "PyTorch, approximate). `fwd` is an inference forward returning all outputs; "
+        "`fwd+bwd` a training forward and backward from a gradient on the last step's "
+        "output, computing dx and all parameter gradients. Cells: tanh RNN and LSTM, "
+        "batch-first, sizes `B,T,D,H` = batch, seq_len, input, hidden.",
+    ]
+    for run in report["runs"]:
+        n = run["threads"] if run["threads"] is not None else run["blas_threads"]
+        met = sum(r["target_met"] for r in run["cells"])
+        out += ["", f"## {n} thread{'s' if n != 1 else ''}", "", _run_header(run) + ".",
+                f"Targets met: {met} of {len(run['cells'])}.", "", format_table(run, True)]
+    return "\n".join(out) + "\n"
+
+
+def plot(report, path):
+    """Bar chart of the medians per cell (log scale) with the floor and target marked."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("rnnfast.bench: --plot needs matplotlib: pip install matplotlib "
+                         "(or rnnfast[bench])") from None
+    runs = report["runs"]
+    n_cells = len(runs[0]["cells"])
+    fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 0.45 * n_cells + 1.5),
+                             squeeze=False, sharey=True)
+    for ax, run in zip(axes[0], runs):
+        names = [r["name"] for r in run["cells"]]
+        y = np.arange(len(names))
+        impls = run["impls"]
+        h = 0.8 / len(impls)
+        for i, impl in enumerate(impls):
+            ax.barh(y + (i - (len(impls) - 1) / 2) * h,
+                    [r["time_s"].get(impl, np.nan) * 1e3 for r in run["cells"]], h, label=impl)
+        ax.scatter([r["floor_s"] * 1e3 for r in run["cells"]], y, marker="|", s=200,
+                   color="k", label="GEMM floor", zorder=3)
+        ax.scatter([r["target_s"] * 1e3 for r in run["cells"]], y, marker="x", color="r",
+                   label="target", zorder=3)
+        ax.set_xscale("log")
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlabel("median time per call (ms, log)")
+        ax.set_title(f"{run['blas_threads']} thread(s), {run['dtype']}")
+        ax.grid(axis="x", which="both", alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _thread_list(text):
+    try:
+        counts = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,M,..., got {text!r}") from None
+    if any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError("thread counts must be >= 1")
+    return counts
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m rnnfast.bench",
+        description="Time rnnfast (compiled), its NumPy twin and PyTorch on a grid of tanh "
+                    "RNN/LSTM cells and compare with the GEMM roofline.",
+        epilog="Cells: " + ", ".join(c.name for c in GRID) + ". Regenerate BENCHMARKS.md: "
+               "python -m rnnfast.bench --threads 1,2 --markdown > BENCHMARKS.md")
+    p.add_argument("--threads", type=_thread_list, default=None, metavar="N[,M...]",
+                   help="BLAS/OpenMP threads (threadpoolctl) and torch.set_num_threads; a "
+                        "comma list runs the grid once per count (default: the BLAS count "
+                        "in force, torch matched to it)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated cells, prefixes, sizes, kinds or passes, e.g. "
+                        "'tiny-lstm-fwd,medium-rnn-fwdbwd' or 'tiny,small' (default: all 16)")
+    p.add_argument("--repeat", type=int, default=20,
+                   help="timed samples per implementation and cell; the median is reported "
+                        "(default 20; fewer, but at least 3, past --budget seconds)")
+    p.add_argument("--budget", type=float, default=2.0,
+                   help="seconds of sampling per implementation and cell after which to stop "
+                        "once 3 samples are in (default 2)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory calls")
+    p.add_argument("--gemm-size", type=int, default=2048,
+                   help="n of the n x n GEMM that measures the roofline (default 2048)")
+    p.add_argument("--json", metavar="FILE", help="write all results (with samples) as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the results (matplotlib)")
+    p.add_argument("--markdown", action="store_true",
+                   help="print a complete BENCHMARKS.md to stdout instead of text tables")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    args = p.parse_args(argv)
+    try:
+        args.cells = select_cells(args.cells)
+    except ValueError as e:
+        p.error(str(e))
+    if args.repeat < 1:
+        p.error("--repeat must be >= 1")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.plot:                               # fail now, not after minutes of timing
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("rnnfast.bench: --plot needs matplotlib: pip install matplotlib "
+                             "(or rnnfast[bench])") from None
+    impls = tuple(i for i in IMPLS if not (i == "torch" and args.no_torch))
+    if "torch" in impls and _import_torch() is None:
+        print("rnnfast.bench: torch is not importable; timing rnnfast and NumPy only",
+              file=sys.stderr)
+    report = {"command": "python -m rnnfast.bench " + " ".join(map(shlex.quote, argv)),
+              "environment": environment(), "dtype": args.dtype, "repeat": args.repeat,
+              "budget": args.budget, "runs": []}
+    for n in args.threads or [None]:
+        run = run_grid(args.cells, np.dtype(args.dtype), n, impls, args.repeat, args.budget,
+                       args.gemm_size, not args.no_memory, not args.quiet)
+        report["runs"].append(run)
+        if not args.markdown:
+            print(f"\n{_run_header(run)}\n{format_table(run)}", flush=True)
+    with contextlib.suppress(OSError):
+        report["load_avg_1min_after"] = os.getloadavg()[0]
+    if args.markdown:
+        print(format_markdown(report), end="")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.plot:
+        plot(report, args.plot)
+    return report
+
+
+if __name__ == "__main__":
+    main()
