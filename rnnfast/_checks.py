@@ -45,10 +45,13 @@ def check_size(value, name):
     return int(value)
 
 
-def as_float_array(a, name, dtype):
-    """``a`` as a C-contiguous array of ``dtype``; no copy when it already is one.
+def as_numeric_array(a, name):
+    """``a`` as an ndarray of a real numeric dtype, neither copied nor converted.
 
-    Real floating, integer and bool inputs convert; anything else is a TypeError.
+    Real floating, integer and bool inputs pass; anything else is a TypeError. The
+    checks below validate shapes and sizes on this view *before* converting, so that
+    a wrong or too large input (a huge broadcast view, say) is rejected without first
+    allocating and filling a copy of it.
     """
     if a is None:
         raise TypeError(f"{name} must be an array of numbers, got None")
@@ -60,16 +63,28 @@ def as_float_array(a, name, dtype):
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must have a real numeric dtype (floating, integer or bool), "
                         f"got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return arr
+
+
+def as_float_array(a, name, dtype):
+    """``a`` as a C-contiguous array of ``dtype``; no copy when it already is one.
+
+    Real floating, integer and bool inputs convert; anything else is a TypeError.
+    """
+    return np.ascontiguousarray(as_numeric_array(a, name), dtype=dtype)
 
 
 def _shape_str(names, sizes):
     return "(" + ", ".join(f"{n}={s}" for n, s in zip(names, sizes)) + ")"
 
 
-def check_sequence(x, name, input_size, batch_first, dtype):
-    """A 3-D sequence array; returns ``(x, batch, seq_len)``."""
-    x = as_float_array(x, name, dtype)
+def check_sequence(x, name, input_size, batch_first, dtype, *, hidden=None, gates=1):
+    """A 3-D sequence array; returns ``(x, batch, seq_len)``.
+
+    With ``hidden``, the problem must also fit 32-bit BLAS indices (check_blas_size);
+    every check runs before ``x`` is converted.
+    """
+    x = as_numeric_array(x, name)
     layout = ("batch", "seq_len", "features") if batch_first else ("seq_len", "batch", "features")
     if x.ndim != 3:
         raise ValueError(f"{name} must be 3-D {layout} with features={input_size} "
@@ -81,18 +96,20 @@ def check_sequence(x, name, input_size, batch_first, dtype):
                          f"got shape {x.shape}")
     if batch < 1:
         raise ValueError(f"{name} must have a batch size of at least 1, got shape {x.shape}")
-    return x, batch, seq_len
+    if hidden is not None:
+        check_blas_size(batch, seq_len, input_size, hidden, gates)
+    return as_float_array(x, name, dtype), batch, seq_len
 
 
 def check_state(s, name, batch, hidden, dtype):
     """None, or a ``(batch, hidden)`` state array."""
     if s is None:
         return None
-    s = as_float_array(s, name, dtype)
+    s = as_numeric_array(s, name)
     if s.shape != (batch, hidden):
         raise ValueError(f"{name} must have shape (batch={batch}, hidden_size={hidden}) "
                          f"= {(batch, hidden)}, got shape {s.shape}")
-    return s
+    return as_float_array(s, name, dtype)
 
 
 def check_weights(Wx, Wh, b, gates, dtype=None):
@@ -105,9 +122,9 @@ def check_weights(Wx, Wh, b, gates, dtype=None):
     if dtype is None:
         wx_dtype = np.asarray(Wx).dtype
         dtype = wx_dtype if wx_dtype in (np.float32, np.float64) else np.dtype(np.float64)
-    Wx = as_float_array(Wx, "Wx", dtype)
-    Wh = as_float_array(Wh, "Wh", dtype)
-    b = None if b is None else as_float_array(b, "b", dtype)
+    Wx = as_numeric_array(Wx, "Wx")
+    Wh = as_numeric_array(Wh, "Wh")
+    b = None if b is None else as_numeric_array(b, "b")
     if Wh.ndim != 2 or Wh.shape[0] < 1 or Wh.shape[1] != gates * Wh.shape[0]:
         raise ValueError(f"Wh must have shape (hidden, {gates}*hidden), got shape {Wh.shape}")
     hidden = Wh.shape[0]
@@ -116,7 +133,8 @@ def check_weights(Wx, Wh, b, gates, dtype=None):
                          f"(input_size, {gates * hidden}), got shape {Wx.shape}")
     if b is not None and b.shape != (gates * hidden,):
         raise ValueError(f"b must have shape ({gates * hidden},), got shape {b.shape}")
-    return Wx, Wh, b
+    return (as_float_array(Wx, "Wx", dtype), as_float_array(Wh, "Wh", dtype),
+            None if b is None else as_float_array(b, "b", dtype))
 
 
 def check_blas_size(batch, seq_len, input_size, hidden, gates):
@@ -133,21 +151,28 @@ def check_forward(cell, x, states, Wx, Wh, b, batch_first):
     ``states`` is a tuple of initial states (h0,) or (h0, c0), each possibly None.
     """
     gates = GATES[cell]
+    if b is None:
+        # the kernels need a bias (pass zeros for none); None would reach them as NULL
+        raise TypeError("b must be an array of numbers, got None (use zeros for no bias)")
     Wx, Wh, b = check_weights(Wx, Wh, b, gates)
     dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
-    x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype)
-    check_blas_size(batch, seq_len, input_size, hidden, gates)
+    x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype,
+                                       hidden=hidden, gates=gates)
     names = ("h0", "c0")
     states = tuple(check_state(s, n, batch, hidden, dtype) for s, n in zip(states, names))
     return x, states, Wx, Wh, b
 
 
-def check_workspace(workspace, cell, backend, batch_first, dims):
-    """The workspace of the matching training forward, not yet used by a backward."""
+def check_workspace(workspace, cell, backend, batch_first, dims, dtype=None):
+    """The workspace of the matching training forward, not yet used by a backward.
+
+    With ``dtype``, its arrays must have that dtype (a float32 forward's workspace cannot
+    serve a float64 backward)."""
     if workspace is None:
         raise ValueError("backward needs the workspace of a training forward "
                          "(training=True); got None (was forward run in eval mode?)")
-    if not isinstance(workspace, dict) or "backend" not in workspace:
+    if not isinstance(workspace, dict) or not {"backend", "cell", "batch_first",
+                                               "dims"} <= workspace.keys():
         raise TypeError(f"workspace must be the dict returned by forward, got "
                         f"{type(workspace).__name__}")
     made = (workspace["backend"], workspace["cell"], workspace["batch_first"],
@@ -160,6 +185,11 @@ def check_workspace(workspace, cell, backend, batch_first, dims):
     if workspace.get("consumed"):
         raise ValueError("this workspace was already used by a backward call (BPTT consumes "
                          "it); run forward again before another backward")
+    if dtype is not None:
+        for key, value in workspace.items():
+            if isinstance(value, np.ndarray) and value.dtype != dtype:
+                raise ValueError(f"workspace does not belong to this call: its {key!r} is "
+                                 f"{value.dtype}, this call computes in {np.dtype(dtype)}")
     return workspace
 
 
@@ -169,13 +199,14 @@ def check_backward(cell, dout, dstates, x, Wx, Wh, workspace, batch_first, backe
     Wx, Wh, _ = check_weights(Wx, Wh, None, gates)
     dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
     x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype)
-    check_workspace(workspace, cell, backend, batch_first, (batch, seq_len, hidden))
+    check_workspace(workspace, cell, backend, batch_first, (batch, seq_len, hidden), dtype)
     if dout is not None:
-        dout = as_float_array(dout, "dout", dtype)
+        dout = as_numeric_array(dout, "dout")
         expected = x.shape[:2] + (hidden,)
         if dout.shape != expected:
             raise ValueError(f"dout must have the shape of the forward output {expected}, "
                              f"got shape {dout.shape}")
+        dout = as_float_array(dout, "dout", dtype)
     names = ("dh_n", "dc_n")
     dstates = tuple(check_state(s, n, batch, hidden, dtype) for s, n in zip(dstates, names))
     return dout, dstates, x, Wx, Wh, workspace

@@ -21,6 +21,10 @@ class _Recurrent:
         self._cache = None
         self._kernels = functional.kernels(self.backend)
         gh = _checks.GATES[self._cell] * self.hidden_size
+        # a layer no call could run (one row already too wide for 32-bit BLAS) is refused
+        # before its parameters are allocated and filled
+        _checks.check_blas_size(1, 1, self.input_size, self.hidden_size,
+                                _checks.GATES[self._cell])
         # PyTorch's initialisation: every weight ~ U(-k, k), k = 1/sqrt(hidden). Its two
         # biases (b_ih + b_hh) are one bias here, so b is the sum of two such draws.
         rng = np.random.default_rng(seed)
