@@ -27,7 +27,7 @@ cimport cython
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-from rnnfast._blas cimport gemm, is_small, matmul
+from rnnfast._blas cimport gemm
 
 
 cdef extern from "_simd.h" nogil:
@@ -53,6 +53,14 @@ cdef extern from "_simd.h" nogil:
                                 const float* dout, const float* dh_rec, float* dc)
     void rf_lstm_backward_row_d(int n, double* gates, const double* c, const double* c_prev,
                                 const double* dout, const double* dh_rec, double* dc)
+    int rf_packed_size_f(int k, int n)
+    int rf_packed_size_d(int k, int n)
+    void rf_pack_panels_f(int k, int n, const float* w, int ldw, int transposed, float* wp)
+    void rf_pack_panels_d(int k, int n, const double* w, int ldw, int transposed, double* wp)
+    void rf_packed_gemm_f(int m, int n, int k, const float* a, int lda, const float* wp,
+                          int accumulate, float* c, int ldc, float* a_packed)
+    void rf_packed_gemm_d(int m, int n, int k, const double* a, int lda, const double* wp,
+                          int accumulate, double* c, int ldc, double* a_packed)
     void rf_add_column_sums_f(Py_ssize_t rows, int n, const float* src, Py_ssize_t ld,
                               float* dst)
     void rf_add_column_sums_d(Py_ssize_t rows, int n, const double* src, Py_ssize_t ld,
@@ -109,6 +117,30 @@ cdef inline void add_column_sums(Py_ssize_t rows, int n, const floating* src, Py
         rf_add_column_sums_f(rows, n, src, ld, dst)
     else:
         rf_add_column_sums_d(rows, n, src, ld, dst)
+
+
+cdef inline void pack_panels(int k, int n, const floating* w, int ldw, bint transposed,
+                             floating* wp) noexcept nogil:
+    if floating is float:
+        rf_pack_panels_f(k, n, w, ldw, transposed, wp)
+    else:
+        rf_pack_panels_d(k, n, w, ldw, transposed, wp)
+
+
+cdef inline void step_product(int m, int n, int k, const floating* a, const floating* w,
+                              bint w_transposed, const floating* wp, bint accumulate,
+                              floating* c, floating* a_scratch) noexcept nogil:
+    """The per-step product, all row-major and contiguous:
+    c(m, n) (+)= a(m, k) @ op(w), op(w) = w.T (w is (n, k)) if w_transposed else w (k, n).
+    With wp (op(w) packed by pack_panels) our register-blocked kernel, else BLAS."""
+    if wp != NULL:
+        if floating is float:
+            rf_packed_gemm_f(m, n, k, a, k, wp, accumulate, c, n, a_scratch)
+        else:
+            rf_packed_gemm_d(m, n, k, a, k, wp, accumulate, c, n, a_scratch)
+    else:
+        gemm(False, w_transposed, m, n, k, <floating> 1, a, k, w, k if w_transposed else n,
+             <floating> (1 if accumulate else 0), c, n)
 
 
 # ----------------------------------------------------------------------------- layout helpers
@@ -173,13 +205,15 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
                        const floating* h0, const floating* c0, const floating* Wx,
                        const floating* Wh, const floating* b, floating* gates, int chunk,
                        floating* xbuf, floating* hs, floating* cs, int n_slots, floating* out,
-                       floating* h_n, floating* c_n) noexcept nogil:
+                       floating* h_n, floating* c_n, floating* Wp,
+                       floating* a_scratch) noexcept nogil:
     """The forward of both cells.
 
     gates holds ``chunk`` steps (T in training, where it is the BPTT workspace);
     hs and cs hold ``n_slots`` (B, H) states: T + 1 in training (h_{-1} .. h_{T-1},
     kept for BPTT), 2 in inference (ping-pong). xbuf: ``chunk`` steps of x when
-    batch-first. cs is unused (NULL) for the RNN.
+    batch-first. cs is unused (NULL) for the RNN. Wp: room for the packed Wh (the
+    per-step product then runs in rf_packed_gemm with a_scratch (B, H)), or NULL (BLAS).
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
@@ -190,6 +224,8 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     cdef floating* h_next
     cdef floating* c_prev
     cdef floating* c_next
+    if Wp != NULL:
+        pack_panels(H, G, Wh, G, False, Wp)
     copy_state(B, H, h0, hs)                                # slot 0: h_{-1}
     if lstm:
         copy_state(B, H, c0, cs)
@@ -207,7 +243,7 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
             h_next = hs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
             if t > 0 or h0 != NULL:                         # h_{-1} = 0 adds nothing
                 # gates_t += h_prev @ Wh
-                matmul(B, G, H, h_prev, H, Wh, G, True, gates_t, G)
+                step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch)
             if lstm:
                 c_prev = cs + <Py_ssize_t> (t % n_slots) * B * H
                 c_next = cs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
@@ -228,28 +264,26 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
 
 cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const floating* dout,
                         const floating* zero_row, const floating* x, const floating* Wx,
-                        const floating* Wh, floating* WhT, const floating* hs,
-                        const floating* cs, floating* gates, floating* dh_rec, floating* dc,
-                        floating* xbuf, floating* dx, floating* dWx, floating* dWh,
-                        floating* db) noexcept nogil:
+                        const floating* Wh, floating* WpT, floating* a_scratch,
+                        const floating* hs, const floating* cs, floating* gates,
+                        floating* dh_rec, floating* dc, floating* xbuf, floating* dx,
+                        floating* dWx, floating* dWh, floating* db) noexcept nogil:
     """BPTT of both cells, overwriting the workspace gates with their gradients dG.
 
     dh_rec (and dc) enter holding dL/dh_{T-1} (dL/dc_{T-1}) from the final state
     and leave holding dh0 (dc0). dout NULL: no gradient on the outputs (zero_row
-    stands in). WhT: room for Wh.T when the per-step product is small, else NULL.
-    xbuf: (T, B, D) scratch when batch-first.
+    stands in). WpT: room for the packed Wh.T (with a_scratch (B, G*H)), or NULL
+    (BLAS). xbuf: (T, B, D) scratch when batch-first.
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
-    cdef int t, bb, i, j
+    cdef int t, bb
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
     cdef floating* gates_t
     cdef const floating* dout_row
     cdef const floating* xs
-    if WhT != NULL:
-        for i in range(H):
-            for j in range(G):
-                WhT[j * H + i] = Wh[i * G + j]
+    if WpT != NULL:
+        pack_panels(G, H, Wh, G, True, WpT)
     for t in range(T - 1, -1, -1):
         gates_t = gates + <Py_ssize_t> t * B * G
         for bb in range(B):
@@ -263,11 +297,7 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
                 rnn_backward_row(H, relu, dout_row, dh_rec + bb * H,
                                  hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
         # dh_rec = dG_t @ Wh.T
-        if WhT != NULL:
-            matmul(B, H, G, gates_t, G, WhT, H, False, dh_rec, H)
-        else:
-            gemm(False, True, B, H, G, <floating> 1, gates_t, G, Wh, G, <floating> 0,
-                 dh_rec, H)
+        step_product(B, H, G, gates_t, Wh, True, WpT, False, dh_rec, a_scratch)
     # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dG, dx = dG @ Wx.T
     xs = steps_time_major(lay, 0, T, D, x, xbuf)
     gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0, dWx, G)
@@ -292,7 +322,8 @@ cdef void forward_typed(bint lstm, bint relu, bint batch_first, const floating[:
                         const floating[::1] b, floating[:, :, ::1] gates,
                         floating[:, :, ::1] xbuf, floating[:, :, ::1] hs,
                         floating[:, :, ::1] cs, floating[:, :, ::1] out,
-                        floating[:, ::1] h_n, floating[:, ::1] c_n):
+                        floating[:, ::1] h_n, floating[:, ::1] c_n, floating[::1] Wp,
+                        floating[::1] a_scratch):
     cdef Layout lay = make_layout(<int> (x.shape[1] if batch_first else x.shape[0]),
                                   <int> (x.shape[0] if batch_first else x.shape[1]),
                                   batch_first)
@@ -301,20 +332,23 @@ cdef void forward_typed(bint lstm, bint relu, bint batch_first, const floating[:
     cdef floating* xbuf_p = NULL if xbuf is None else &xbuf[0, 0, 0]
     cdef floating* cs_p = NULL if cs is None else &cs[0, 0, 0]
     cdef floating* c_n_p = NULL if c_n is None else &c_n[0, 0]
+    cdef floating* Wp_p = NULL if Wp is None else &Wp[0]
+    cdef floating* a_scratch_p = NULL if a_scratch is None else &a_scratch[0]
     cdef unsigned int csr
     with nogil:
         csr = rf_denormals_off()
         forward_loop(lstm, relu, lay, <int> x.shape[2], <int> Wh.shape[0], &x[0, 0, 0], h0_p,
                      c0_p, &Wx[0, 0], &Wh[0, 0], &b[0], &gates[0, 0, 0], <int> gates.shape[0],
                      xbuf_p, &hs[0, 0, 0], cs_p, <int> hs.shape[0], &out[0, 0, 0], &h_n[0, 0],
-                     c_n_p)
+                     c_n_p, Wp_p, a_scratch_p)
         rf_denormals_restore(csr)
 
 
 cdef void backward_typed(bint lstm, bint relu, bint batch_first,
                          const floating[:, :, ::1] dout, floating[::1] zero_row,
                          const floating[:, :, ::1] x, const floating[:, ::1] Wx,
-                         const floating[:, ::1] Wh, floating[:, ::1] WhT,
+                         const floating[:, ::1] Wh, floating[::1] WpT,
+                         floating[::1] a_scratch,
                          const floating[:, :, ::1] hs, const floating[:, :, ::1] cs,
                          floating[:, :, ::1] gates, floating[:, ::1] dh_rec,
                          floating[:, ::1] dc, floating[:, :, ::1] xbuf, floating[:, :, ::1] dx,
@@ -323,7 +357,8 @@ cdef void backward_typed(bint lstm, bint relu, bint batch_first,
                                   <int> (x.shape[0] if batch_first else x.shape[1]),
                                   batch_first)
     cdef const floating* dout_p = NULL if dout is None else &dout[0, 0, 0]
-    cdef floating* WhT_p = NULL if WhT is None else &WhT[0, 0]
+    cdef floating* WpT_p = NULL if WpT is None else &WpT[0]
+    cdef floating* a_scratch_p = NULL if a_scratch is None else &a_scratch[0]
     cdef const floating* cs_p = NULL if cs is None else &cs[0, 0, 0]
     cdef floating* dc_p = NULL if dc is None else &dc[0, 0]
     cdef floating* xbuf_p = NULL if xbuf is None else &xbuf[0, 0, 0]
@@ -331,7 +366,8 @@ cdef void backward_typed(bint lstm, bint relu, bint batch_first,
     with nogil:
         csr = rf_denormals_off()
         backward_loop(lstm, relu, lay, <int> x.shape[2], <int> Wh.shape[0], dout_p,
-                      &zero_row[0], &x[0, 0, 0], &Wx[0, 0], &Wh[0, 0], WhT_p, &hs[0, 0, 0],
+                      &zero_row[0], &x[0, 0, 0], &Wx[0, 0], &Wh[0, 0], WpT_p, a_scratch_p,
+                      &hs[0, 0, 0],
                       cs_p, &gates[0, 0, 0], &dh_rec[0, 0], dc_p, xbuf_p, &dx[0, 0, 0],
                       &dWx[0, 0], &dWh[0, 0], &db[0])
         rf_denormals_restore(csr)
@@ -347,6 +383,21 @@ def _dims(x, Wh, batch_first):
 
 def _state_or_zeros(s, B, H, dtype):
     return np.zeros((B, H), dtype) if s is None else np.array(s, dtype=dtype, copy=True)
+
+
+# Per-step products up to this many multiply-adds (batch x K x N) run in rf_packed_gemm on
+# weights packed once per call; larger ones in BLAS. A module attribute so the benchmark can
+# compare both paths.
+packed_max_work = 1 << 62
+
+
+def _packing_buffers(B, K, N, dt):
+    """Room for the packed (K, N) weight and the interleaved rows of the (B, K) operand,
+    or (None, None) when the per-step product goes to BLAS."""
+    if B * K * N > packed_max_work:
+        return None, None
+    n_padded = -(-N // (32 if dt == np.float32 else 16)) * (32 if dt == np.float32 else 16)
+    return np.empty(K * n_padded, dt), np.empty(B * K, dt)
 
 
 def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
@@ -371,14 +422,15 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
         return (out, _state_or_zeros(h0, B, H, dt),
                 _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
     xbuf = np.empty((chunk, B, D), dt) if batch_first and B > 1 else None
+    Wp, a_scratch = _packing_buffers(B, H, G, dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
     if dt == np.float32:
         forward_typed[float](lstm, relu, batch_first, x, h0, c0, Wx, Wh, b, gates, xbuf, hs,
-                             cs, out, h_n, c_n)
+                             cs, out, h_n, c_n, Wp, a_scratch)
     else:
         forward_typed[double](lstm, relu, batch_first, x, h0, c0, Wx, Wh, b, gates, xbuf, hs,
-                              cs, out, h_n, c_n)
+                              cs, out, h_n, c_n, Wp, a_scratch)
     return out, h_n, c_n, workspace
 
 
@@ -396,15 +448,15 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     db = np.zeros(G, dt)
     if T == 0:
         return dx, dh_rec, dc, dWx, dWh, db
-    WhT = np.empty((G, H), dt) if is_small(B, H, G) else None
+    WpT, a_scratch = _packing_buffers(B, G, H, dt)
     xbuf = np.empty((T, B, D), dt) if batch_first and B > 1 else None
     zero_row = np.zeros(H, dt)
     if dt == np.float32:
-        backward_typed[float](lstm, relu, batch_first, dout, zero_row, x, Wx, Wh, WhT,
+        backward_typed[float](lstm, relu, batch_first, dout, zero_row, x, Wx, Wh, WpT, a_scratch,
                               workspace["hs"], workspace["cs"], workspace["gates"], dh_rec, dc,
                               xbuf, dx, dWx, dWh, db)
     else:
-        backward_typed[double](lstm, relu, batch_first, dout, zero_row, x, Wx, Wh, WhT,
+        backward_typed[double](lstm, relu, batch_first, dout, zero_row, x, Wx, Wh, WpT, a_scratch,
                                workspace["hs"], workspace["cs"], workspace["gates"], dh_rec,
                                dc, xbuf, dx, dWx, dWh, db)
     return dx, dh_rec, dc, dWx, dWh, db
@@ -460,3 +512,19 @@ def _sigmoid(x):
         xd, yd = x, y
         rf_sigmoid_array_d(xd.shape[0], &xd[0], &yd[0])
     return y
+
+
+def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat):
+    """Development aid: C = a @ w through the packed per-step product, ``repeat`` times."""
+    cdef int m = a.shape[0], k = a.shape[1], n = w.shape[1], r
+    wp = np.empty(rf_packed_size_f(k, n), np.float32)
+    c = np.zeros((m, n), np.float32)
+    ap = np.empty(m * k, np.float32)
+    cdef float[::1] wp_v = wp
+    cdef float[::1] ap_v = ap
+    cdef float[:, ::1] c_v = c
+    rf_pack_panels_f(k, n, &w[0, 0], n, 0, &wp_v[0])
+    with nogil:
+        for r in range(repeat):
+            rf_packed_gemm_f(m, n, k, &a[0, 0], k, &wp_v[0], 0, &c_v[0, 0], n, &ap_v[0])
+    return c

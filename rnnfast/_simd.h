@@ -39,6 +39,15 @@ static inline unsigned int rf_denormals_off(void) { return 0u; }
 static inline void rf_denormals_restore(unsigned int old) { (void)old; }
 #endif
 
+/* Whether the CPU has AVX-512 (the loader's target_clones choice, for block sizes). */
+static inline int rf_have_avx512(void) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
 /* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
  * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the
  * exponent bias and shifting builds 2^n with integer SIMD only (no float->int
@@ -66,6 +75,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LOG2E 1.44269504088896341f
 #define RF_TANH_SMALL 0.125f
 #define RF_EXP_DEGREE 7
+#define RF_NR 32
 #include "_simd_impl.h"
 #undef REAL
 #undef SFX
@@ -77,6 +87,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #undef RF_LOG2E
 #undef RF_TANH_SMALL
 #undef RF_EXP_DEGREE
+#undef RF_NR
 
 #define REAL double
 #define SFX(name) name##_d
@@ -88,6 +99,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LOG2E 1.44269504088896338700
 #define RF_TANH_SMALL 0.125
 #define RF_EXP_DEGREE 13
+#define RF_NR 16
 #include "_simd_impl.h"
 #undef REAL
 #undef SFX
@@ -99,5 +111,6 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #undef RF_LOG2E
 #undef RF_TANH_SMALL
 #undef RF_EXP_DEGREE
+#undef RF_NR
 
 #endif

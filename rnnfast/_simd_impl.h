@@ -9,7 +9,7 @@
  * (float: degree 7, double: degree 13; both under one ulp on that range),
  * times 2^n built from bits. Clamped so that exp(-inf) is a normal tiny number
  * and exp(+large) is +inf; NaN stays NaN (the clamps compare false). */
-static inline REAL SFX(rf_exp)(REAL x) {
+static inline __attribute__((always_inline)) REAL SFX(rf_exp)(REAL x) {
     x = x < RF_EXP_LO ? RF_EXP_LO : x;
     x = x > RF_EXP_HI ? RF_EXP_HI : x;
     const REAL shifted = x * RF_LOG2E + RF_SHIFTER;   /* round(x / ln2) in the low bits */
@@ -40,7 +40,7 @@ static inline REAL SFX(rf_exp)(REAL x) {
 /* tanh(x): an odd Taylor polynomial below |x| = 1/8 (where 1 - 2/(e^2x + 1)
  * would cancel), else 1 - 2/(exp(2|x|) + 1) with the sign of x. Exactly +-1 once
  * exp overflows; both branches are computed and one selected, so no jumps. */
-static inline REAL SFX(rf_tanh)(REAL x) {
+static inline __attribute__((always_inline)) REAL SFX(rf_tanh)(REAL x) {
     const REAL ax = x < 0 ? -x : x;
     const REAL big = 1 - 2 / (SFX(rf_exp)(2 * ax) + 1);
     const REAL x2 = x * x;
@@ -57,7 +57,7 @@ static inline REAL SFX(rf_tanh)(REAL x) {
 }
 
 /* sigmoid(x) = 1 / (1 + exp(-x)): exactly 0 and 1 in saturation, no cancellation. */
-static inline REAL SFX(rf_sigmoid)(REAL x) {
+static inline __attribute__((always_inline)) REAL SFX(rf_sigmoid)(REAL x) {
     return 1 / (1 + SFX(rf_exp)(-x));
 }
 
@@ -156,23 +156,105 @@ RF_CLONES static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
     }
 }
 
-/* C(m, n) = A(m, k) @ B(k, n) (+ C when accumulate), row-major with leading
- * dimensions: the per-step product of small problems, where BLAS's call and
- * packing overhead cost more than the arithmetic. The j loop vectorizes. */
-RF_CLONES static void SFX(rf_small_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
-                                          const REAL* restrict b, int ldb, int accumulate,
-                                          REAL* restrict c, int ldc) {
-    for (int i = 0; i < m; i++) {
-        REAL* restrict ci = c + (ptrdiff_t)i * ldc;
-        const REAL* restrict ai = a + (ptrdiff_t)i * lda;
-        if (!accumulate) {
-            for (int j = 0; j < n; j++) ci[j] = 0;
-        }
+/* ---- The per-step product C(m, n) (+)= A(m, k) @ W(k, n) on a pre-packed W.
+ *
+ * BLAS re-packs the weight matrix on every call; per time step, with only
+ * batch rows to multiply, that copy costs as much as the multiply-adds (perf:
+ * sgemm_itcopy 28% vs sgemm_kernel 27% of an LSTM forward). So W is packed
+ * once per forward/backward call, in panels of RF_NR columns (Wp[p][k][0:NR],
+ * zero-padded), and a register-blocked micro-kernel keeps an MR x NR block of
+ * C in registers while it streams the panel. NR * sizeof(REAL) = 128 bytes:
+ * two AVX-512 registers per row of the block. */
+
+static inline int SFX(rf_packed_size)(int k, int n) {
+    return k * ((n + RF_NR - 1) / RF_NR) * RF_NR;
+}
+
+static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, int transposed,
+                                REAL* restrict wp) {
+    /* W(k, n) is w[p * ldw + j], or w[j * ldw + p] when transposed. */
+    const int panels = (n + RF_NR - 1) / RF_NR;
+    for (int q = 0; q < panels; q++) {
         for (int p = 0; p < k; p++) {
-            const REAL aip = ai[p];
-            const REAL* restrict bp = b + (ptrdiff_t)p * ldb;
-            for (int j = 0; j < n; j++) ci[j] += aip * bp[j];
+            REAL* restrict dst = wp + ((ptrdiff_t)q * k + p) * RF_NR;
+            for (int j = 0; j < RF_NR; j++) {
+                const int col = q * RF_NR + j;
+                dst[j] = col >= n ? (REAL)0
+                         : transposed ? w[(ptrdiff_t)col * ldw + p] : w[(ptrdiff_t)p * ldw + col];
+            }
         }
+    }
+}
+
+/* One MR x NR block: acc = A[0:MR, :] @ panel, then C (+)= acc on the first ncols.
+ * GCC vector types (64 bytes: one AVX-512 register, two AVX2 or four SSE ones)
+ * hold the accumulators, so that they stay in registers. */
+typedef REAL SFX(rf_vec) __attribute__((vector_size(64)));
+typedef REAL SFX(rf_vec_u) __attribute__((vector_size(64), aligned(sizeof(REAL))));
+
+#define RF_DEFINE_MICRO(MR)                                                                    \
+static inline __attribute__((always_inline)) void SFX(rf_micro_##MR)(                       \
+                                      int k, const REAL* restrict a, ptrdiff_t a_rs,           \
+                                      ptrdiff_t a_ks,                                          \
+                                      const REAL* restrict panel, int ncols, int accumulate,   \
+                                      REAL* restrict c, int ldc) {                             \
+    SFX(rf_vec) acc[MR][2];                                                                    \
+    _Pragma("GCC unroll 8")                                                                    \
+    for (int m = 0; m < MR; m++) { acc[m][0] = (SFX(rf_vec)){0}; acc[m][1] = (SFX(rf_vec)){0}; } \
+    for (int p = 0; p < k; p++) {                                                              \
+        const SFX(rf_vec) w0 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR);          \
+        const SFX(rf_vec) w1 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR + RF_NR / 2); \
+        _Pragma("GCC unroll 8")                                                                \
+        for (int m = 0; m < MR; m++) {                                                         \
+            const REAL am = a[m * a_rs + p * a_ks];                                            \
+            acc[m][0] += am * w0;                                                              \
+            acc[m][1] += am * w1;                                                              \
+        }                                                                                      \
+    }                                                                                          \
+    for (int m = 0; m < MR; m++) {                                                             \
+        REAL out[RF_NR];                                                                       \
+        *(SFX(rf_vec_u)*)out = acc[m][0];                                                      \
+        *(SFX(rf_vec_u)*)(out + RF_NR / 2) = acc[m][1];                                        \
+        REAL* restrict cm = c + (ptrdiff_t)m * ldc;                                            \
+        if (accumulate) { for (int j = 0; j < ncols; j++) cm[j] += out[j]; }                   \
+        else            { for (int j = 0; j < ncols; j++) cm[j] = out[j]; }                    \
+    }                                                                                          \
+}
+RF_DEFINE_MICRO(8)
+RF_DEFINE_MICRO(2)
+RF_DEFINE_MICRO(1)
+#undef RF_DEFINE_MICRO
+
+/* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels. Panel by panel, so a
+ * panel is read once from L2 and reused by every row block. Blocks of 8 rows of A
+ * are first interleaved into a_packed (8 * k * (m / 8) values): rows k floats apart
+ * would alias in L1 when k is a multiple of 1024 (4 KiB). */
+RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
+                                           const REAL* restrict wp, int accumulate,
+                                           REAL* restrict c, int ldc, REAL* restrict a_packed) {
+    const int panels = (n + RF_NR - 1) / RF_NR;
+    const int wide = rf_have_avx512();
+    if (wide) {
+        for (int i = 0; i + 8 <= m; i += 8)
+            for (int p = 0; p < k; p++)
+                for (int r = 0; r < 8; r++)
+                    a_packed[(ptrdiff_t)i * k + p * 8 + r] = a[(ptrdiff_t)(i + r) * lda + p];
+    }
+    for (int q = 0; q < panels; q++) {
+        const REAL* restrict panel = wp + (ptrdiff_t)q * k * RF_NR;
+        const int col = q * RF_NR;
+        const int ncols = n - col < RF_NR ? n - col : RF_NR;
+        int i = 0;
+        if (wide)       /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
+            for (; i + 8 <= m; i += 8)
+                SFX(rf_micro_8)(k, a_packed + (ptrdiff_t)i * k, 1, 8, panel, ncols, accumulate,
+                                c + (ptrdiff_t)i * ldc + col, ldc);
+        for (; i + 2 <= m; i += 2)
+            SFX(rf_micro_2)(k, a + (ptrdiff_t)i * lda, lda, 1, panel, ncols, accumulate,
+                            c + (ptrdiff_t)i * ldc + col, ldc);
+        for (; i < m; i++)
+            SFX(rf_micro_1)(k, a + (ptrdiff_t)i * lda, lda, 1, panel, ncols, accumulate,
+                            c + (ptrdiff_t)i * ldc + col, ldc);
     }
 }
 

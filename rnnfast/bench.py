@@ -14,7 +14,7 @@ force). ``% roofline`` is floor / rnnfast time. The target of the speed issue is
 ``rnnfast <= max(best peer / 10, floor / 0.89)`` at 1 thread, best peer being the faster of
 NumPy and PyTorch.
 
-``python -m rnnfast.bench --threads 1,2 --markdown > BENCHMARKS.md`` regenerates
+``python -m rnnfast.bench --threads 1,2 --markdown BENCHMARKS.md`` regenerates
 BENCHMARKS.md. The pytest-benchmark suite in ``bench/`` reuses ``GRID`` and
 ``build_callables`` from here.
 """
@@ -389,13 +389,15 @@ def _run_cell(cell, dtype, impls, rate, repeat, budget, measure_memory, bar, thr
     row = {"name": cell.name, "size": cell.size, "kind": cell.kind, "pass": cell.pass_,
            "batch": B, "seq_len": T, "input_size": D, "hidden_size": H,
            "flops": cell.flops, "floor_s": cell.flops / rate,
-           "time_s": {}, "spread": {}, "samples_s": {}, "number": {}, "memory_bytes": {},
+           "time_s": {}, "min_s": {}, "spread": {}, "samples_s": {}, "number": {},
+           "memory_bytes": {},
            "memory_method": {}, "max_abs_diff": {}}
     reference = None
     for impl, fn in fns.items():
-        bar.step(f"{threads or ''}{'t ' if threads else ''}{cell.name} {impl}")
+        bar.step(f"{cell.name} {impl}" + (f" ({threads} thr)" if threads else ""))
         timing = time_callable(fn, repeat=repeat, budget=budget)
         row["time_s"][impl] = timing.median
+        row["min_s"][impl] = min(timing.samples)
         row["spread"][impl] = timing.spread
         row["samples_s"][impl] = timing.samples
         row["number"][impl] = timing.number
@@ -455,7 +457,7 @@ def _mem(nbytes):
 
 COLUMNS = ("cell", "B,T,D,H", "rnnfast ms", "NumPy ms", "PyTorch ms", "vs NumPy",
            "vs PyTorch", "floor ms", "% roofline", "target ms", "met?",
-           "mem rnnfast", "mem NumPy", "mem PyTorch (RSS)")
+           "mem rnnfast", "mem NumPy", "mem PyTorch (RSS)", "noise")
 
 
 def format_table(run, markdown=False):
@@ -471,7 +473,8 @@ def format_table(run, markdown=False):
             f"{x['torch']:.2f}x" if "torch" in x else "n/a",
             _ms(r["floor_s"]), f"{100 * r['roofline_fraction']:.0f}%",
             _ms(r["target_s"]), "yes" if r["target_met"] else "NO",
-            _mem(mem.get("rnnfast")), _mem(mem.get("numpy")), _mem(mem.get("torch"))))
+            _mem(mem.get("rnnfast")), _mem(mem.get("numpy")), _mem(mem.get("torch")),
+            f"{100 * max(r['spread'].values()):.0f}%"))
     if markdown:
         lines = ["| " + " | ".join(COLUMNS) + " |",
                  "|" + "|".join("---" if i < 2 or i == 10 else "--:"
@@ -497,8 +500,15 @@ def environment():
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
+            info = dict(ln.split(":", 1) for ln in f.read().split("\n\n")[0].splitlines()
+                        if ":" in ln)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        flags = set(info.get("flags", "").split())
+        isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                    if flag in flags), "no AVX2")
+        cpu = (f"{info.get('model name', cpu)} (family {info.get('cpu family', '?')} model "
+               f"{info.get('model', '?')}, {isa}"
+               f"{', hypervisor' if 'hypervisor' in flags else ''})")
     import scipy
     torch = _import_torch()
     env = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -548,7 +558,9 @@ def format_markdown(report):
         "PyTorch being the best peer (the issue's target is defined at 1 thread; at other "
         "thread counts it is shown for information); `mem` = peak extra memory of one call "
         "(tracemalloc for rnnfast and NumPy, resident-set growth sampled by psutil for "
-        "PyTorch, approximate). `fwd` is an inference forward returning all outputs; "
+        "PyTorch, approximate); `noise` = the largest interquartile range / median of the "
+        "cell's samples over the three implementations (range / median below 4 samples). "
+        "`fwd` is an inference forward returning all outputs; "
         "`fwd+bwd` a training forward and backward from a gradient on the last step's "
         "output, computing dx and all parameter gradients. Cells: tanh RNN and LSTM, "
         "batch-first, sizes `B,T,D,H` = batch, seq_len, input, hidden.",
@@ -615,7 +627,7 @@ def parse_args(argv=None):
         description="Time rnnfast (compiled), its NumPy twin and PyTorch on a grid of tanh "
                     "RNN/LSTM cells and compare with the GEMM roofline.",
         epilog="Cells: " + ", ".join(c.name for c in GRID) + ". Regenerate BENCHMARKS.md: "
-               "python -m rnnfast.bench --threads 1,2 --markdown > BENCHMARKS.md")
+               "python -m rnnfast.bench --threads 1,2 --markdown BENCHMARKS.md")
     p.add_argument("--threads", type=_thread_list, default=None, metavar="N[,M...]",
                    help="BLAS/OpenMP threads (threadpoolctl) and torch.set_num_threads; a "
                         "comma list runs the grid once per count (default: the BLAS count "
@@ -636,8 +648,9 @@ def parse_args(argv=None):
                    help="n of the n x n GEMM that measures the roofline (default 2048)")
     p.add_argument("--json", metavar="FILE", help="write all results (with samples) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the results (matplotlib)")
-    p.add_argument("--markdown", action="store_true",
-                   help="print a complete BENCHMARKS.md to stdout instead of text tables")
+    p.add_argument("--markdown", metavar="FILE.md",
+                   help="also write the results as a complete markdown document (e.g. "
+                        "BENCHMARKS.md; '-' prints it to stdout instead of the text tables)")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     args = p.parse_args(argv)
     try:
@@ -652,6 +665,12 @@ def parse_args(argv=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    try:
+        from . import _core  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"rnnfast.bench: the compiled core rnnfast._core is not importable "
+                         f"from {os.path.dirname(rnnfast.__file__)} ({e}); build it first "
+                         f"(pip install . or python setup.py build_ext --inplace)") from None
     if args.plot:                               # fail now, not after minutes of timing
         try:
             import matplotlib  # noqa: F401
@@ -669,12 +688,15 @@ def main(argv=None):
         run = run_grid(args.cells, np.dtype(args.dtype), n, impls, args.repeat, args.budget,
                        args.gemm_size, not args.no_memory, not args.quiet)
         report["runs"].append(run)
-        if not args.markdown:
+        if args.markdown != "-":
             print(f"\n{_run_header(run)}\n{format_table(run)}", flush=True)
     with contextlib.suppress(OSError):
         report["load_avg_1min_after"] = os.getloadavg()[0]
-    if args.markdown:
+    if args.markdown == "-":
         print(format_markdown(report), end="")
+    elif args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
