@@ -567,8 +567,9 @@ def format_markdown(report):
     ]
     for run in report["runs"]:
         n = run["threads"] if run["threads"] is not None else run["blas_threads"]
+        title = f"{n} thread{'s' if n != 1 else ''}" if n else "Default thread count"
         met = sum(r["target_met"] for r in run["cells"])
-        out += ["", f"## {n} thread{'s' if n != 1 else ''}", "", _run_header(run) + ".",
+        out += ["", f"## {title}", "", _run_header(run) + ".",
                 f"Targets met: {met} of {len(run['cells'])}.", "", format_table(run, True)]
     return "\n".join(out) + "\n"
 
