@@ -586,7 +586,7 @@ def plot(report, path):
     runs = report["runs"]
     n_cells = len(runs[0]["cells"])
     fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 0.45 * n_cells + 1.5),
-                             squeeze=False, sharey=True)
+                             squeeze=False)
     for ax, run in zip(axes[0], runs):
         names = [r["name"] for r in run["cells"]]
         y = np.arange(len(names))
@@ -603,10 +603,12 @@ def plot(report, path):
         ax.set_yticks(y, names)
         ax.invert_yaxis()
         ax.set_xlabel("median time per call (ms, log)")
-        ax.set_title(f"{run['blas_threads']} thread(s), {run['dtype']}")
+        n = run["blas_threads"]
+        ax.set_title(f"{n or '?'} thread{'' if n == 1 else 's'}, {run['dtype']}")
         ax.grid(axis="x", which="both", alpha=0.3)
-    axes[0][0].legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center",
+               ncol=len(runs[0]["impls"]) + 2, fontsize="small")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
