@@ -2,7 +2,7 @@
 
 RNNFAST_DEBUG=1 turns bounds checking (and -O0 -g) on; RNNFAST_SANITIZE=address builds with
 AddressSanitizer. No -march=native: the elementwise helpers dispatch on the CPU at run time
-(GCC target_clones in rnnfast/_elementwise.h).
+(GCC target_clones in rnnfast/_simd.h).
 """
 import os
 
