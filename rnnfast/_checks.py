@@ -87,7 +87,8 @@ def check_sequence(x, name, input_size, batch_first, dtype, *, hidden=None, gate
     x = as_numeric_array(x, name)
     layout = ("batch", "seq_len", "features") if batch_first else ("seq_len", "batch", "features")
     if x.ndim != 3:
-        raise ValueError(f"{name} must be 3-D {layout} with features={input_size} "
+        expected = "(" + ", ".join(layout[:2]) + f", features={input_size})"
+        raise ValueError(f"{name} must be 3-D, expected shape {expected} "
                          f"(batch_first={batch_first}), got shape {x.shape}")
     batch, seq_len = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
     if x.shape[2] != input_size:
