@@ -1,0 +1,474 @@
+"""Every bad input gets its own clear error, and leaves the layer as it was.
+
+For each bad call: the exception type, a message that names the argument and (for
+shapes) holds both the expected and the received shape, parameters and gradients
+unchanged, and a BPTT cache from an earlier good forward still usable.
+"""
+import re
+
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast import functional as F
+
+from conftest import random_problem
+
+B, T, D, H = 3, 6, 4, 5
+CELLS = ["rnn", "lstm"]
+
+
+def make_layer(cell, backend, dtype, batch_first=True, **kwargs):
+    cls = rnnfast.RNN if cell == "rnn" else rnnfast.LSTM
+    return cls(D, H, batch_first=batch_first, dtype=dtype, backend=backend, seed=0, **kwargs)
+
+
+def problem(cell, dtype, batch_first=True):
+    return random_problem(cell, B, T, D, H, dtype, batch_first=batch_first, seed=1)
+
+
+def fwd(layer, x, h0=None, c0=None):
+    if isinstance(layer, rnnfast.LSTM):
+        return layer(x, None if h0 is None and c0 is None else (h0, c0))
+    return layer(x, h0)
+
+
+def bwd(layer, dout, dh_n=None, dc_n=None):
+    if isinstance(layer, rnnfast.LSTM):
+        return layer.backward(dout, None if dh_n is None and dc_n is None else (dh_n, dc_n))
+    return layer.backward(dout, dh_n)
+
+
+def snapshot(layer):
+    """Copies of the params and grads, and which arrays the params dict holds."""
+    return {"params": {k: np.array(v, copy=True) for k, v in layer.params.items()},
+            "grads": {k: np.array(v, copy=True) for k, v in layer.grads.items()},
+            "ids": {k: id(v) for k, v in layer.params.items()}}
+
+
+def assert_unchanged(layer, before):
+    """params hold the same arrays with the same values; grads the same values."""
+    assert {k: id(v) for k, v in layer.params.items()} == before["ids"]
+    for kind in ("params", "grads"):
+        for name, value in getattr(layer, kind).items():
+            np.testing.assert_array_equal(value, before[kind][name],
+                                          err_msg=f"{kind}[{name!r}]")
+
+
+def assert_names(message, name, *fragments):
+    """The message names the argument (as a word) and holds every fragment."""
+    assert re.search(rf"\b{re.escape(name)}\b", message), (name, message)
+    for f in fragments:
+        assert f in message, (f, message)
+
+
+def check_forward_error(layer, p, exc, call, name, *fragments):
+    """``call(layer)`` raises ``exc`` naming ``name``; params unchanged; the cache of an
+    earlier training forward survives (its backward still gives the right gradients)."""
+    fwd(layer, p["x"], p["h0"], p["c0"])
+    want = [np.array(g, copy=True) for g in
+            _flatten(bwd(layer, p["dout"], p["dh_n"], p["dc_n"]))]
+    fwd(layer, p["x"], p["h0"], p["c0"])
+    before = snapshot(layer)
+    with pytest.raises(exc) as info:
+        call(layer)
+    assert_names(str(info.value), name, *fragments)
+    assert_unchanged(layer, before)
+    got = _flatten(bwd(layer, p["dout"], p["dh_n"], p["dc_n"]))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    return str(info.value)
+
+
+def _flatten(results):
+    dx, dstate = results
+    return [dx] + (list(dstate) if isinstance(dstate, tuple) else [dstate])
+
+
+# --------------------------------------------------------------------- x: dtype
+
+BAD_X = {
+    "complex": lambda s: np.ones(s, np.complex128),
+    "object": lambda s: np.full(s, 1.0, dtype=object),
+    "str-array": lambda s: np.full(s, "1"),
+    "str": lambda s: "not an array",
+    "None": lambda s: None,
+    "ragged": lambda s: [[[1.0] * s[2]] * s[1], [[1.0] * s[2]]],
+}
+
+
+@pytest.mark.parametrize("kind", BAD_X)
+@pytest.mark.parametrize("cell", CELLS)
+def test_non_numeric_x_is_a_type_error(cell, kind, backend, dtype):
+    layer = make_layer(cell, backend, dtype)
+    p = problem(cell, dtype)
+    bad = BAD_X[kind](p["x"].shape)
+    check_forward_error(layer, p, TypeError, lambda lay: fwd(lay, bad), "x")
+
+
+@pytest.mark.parametrize("kind", ["complex", "object", "str-array"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_non_numeric_states_and_gradients_are_type_errors(cell, kind, backend, dtype):
+    layer = make_layer(cell, backend, dtype)
+    p = problem(cell, dtype)
+    for name in ("h0", "c0") if cell == "lstm" else ("h0",):
+        bad = dict(h0=p["h0"], c0=p["c0"]) | {name: BAD_X[kind](p[name].shape)}
+        check_forward_error(layer, p, TypeError,
+                            lambda lay: fwd(lay, p["x"], bad["h0"], bad["c0"]), name)
+    for name in ("dout", "dh_n", "dc_n") if cell == "lstm" else ("dout", "dh_n"):
+        fwd(layer, p["x"], p["h0"], p["c0"])
+        before = snapshot(layer)
+        bad = dict(dout=p["dout"], dh_n=p["dh_n"], dc_n=p["dc_n"]) | {
+            name: BAD_X[kind](p[name].shape)}
+        with pytest.raises(TypeError, match=rf"\b{name}\b"):
+            bwd(layer, bad["dout"], bad["dh_n"], bad["dc_n"])
+        assert_unchanged(layer, before)
+        bwd(layer, p["dout"], p["dh_n"], p["dc_n"])     # the workspace was not consumed
+
+
+@pytest.mark.parametrize("kind", ["int64", "int8", "uint8", "bool"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_integer_and_bool_x_convert(cell, kind, backend, dtype):
+    layer = make_layer(cell, backend, dtype)
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 2 if kind == "bool" else 4, (B, T, D)).astype(kind)
+    out, _ = fwd(layer, x)
+    dx, _ = bwd(layer, np.ones(out.shape, int))
+    ref = make_layer(cell, backend, dtype)
+    want_out, _ = fwd(ref, x.astype(dtype))
+    want_dx, _ = bwd(ref, np.ones(out.shape, dtype))
+    assert out.dtype == dx.dtype == dtype
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(dx, want_dx)
+
+
+# --------------------------------------------------------------------- shapes
+
+def shape_str(shape):
+    return str(tuple(shape))
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_x_of_wrong_ndim(cell, batch_first, backend, dtype):
+    layer = make_layer(cell, backend, dtype, batch_first)
+    p = problem(cell, dtype, batch_first)
+    expected = "(batch, seq_len, features=4)" if batch_first else "(seq_len, batch, features=4)"
+    for bad in (p["x"][0], p["x"][..., None], p["x"].ravel(), np.float64(1.0)):
+        check_forward_error(layer, p, ValueError, lambda lay: fwd(lay, bad), "x",
+                            expected, "got shape " + shape_str(np.shape(bad)))
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_x_of_wrong_feature_size(cell, batch_first, backend, dtype):
+    layer = make_layer(cell, backend, dtype, batch_first)
+    p = problem(cell, dtype, batch_first)
+    lead = "batch=3, seq_len=6" if batch_first else "seq_len=6, batch=3"
+    for features in (D - 1, D + 1):
+        bad = np.zeros(p["x"].shape[:2] + (features,), dtype)
+        check_forward_error(layer, p, ValueError, lambda lay: fwd(lay, bad), "x",
+                            f"({lead}, features={D})", "got shape " + shape_str(bad.shape))
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_initial_state_of_wrong_shape(cell, batch_first, backend, dtype):
+    """A batch that differs from x's, a wrong hidden size, a missing or extra axis."""
+    layer = make_layer(cell, backend, dtype, batch_first)
+    p = problem(cell, dtype, batch_first)
+    for name in ("h0", "c0") if cell == "lstm" else ("h0",):
+        for shape in [(B + 1, H), (B - 1, H), (B, H + 1), (H,), (1, B, H)]:
+            states = dict(h0=p["h0"], c0=p["c0"]) | {name: np.zeros(shape, dtype)}
+            check_forward_error(layer, p, ValueError,
+                                lambda lay: fwd(lay, p["x"], states["h0"], states["c0"]), name,
+                                shape_str((B, H)), "got shape " + shape_str(shape))
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_of_wrong_shape(cell, batch_first, backend, dtype):
+    layer = make_layer(cell, backend, dtype, batch_first)
+    p = problem(cell, dtype, batch_first)
+    out_shape = p["dout"].shape
+    cases = [("dout", s, out_shape) for s in (out_shape[:2] + (H + 1,),
+                                              (out_shape[0] + 1,) + out_shape[1:],
+                                              (out_shape[0], out_shape[1] - 1, H),
+                                              out_shape[::-1], out_shape[1:])]
+    for name in ("dh_n", "dc_n") if cell == "lstm" else ("dh_n",):
+        cases += [(name, s, (B, H)) for s in ((B + 1, H), (B, H - 1), (1, B, H))]
+    for name, shape, expected in cases:
+        fwd(layer, p["x"], p["h0"], p["c0"])
+        want = [np.array(g, copy=True) for g in _flatten(bwd(layer, p["dout"], p["dh_n"],
+                                                             p["dc_n"]))]
+        fwd(layer, p["x"], p["h0"], p["c0"])
+        before = snapshot(layer)
+        args = dict(dout=p["dout"], dh_n=p["dh_n"], dc_n=p["dc_n"]) | {
+            name: np.zeros(shape, dtype)}
+        with pytest.raises(ValueError) as info:
+            bwd(layer, args["dout"], args["dh_n"], args["dc_n"])
+        assert_names(str(info.value), name, shape_str(expected), "got shape " + shape_str(shape))
+        assert_unchanged(layer, before)
+        # the failed backward did not consume the workspace
+        got = _flatten(bwd(layer, p["dout"], p["dh_n"], p["dc_n"]))
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+# --------------------------------------------------------------------- call order
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_without_its_forward(cell, backend, dtype):
+    p = problem(cell, dtype)
+    layer = make_layer(cell, backend, dtype)
+    with pytest.raises(ValueError, match="forward"):            # never run forward
+        bwd(layer, p["dout"])
+    layer.eval()
+    fwd(layer, p["x"])
+    assert layer._cache is None
+    with pytest.raises(ValueError, match="forward"):            # eval-mode forward
+        bwd(layer, p["dout"])
+    layer.train()
+    with pytest.raises(ValueError, match="forward"):            # still no training forward
+        bwd(layer, p["dout"])
+    fwd(layer, p["x"])
+    bwd(layer, p["dout"])
+    before = snapshot(layer)
+    with pytest.raises(ValueError, match="forward"):            # a second backward
+        bwd(layer, p["dout"])
+    assert_unchanged(layer, before)
+    fwd(layer, p["x"])
+    layer.eval()                                                 # eval() drops the cache
+    with pytest.raises(ValueError, match="forward"):
+        bwd(layer, p["dout"])
+
+
+# --------------------------------------------------------------------- constructors
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("kwargs,exc,fragment", [
+    (dict(hidden_size=0), ValueError, "hidden_size"),
+    (dict(hidden_size=-1), ValueError, "hidden_size"),
+    (dict(hidden_size=2.5), TypeError, "hidden_size"),
+    (dict(hidden_size="5"), TypeError, "hidden_size"),
+    (dict(hidden_size=True), TypeError, "hidden_size"),
+    (dict(hidden_size=None), TypeError, "hidden_size"),
+    (dict(input_size=0), ValueError, "input_size"),
+    (dict(input_size=-3), ValueError, "input_size"),
+    (dict(input_size=1.0), TypeError, "input_size"),
+    (dict(dtype=np.int32), TypeError, "dtype"),
+    (dict(dtype=np.float16), TypeError, "dtype"),
+    (dict(dtype=np.complex64), TypeError, "dtype"),
+    (dict(dtype="float"), None, None),        # "float" is float64: accepted
+    (dict(dtype="not a dtype"), TypeError, "dtype"),
+    (dict(backend="cuda"), ValueError, "backend"),
+    (dict(backend=None), ValueError, "backend"),
+], ids=lambda v: repr(v) if not isinstance(v, dict) else "-".join(f"{k}={v[k]!r}" for k in v))
+def test_bad_constructor_arguments(cell, kwargs, exc, fragment):
+    args = dict(input_size=D, hidden_size=H) | kwargs
+    cls = rnnfast.RNN if cell == "rnn" else rnnfast.LSTM
+    if exc is None:
+        layer = cls(args.pop("input_size"), args.pop("hidden_size"), **args)
+        assert layer.dtype == np.float64
+        return
+    with pytest.raises(exc) as info:
+        cls(args.pop("input_size"), args.pop("hidden_size"), **args)
+    message = str(info.value)
+    assert_names(message, fragment)
+    bad = next(iter(kwargs.values()))
+    assert str(bad) in message or repr(bad) in message or np.dtype(bad).name in message
+
+
+@pytest.mark.parametrize("nonlinearity", ["sigmoid", "TANH", None, ""])
+def test_bad_nonlinearity(nonlinearity):
+    with pytest.raises(ValueError) as info:
+        rnnfast.RNN(D, H, nonlinearity)
+    assert_names(str(info.value), "nonlinearity", repr(nonlinearity))
+
+
+# --------------------------------------------------------------------- seq_len == 0
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("states", [True, False], ids=["state", "no-state"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_empty_sequence(cell, states, batch_first, backend, dtype):
+    layer = make_layer(cell, backend, dtype, batch_first)
+    p = problem(cell, dtype, batch_first)
+    x = np.zeros((B, 0, D) if batch_first else (0, B, D), dtype)
+    h0, c0 = (p["h0"], p["c0"]) if states else (None, None)
+    out, finals = fwd(layer, x, h0, c0)
+    finals = finals if cell == "lstm" else (finals,)
+    assert out.shape == x.shape[:2] + (H,) and out.dtype == dtype
+    for f, s in zip(finals, (h0, c0)):
+        assert f.shape == (B, H) and f.dtype == dtype
+        np.testing.assert_array_equal(f, np.zeros((B, H)) if s is None else s)
+        if s is not None:
+            assert not np.shares_memory(f, s)
+    for gradient_given in (True, False):
+        fwd(layer, x, h0, c0)
+        dout = np.zeros(out.shape, dtype)
+        dh_n, dc_n = (p["dh_n"], p["dc_n"]) if gradient_given else (None, None)
+        dx, dstate = bwd(layer, dout, dh_n, dc_n)
+        assert dx.shape == x.shape and dx.dtype == dtype
+        dstate = dstate if cell == "lstm" else (dstate,)
+        for ds, given in zip(dstate, (dh_n, dc_n)):
+            if not states:
+                assert ds is None                       # no initial state, no gradient
+            elif given is None:
+                np.testing.assert_array_equal(ds, np.zeros((B, H)))
+            else:
+                np.testing.assert_array_equal(ds, given)
+                assert not np.shares_memory(ds, given)
+        for name, g in layer.grads.items():
+            assert g.shape == layer.params[name].shape and g.dtype == dtype
+            assert not g.any(), name
+
+
+# --------------------------------------------------------------------- LSTM state pairs
+
+@pytest.mark.parametrize("kind", ["array", "1-tuple", "3-tuple", "str", "dict", "stacked"])
+def test_lstm_state_must_be_a_pair(kind, backend, dtype):
+    layer = make_layer("lstm", backend, dtype)
+    p = problem("lstm", dtype)
+    bad = {"array": p["h0"], "1-tuple": (p["h0"],), "3-tuple": (p["h0"], p["c0"], p["c0"]),
+           "str": "hc", "dict": {"h": p["h0"], "c": p["c0"]},
+           "stacked": np.stack([p["h0"], p["c0"]])}[kind]
+    check_forward_error(layer, p, TypeError, lambda lay: lay(p["x"], bad), "state", "pair")
+    layer(p["x"], (p["h0"], p["c0"]))
+    before = snapshot(layer)
+    bad_d = bad if kind != "array" else p["dh_n"]
+    with pytest.raises(TypeError, match=r"\bdstate\b.*pair"):
+        layer.backward(p["dout"], bad_d)
+    assert_unchanged(layer, before)
+    layer.backward(p["dout"], [p["dh_n"], p["dc_n"]])        # a list is a pair too
+
+
+# --------------------------------------------------------------------- params replaced
+
+def bad_params(cell):
+    G = 4 if cell == "lstm" else 1
+    return {
+        "Wx-rows": ("Wx", (D + 1, G * H)),
+        "Wx-cols": ("Wx", (D, G * H + 1)),
+        "Wx-1d": ("Wx", (D * G * H,)),
+        "Wh-cols": ("Wh", (H, G * H + 1)),
+        "Wh-square": ("Wh", (H + 1, G * (H + 1))),
+        "Wh-3d": ("Wh", (1, H, G * H)),
+        "b-long": ("b", (G * H + 1,)),
+        "b-2d": ("b", (1, G * H)),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_params("rnn")))
+@pytest.mark.parametrize("cell", CELLS)
+def test_params_entry_of_wrong_shape(cell, case, backend, dtype):
+    name, shape = bad_params(cell)[case]
+    p = problem(cell, dtype)
+    layer = make_layer(cell, backend, dtype)
+    layer.params[name] = np.zeros(shape, dtype)
+    before = snapshot(layer)
+    with pytest.raises(ValueError) as info:
+        fwd(layer, p["x"], p["h0"], p["c0"])
+    assert re.search(r"\b(Wx|Wh|b|params)\b", str(info.value)), str(info.value)
+    assert_unchanged(layer, before)
+    # replaced between forward and backward: backward refuses it too
+    layer = make_layer(cell, backend, dtype)
+    fwd(layer, p["x"], p["h0"], p["c0"])
+    layer.params[name] = np.zeros(shape, dtype)
+    before = snapshot(layer)
+    with pytest.raises(ValueError):
+        bwd(layer, p["dout"], p["dh_n"], p["dc_n"])
+    assert_unchanged(layer, before)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_params_entry_not_numeric(cell, backend, dtype):
+    p = problem(cell, dtype)
+    for name, bad, exc in [("b", None, TypeError),
+                           ("Wx", np.zeros((D, (4 if cell == "lstm" else 1) * H), complex),
+                            TypeError),
+                           ("Wh", "weights", (TypeError, ValueError))]:
+        layer = make_layer(cell, backend, dtype)
+        layer.params[name] = bad
+        with pytest.raises(exc, match=rf"\b{name}\b"):
+            fwd(layer, p["x"], p["h0"], p["c0"])
+
+
+# --------------------------------------------------------------------- functional face
+
+def f_forward(cell, p, backend, training=True, nl="tanh", batch_first=True):
+    if cell == "rnn":
+        return F.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], nl, batch_first,
+                             training, backend=backend)[-1]
+    return F.lstm_forward(p["x"], p["h0"], p["c0"], p["Wx"], p["Wh"], p["b"], batch_first,
+                          training, backend=backend)[-1]
+
+
+def f_backward(cell, p, ws, backend, nl="tanh", batch_first=True, dout=None):
+    dout = p["dout"] if dout is None else dout
+    if cell == "rnn":
+        return F.rnn_backward(dout, p["dh_n"], p["x"], p["Wx"], p["Wh"], ws, nl,
+                              batch_first, backend=backend)
+    return F.lstm_backward(dout, p["dh_n"], p["dc_n"], p["x"], p["Wx"], p["Wh"], ws,
+                           batch_first, backend=backend)
+
+
+OTHER = {"cython": "numpy", "numpy": "cython"}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_functional_workspace_must_match_the_call(cell, backend, dtype):
+    p = problem(cell, dtype)
+    ws = f_forward(cell, p, OTHER[backend])
+    with pytest.raises(ValueError, match="workspace"):            # the other backend's
+        f_backward(cell, p, ws, backend)
+    with pytest.raises(ValueError, match="workspace"):            # eval mode: none
+        f_backward(cell, p, f_forward(cell, p, backend, training=False), backend)
+    with pytest.raises(ValueError, match="workspace"):            # other layout
+        f_backward(cell, p, f_forward(cell, p, backend), backend, batch_first=False)
+    short = dict(p, x=p["x"][:, :-1], dout=p["dout"][:, :-1])
+    with pytest.raises(ValueError, match="workspace"):            # another sequence length
+        f_backward(cell, short, f_forward(cell, p, backend), backend)
+    other = {k: v.astype(np.float64 if dtype == np.float32 else np.float32)
+             for k, v in p.items()}
+    with pytest.raises(ValueError, match="workspace"):            # another dtype
+        f_backward(cell, other, f_forward(cell, p, backend), backend)
+    with pytest.raises(ValueError, match="workspace"):            # another cell
+        f_backward(cell, p, _other_cell_workspace(cell, dtype, backend), backend)
+    with pytest.raises(TypeError, match="workspace"):
+        f_backward(cell, p, ("not", "a", "workspace"), backend)
+    # a bad dout does not consume the workspace; a good backward does
+    ws = f_forward(cell, p, backend)
+    with pytest.raises(ValueError, match="dout"):
+        f_backward(cell, p, ws, backend, dout=p["dout"][:, :, :-1])
+    f_backward(cell, p, ws, backend)
+    with pytest.raises(ValueError, match="already used"):
+        f_backward(cell, p, ws, backend)
+
+
+def _other_cell_workspace(cell, dtype, backend):
+    """A workspace of the other cell with the same (batch, seq_len, hidden)."""
+    other = "lstm" if cell == "rnn" else "rnn"
+    return f_forward(other, problem(other, dtype), backend)
+
+
+def test_functional_nonlinearity_must_match(backend, dtype):
+    p = problem("rnn", dtype)
+    ws = f_forward("rnn", p, backend, nl="relu")
+    with pytest.raises(ValueError, match="nonlinearity"):
+        f_backward("rnn", p, ws, backend, nl="tanh")
+    with pytest.raises(ValueError, match="nonlinearity"):
+        f_forward("rnn", p, backend, nl="sigmoid")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_functional_bad_arguments(cell, dtype):
+    p = problem(cell, dtype)
+    with pytest.raises(ValueError, match="backend"):
+        f_forward(cell, p, "cuda")
+    with pytest.raises(TypeError, match=r"\bb\b"):
+        f_forward(cell, dict(p, b=None), "cython")
+    with pytest.raises(ValueError, match=r"\bWx\b"):
+        f_forward(cell, dict(p, Wx=p["Wx"][:, :-1]), "cython")
+    with pytest.raises(ValueError, match=r"\bWh\b"):
+        f_forward(cell, dict(p, Wh=p["Wh"][:-1]), "cython")
