@@ -45,8 +45,12 @@ def _time_major(a, batch_first):
 
 
 def _user_layout(a_tm, batch_first):
-    """A C-contiguous copy of a (seq_len, batch, n) array in the user's layout."""
-    return np.ascontiguousarray(a_tm.transpose(1, 0, 2) if batch_first else a_tm)
+    """A C-contiguous copy of a (seq_len, batch, n) array in the user's layout.
+
+    Always a copy (``out`` must not alias the workspace's ``hs``: a caller writing
+    into ``out`` would change what backward reads); ``ascontiguousarray`` would
+    return ``a_tm`` itself when ``batch_first`` is False."""
+    return np.array(a_tm.transpose(1, 0, 2) if batch_first else a_tm, order="C", copy=True)
 
 
 def _state(s, batch, hidden, dtype):
