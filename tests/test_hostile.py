@@ -1,0 +1,441 @@
+"""Hostile inputs: a clean Python exception or a defined result, never a crash, and a layer
+that failed a call is exactly as it was before it (params, grads, BPTT cache).
+
+"Defined result" means: the result of the same call on the plain array the input stands
+for (a list, another dtype, a masked array's data, a matrix's 2-D array), or, for NaN/Inf,
+the twin's result, NaN for NaN and Inf for Inf at the same places.
+
+Huge sizes run in a child process whose address space is capped (RLIMIT_AS): there an
+attempt to allocate a huge copy shows up as a MemoryError instead of memory really being
+taken, so the tests can insist on the *early* ValueError without any risk to the machine.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast import functional as F
+
+B, T, D, H = 2, 4, 3, 5
+CELLS = ("tanh", "relu", "lstm")
+
+
+def make_layer(cell, backend, dtype=np.float32):
+    if cell == "lstm":
+        return rnnfast.LSTM(D, H, dtype=dtype, backend=backend, seed=7)
+    return rnnfast.RNN(D, H, cell, dtype=dtype, backend=backend, seed=7)
+
+
+def clean_x(dtype=np.float32):
+    return np.random.default_rng(3).standard_normal((B, T, D)).astype(dtype)
+
+
+def layer_state(layer):
+    """Everything a failed call must leave alone: params and grads (values and the very
+    arrays), and the BPTT cache."""
+    return ({k: (v, v.copy()) for k, v in layer.params.items()},
+            {k: (v, v.copy()) for k, v in layer.grads.items()},
+            layer._cache, layer.training)
+
+
+def assert_same_state(layer, state):
+    params, grads, cache, training = state
+    assert layer.params.keys() == params.keys() and layer.grads.keys() == grads.keys()
+    for store, saved in ((layer.params, params), (layer.grads, grads)):
+        for k, (arr, copy) in saved.items():
+            assert store[k] is arr, f"{k} was replaced"
+            np.testing.assert_array_equal(arr, copy, err_msg=f"{k} was modified")
+    assert layer._cache is cache, "the BPTT cache changed"
+    assert layer.training == training
+
+
+class RaisesInArray:
+    """An object whose conversion to an array raises its own error."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise RuntimeError("conversion refused")
+
+
+class HugeLength:
+    """A sequence that claims 2**40 elements."""
+
+    def __len__(self):
+        return 2**40
+
+    def __getitem__(self, i):
+        return 1.0
+
+
+def _masked():
+    x = clean_x()
+    return np.ma.masked_array(x, mask=x > 0)
+
+
+def _matrix(a):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix(a)
+
+
+# x inputs that must be refused: (id, value, exception type)
+BAD_X = [
+    ("python-scalar", 1.0, ValueError),
+    ("numpy-0d", np.float32(1.0), ValueError),
+    ("1d", np.zeros(D), ValueError),
+    ("2d", np.zeros((T, D)), ValueError),
+    ("4d", np.zeros((1, B, T, D)), ValueError),
+    ("matrix", _matrix(np.zeros((T, D))), ValueError),
+    ("batch-0", np.zeros((0, T, D)), ValueError),
+    ("features-0", np.zeros((B, T, 0)), ValueError),
+    ("wrong-features", np.zeros((B, T, D + 1)), ValueError),
+    ("ragged-list", [[[1.0, 2.0, 3.0]], [[1.0, 2.0]]], TypeError),
+    ("None", None, TypeError),
+    ("str", "abc", TypeError),
+    ("bytes", b"abc", TypeError),
+    ("dict", {"x": 1}, TypeError),
+    ("set", {1.0, 2.0}, TypeError),
+    ("generator", (v for v in range(3)), TypeError),
+    ("object-array", clean_x().astype(object), TypeError),
+    ("complex", clean_x().astype(complex), TypeError),
+    ("datetime", np.zeros((B, T, D), "M8[s]"), TypeError),
+    ("timedelta", np.zeros((B, T, D), "m8[s]"), TypeError),
+    ("structured", np.zeros((B, T, D), dtype=[("a", "f4")]), TypeError),
+    ("python-bigint", [[[2**70] * D] * T] * B, TypeError),
+    ("huge-len", HugeLength(), MemoryError),
+    ("own-error", RaisesInArray(), RuntimeError),   # the object's own error, unchanged
+]
+
+# x inputs with a defined result: (id, value, the plain array it stands for)
+GOOD_X = [
+    ("list", clean_x().tolist(), clean_x()),
+    ("float64", clean_x().astype(np.float64), clean_x()),
+    ("float16", clean_x().astype(np.float16), clean_x().astype(np.float16)),
+    ("longdouble", clean_x().astype(np.longdouble), clean_x()),
+    ("int64", (clean_x() * 3).astype(np.int64), (clean_x() * 3).astype(np.int64)),
+    ("uint8", (np.abs(clean_x()) * 3).astype(np.uint8), (np.abs(clean_x()) * 3).astype(np.uint8)),
+    ("bool", clean_x() > 0, clean_x() > 0),
+    ("big-endian", clean_x().astype(">f4"), clean_x()),
+    ("masked-array", _masked(), _masked().data),      # the mask is ignored: the data count
+    ("ndarray-subclass", clean_x().view(type("Sub", (np.ndarray,), {})), clean_x()),
+    ("broadcast-view", np.broadcast_to(clean_x()[:1], (B, T, D)),
+     np.ascontiguousarray(np.broadcast_to(clean_x()[:1], (B, T, D)))),
+]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("name,value,exc", BAD_X, ids=[c[0] for c in BAD_X])
+def test_bad_x_is_a_clean_error_and_layer_unchanged(backend, cell, name, value, exc):
+    layer = make_layer(cell, backend)
+    out, _ = layer(clean_x())                       # a cache from a good forward
+    state = layer_state(layer)
+    with pytest.raises(exc):
+        layer(value)
+    assert_same_state(layer, state)
+    # the layer still works, on the cache of the good forward
+    dx, _ = layer.backward(np.ones_like(out))
+    assert np.isfinite(dx).all()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("name,value,plain", GOOD_X, ids=[c[0] for c in GOOD_X])
+def test_convertible_x_gives_the_plain_result(backend, cell, name, value, plain):
+    layer = make_layer(cell, backend)
+    got = layer(value)[0]
+    got_dx = layer.backward(np.ones_like(got))[0]
+    want = layer(plain.astype(np.float32))[0]
+    want_dx = layer.backward(np.ones_like(want))[0]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_dx, want_dx)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")      # the twin's NumPy warns on inf-inf
+def test_nan_inf_propagate_like_the_twin(dtype, cell, fill):
+    """A non-finite input is no error: both backends give the same non-finite pattern."""
+    x = clean_x(dtype)
+    x[0, 1, :] = fill                           # one batch row, from step 1 on
+    res = {}
+    for backend in ("cython", "numpy"):
+        layer = make_layer(cell, backend, dtype)
+        out, _ = layer(x)
+        dx, _ = layer.backward(np.ones_like(out))
+        res[backend] = (out, dx, {k: g.copy() for k, g in layer.grads.items()})
+    (out, dx, g), (out_r, dx_r, g_r) = res["cython"], res["numpy"]
+    # the other batch row never sees the bad input: finite
+    assert np.isfinite(out[1]).all() and np.isfinite(out[0, :1]).all()
+    assert not np.isfinite(out[0, 1:]).all() or (cell == "relu" or cell == "lstm" or
+                                                 fill != fill)
+    for a, r in [(out, out_r), (dx, dx_r)] + [(g[k], g_r[k]) for k in g]:
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(r))
+        np.testing.assert_array_equal(np.isposinf(a), np.isposinf(r))
+        np.testing.assert_array_equal(np.isneginf(a), np.isneginf(r))
+        fin = np.isfinite(a)
+        np.testing.assert_allclose(a[fin], r[fin], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("fill", [np.nan])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nonfinite_weight_propagates_and_no_state_means_zeros(dtype, cell, fill):
+    """A NaN/Inf in Wh: no crash, non-finite results, the same pattern on both backends.
+
+    And h0=None means a zero initial state (the documented contract of every kernel),
+    so it must give exactly the result of an explicit zero h0 (and c0): with a
+    non-finite Wh, 0 * NaN = 0 * Inf = NaN already at step 0."""
+    res = {}
+    for backend in ("cython", "numpy"):
+        layer = make_layer(cell, backend, dtype)
+        layer.params["Wh"][0, 0] = fill
+        zeros = np.zeros((B, H), dtype)
+        explicit = (zeros, zeros) if cell == "lstm" else zeros
+        out0, _ = layer(clean_x(dtype), explicit)
+        assert np.isnan(out0[:, 0]).any()           # 0 * fill is NaN at step 0
+        out, _ = layer(clean_x(dtype))
+        layer.backward(np.ones_like(out))           # no crash on the way back either
+        np.testing.assert_array_equal(
+            out, out0, err_msg=f"{backend}: h0=None differs from an explicit zero h0")
+        res[backend] = out0
+    np.testing.assert_array_equal(np.isnan(res["cython"]), np.isnan(res["numpy"]))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_empty_sequence_is_defined(backend, cell):
+    layer = make_layer(cell, backend)
+    h0 = np.full((B, H), 0.25, np.float32)
+    state = (h0, h0 * 2) if cell == "lstm" else h0
+    out, s = layer(np.zeros((B, 0, D), np.float32), state)
+    assert out.shape == (B, 0, H)
+    h_n = s[0] if cell == "lstm" else s
+    np.testing.assert_array_equal(h_n, h0)
+    dstate = (h0, h0) if cell == "lstm" else h0
+    dx, ds = layer.backward(np.zeros((B, 0, H), np.float32), dstate)
+    assert dx.shape == (B, 0, D)
+    np.testing.assert_array_equal(ds[0] if cell == "lstm" else ds, h0)
+    for g in layer.grads.values():
+        np.testing.assert_array_equal(g, 0)
+
+
+def _bad_states(cell):
+    good = np.zeros((B, H), np.float32)
+    bad = [("wrong-shape", np.zeros((B, H + 1)), ValueError),
+           ("transposed", np.zeros((H, B)), ValueError),
+           ("3d", np.zeros((1, B, H)), ValueError),
+           ("scalar", 0.0, ValueError),
+           ("string", "zeros", TypeError),
+           ("complex", np.zeros((B, H), complex), TypeError)]
+    if cell != "lstm":
+        return bad
+    # an LSTM state is a pair
+    return ([(n, (v, good), e) for n, v, e in bad] + [(n + "-c", (good, v), e) for n, v, e in bad]
+            + [("not-a-pair", good, TypeError), ("triple", (good, good, good), TypeError),
+               ("stacked-array", np.zeros((2, B, H)), TypeError)])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bad_state_and_gradients_leave_the_layer_unchanged(backend, cell):
+    layer = make_layer(cell, backend)
+    out, _ = layer(clean_x())
+    for name, value, exc in _bad_states(cell):
+        state = layer_state(layer)
+        with pytest.raises(exc):
+            layer(clean_x(), value)
+        assert_same_state(layer, state)
+        with pytest.raises(exc):
+            layer.backward(np.ones_like(out), value)
+        assert_same_state(layer, state)
+    for bad_dout, exc in [(np.ones((B, T + 1, H)), ValueError), (np.ones((B, T)), ValueError),
+                          ("ones", TypeError), (np.ones((B, T, H), complex), TypeError),
+                          (_matrix(np.ones((T, H))), ValueError)]:
+        state = layer_state(layer)
+        with pytest.raises(exc):
+            layer.backward(bad_dout)
+        assert_same_state(layer, state)
+    # the failures consumed nothing: backward on the cache of the good forward works and
+    # equals the same forward/backward on a fresh layer
+    dx, _ = layer.backward(np.ones_like(out))
+    fresh = make_layer(cell, backend)
+    fresh(clean_x())
+    np.testing.assert_array_equal(dx, fresh.backward(np.ones_like(out))[0])
+    for k in layer.grads:
+        np.testing.assert_array_equal(layer.grads[k], fresh.grads[k])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bad_params_are_refused_and_not_modified(backend, cell):
+    layer = make_layer(cell, backend)
+    G = 4 if cell == "lstm" else 1
+    good = {k: v.copy() for k, v in layer.params.items()}
+    cases = [("Wx", np.zeros((D + 1, G * H)), ValueError), ("Wx", np.zeros((D, G * H + 1)),
+                                                           ValueError),
+             ("Wh", np.zeros((H, H + 1)), ValueError), ("Wh", np.zeros((H + 1, G * (H + 1))),
+                                                        ValueError),
+             ("b", np.zeros(G * H + 1), ValueError), ("b", 0.0, ValueError),
+             ("b", None, TypeError), ("Wx", None, TypeError), ("Wh", "weights", TypeError),
+             ("Wx", np.zeros((D, G * H), complex), TypeError)]
+    for key, value, exc in cases:
+        layer.params[key] = value
+        x = clean_x()
+        x_copy = x.copy()
+        with pytest.raises(exc):
+            layer(x)
+        np.testing.assert_array_equal(x, x_copy)
+        for k, v in layer.params.items():      # the other params are left as they were
+            if k != key:
+                np.testing.assert_array_equal(v, good[k])
+        layer.params[key] = good[key].copy()
+    # params of another dtype or layout are used as the values they hold
+    layer.params["Wx"] = np.asfortranarray(good["Wx"].astype(np.float64))
+    out, _ = layer(clean_x())
+    layer.params["Wx"] = good["Wx"]
+    np.testing.assert_array_equal(out, layer(clean_x())[0])
+
+
+def test_backward_misuse_is_a_clean_error(backend):
+    for cell in CELLS:
+        layer = make_layer(cell, backend)
+        dout = np.ones((B, T, H), np.float32)
+        with pytest.raises(ValueError):
+            layer.backward(dout)                        # no forward yet
+        layer(clean_x())
+        layer.backward(dout)
+        with pytest.raises(ValueError):
+            layer.backward(dout)                        # the workspace was used
+        layer.eval()(clean_x())
+        with pytest.raises(ValueError):
+            layer.backward(dout)                        # eval keeps no workspace
+
+
+def _problem(cell, dtype=np.float32):
+    rng = np.random.default_rng(0)
+    G = 4 if cell == "lstm" else 1
+    return dict(x=rng.standard_normal((B, T, D)).astype(dtype),
+                Wx=rng.uniform(-.4, .4, (D, G * H)).astype(dtype),
+                Wh=rng.uniform(-.4, .4, (H, G * H)).astype(dtype),
+                b=rng.uniform(-.4, .4, G * H).astype(dtype),
+                dout=rng.standard_normal((B, T, H)).astype(dtype))
+
+
+def _fwd(cell, p, backend, **kw):
+    if cell == "lstm":
+        return F.lstm_forward(p["x"], None, None, p["Wx"], p["Wh"], p["b"], backend=backend,
+                              **kw)
+    return F.rnn_forward(p["x"], None, p["Wx"], p["Wh"], p["b"], cell, backend=backend, **kw)
+
+
+def _bwd(cell, p, ws, backend, **kw):
+    if cell == "lstm":
+        return F.lstm_backward(p["dout"], None, None, p["x"], p["Wx"], p["Wh"], ws,
+                               backend=backend, **kw)
+    return F.rnn_backward(p["dout"], None, p["x"], p["Wx"], p["Wh"], ws, cell,
+                          backend=backend, **kw)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_functional_hostile_arguments(backend, cell):
+    p = _problem(cell)
+    # forward without a bias: refused (the compiled core would dereference NULL)
+    with pytest.raises(TypeError):
+        _fwd(cell, dict(p, b=None), backend)
+    for key in ("x", "Wx", "Wh"):
+        with pytest.raises(TypeError):
+            _fwd(cell, dict(p, **{key: None}), backend)
+    with pytest.raises(ValueError):
+        F.rnn_forward(p["x"], None, p["Wx"][:, :H], p["Wh"][:, :H], p["b"][:H], "sigmoid",
+                      backend=backend)
+    with pytest.raises(ValueError):
+        _fwd(cell, p, "torch")
+    ws = _fwd(cell, p, backend)[-1]
+    # a workspace that is not one, or belongs to another call, is refused and not consumed
+    for bad in ([1, 2], {"backend": backend}, None, "workspace"):
+        with pytest.raises((TypeError, ValueError)):
+            _bwd(cell, p, bad, backend)
+    other = "numpy" if backend == "cython" else "cython"
+    with pytest.raises(ValueError):
+        _bwd(cell, p, ws, other)
+    with pytest.raises(ValueError):
+        _bwd(cell, p, ws, backend, batch_first=False)
+    p64 = {k: v.astype(np.float64) for k, v in p.items()}
+    with pytest.raises(ValueError, match="float32"):
+        _bwd(cell, p64, ws, backend)                      # float32 workspace, float64 call
+    with pytest.raises(ValueError):
+        _bwd(cell, dict(p, dout=p["dout"][:, :-1]), ws, backend)
+    if cell != "lstm":
+        with pytest.raises(ValueError):
+            _bwd("tanh" if cell == "relu" else "relu", p, ws, backend)
+    assert not ws.get("consumed")
+    # after all that, the workspace still gives the gradients of a fresh forward
+    got = _bwd(cell, p, ws, backend)
+    want = _bwd(cell, p, _fwd(cell, p, backend)[-1], backend)
+    for a, b in zip(got, want):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        _bwd(cell, p, ws, backend)                         # consumed now
+
+
+# ---------------------------------------------------------------------------- huge sizes
+
+_HUGE_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    cap = 3 * 2**30                      # 3 GiB of address space: a huge copy cannot happen
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    import numpy as np, rnnfast
+    from rnnfast import functional as F
+
+    def big(shape, dtype=np.float32):
+        return np.broadcast_to(np.zeros((), dtype), shape)      # no memory behind it
+
+    rnn, lstm = rnnfast.RNN(1, 1), rnnfast.LSTM(1, 1)
+    lstm_trained = rnnfast.LSTM(1, 1)
+    lstm_trained(np.zeros((1, 1, 1), np.float32))
+    w = np.zeros((1, 1), np.float32)
+    cases = {
+        "x rows beyond int32": lambda: rnn(big((2**16, 2**16, 1))),
+        "x float64 into float32, rows beyond int32": lambda: lstm(big((2**16, 2**15, 1),
+                                                                      np.float64)),
+        "x batch beyond int32, seq_len 0": lambda: rnn(big((2**32, 0, 1))),
+        "x wrong features, 8 GiB": lambda: rnn(big((2**15, 2**15, 2))),
+        "h0 wrong shape, 16 GiB": lambda: rnn(np.zeros((1, 1, 1), np.float32),
+                                             big((2**16, 2**16))),
+        "lstm c0 wrong shape, 16 GiB": lambda: lstm(np.zeros((1, 1, 1), np.float32),
+                                                    (np.zeros((1, 1)), big((2**16, 2**16)))),
+        "dout wrong shape, 16 GiB": lambda: lstm_trained.backward(big((2**16, 2**16, 1))),
+        "functional Wx wrong shape, 16 GiB": lambda: F.rnn_forward(
+            np.zeros((1, 1, 1), np.float32), None, big((2**16, 2**16)), w, np.zeros(1)),
+        "RNN input_size beyond int32": lambda: rnnfast.RNN(2**31, 1),
+        "LSTM 4*hidden beyond int32": lambda: rnnfast.LSTM(1, 2**29),
+        "RNN hidden 2**20 (8 TiB of Wh)": lambda: rnnfast.RNN(1, 2**20),
+    }
+    result = {}
+    for name, call in cases.items():
+        try:
+            call()
+            result[name] = "no error"
+        except BaseException as e:
+            result[name] = type(e).__name__ + ": " + str(e)[:200]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB
+    print(json.dumps({"result": result, "peak_kib": peak}))
+""")
+
+
+def test_huge_sizes_are_refused_before_allocating():
+    proc = subprocess.run([sys.executable, "-c", _HUGE_CHILD], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]      # no crash, no kill
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = report["result"]
+    for name, outcome in res.items():
+        if name == "RNN hidden 2**20 (8 TiB of Wh)":
+            # fits 32-bit BLAS, but not in memory: NumPy's clean MemoryError
+            assert outcome.startswith("MemoryError"), (name, outcome)
+        else:
+            # refused by validation, before any copy (under the cap a copy would have
+            # been a MemoryError instead)
+            assert outcome.startswith("ValueError"), (name, outcome)
+    assert report["peak_kib"] < 1024 * 1024, report      # under 1 GiB resident at peak

@@ -1,0 +1,183 @@
+"""Threads: the compiled kernels release the GIL; concurrent calls must give bitwise the
+results of the same calls run one after another.
+
+- 4 threads, each with its own layer and data (training: forward + backward);
+- 4 threads sharing one layer's weights for inference (``layer.eval()``);
+- 4 threads sharing one set of weights through the functional API in training (each
+  call has its own workspace: the supported way to compute gradients concurrently).
+
+A layer object in *training* mode keeps its BPTT cache on itself, so one training layer
+must not be shared between threads (docs/reliability.md says what happens; not tested
+here because the outcome is a race).
+
+Every thread starts at a barrier and repeats its calls, so that kernels really overlap;
+each result is compared bitwise with a serial run of the same call.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast import functional as F
+from conftest import random_problem
+
+N_THREADS = 4
+REPEATS = 5
+# big enough that a call spends its time in the kernels (GIL released) and BLAS
+B, T, D, H = 8, 40, 32, 64
+CELLS = ("tanh", "relu", "lstm")
+
+
+def make_layer(cell, dtype, seed, backend="cython"):
+    if cell == "lstm":
+        return rnnfast.LSTM(D, H, dtype=dtype, backend=backend, seed=seed)
+    return rnnfast.RNN(D, H, cell, dtype=dtype, backend=backend, seed=seed)
+
+
+def data(cell, dtype, seed):
+    p = random_problem("lstm" if cell == "lstm" else "rnn", B, T, D, H, dtype, seed=seed)
+    state = (p["h0"], p["c0"]) if cell == "lstm" else p["h0"]
+    dstate = (p["dh_n"], p["dc_n"]) if cell == "lstm" else p["dh_n"]
+    return p["x"], state, p["dout"], dstate
+
+
+def flat(*items):
+    """Every array in a nest of tuples/lists/dicts, in order."""
+    out = []
+    for it in items:
+        if isinstance(it, dict):
+            out += flat(*[it[k] for k in sorted(it)])
+        elif isinstance(it, (tuple, list)):
+            out += flat(*it)
+        elif it is not None:
+            out.append(np.array(it, copy=True))
+    return out
+
+
+def run_threads(work, n=N_THREADS):
+    """Run work(i) in n threads started together; return their results in order."""
+    barrier = threading.Barrier(n)
+    results, errors = [None] * n, []
+
+    def target(i):
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except BaseException as e:      # re-raised in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def assert_bitwise(got, want):
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(g, w, err_msg=f"array {i} differs from the serial run")
+
+
+def train_step(layer, x, state, dout, dstate):
+    out, s = layer(x, state)
+    dx, ds = layer.backward(dout, dstate)
+    return flat(out, s, dx, ds, layer.grads)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_threads_with_own_layers_match_serial(dtype, cell):
+    layers = [make_layer(cell, dtype, seed=i) for i in range(N_THREADS)]
+    inputs = [data(cell, dtype, seed=100 + i) for i in range(N_THREADS)]
+    serial = [train_step(layers[i], *inputs[i]) for i in range(N_THREADS)]
+
+    def work(i):
+        return [train_step(layers[i], *inputs[i]) for _ in range(REPEATS)]
+
+    for i, reps in enumerate(run_threads(work)):
+        for got in reps:
+            assert_bitwise(got, serial[i])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_threads_sharing_an_eval_layer_match_serial(dtype, cell):
+    layer = make_layer(cell, dtype, seed=1).eval()
+    inputs = [data(cell, dtype, seed=200 + i) for i in range(N_THREADS)]
+    serial = [flat(layer(x, state)) for x, state, _, _ in inputs]
+    params = {k: v.copy() for k, v in layer.params.items()}
+
+    def work(i):
+        x, state, _, _ = inputs[i]
+        return [flat(layer(x, state)) for _ in range(REPEATS)]
+
+    for i, reps in enumerate(run_threads(work)):
+        for got in reps:
+            assert_bitwise(got, serial[i])
+    for k, v in params.items():
+        np.testing.assert_array_equal(layer.params[k], v)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_threads_sharing_weights_functional_training_match_serial(dtype, cell):
+    """Shared weights, one workspace per call: concurrent training is fine this way."""
+    layer = make_layer(cell, dtype, seed=2)
+    Wx, Wh, b = (layer.params[k] for k in ("Wx", "Wh", "b"))
+    inputs = [data(cell, dtype, seed=300 + i) for i in range(N_THREADS)]
+
+    def step(i):
+        x, state, dout, dstate = inputs[i]
+        if cell == "lstm":
+            out, h_n, c_n, ws = F.lstm_forward(x, state[0], state[1], Wx, Wh, b)
+            grads = F.lstm_backward(dout, dstate[0], dstate[1], x, Wx, Wh, ws)
+            return flat(out, h_n, c_n, grads)
+        out, h_n, ws = F.rnn_forward(x, state, Wx, Wh, b, cell)
+        grads = F.rnn_backward(dout, dstate, x, Wx, Wh, ws, cell)
+        return flat(out, h_n, grads)
+
+    serial = [step(i) for i in range(N_THREADS)]
+    for i, reps in enumerate(run_threads(lambda i: [step(i) for _ in range(REPEATS)])):
+        for got in reps:
+            assert_bitwise(got, serial[i])
+
+
+def test_kernels_release_the_gil():
+    """While one long compiled call runs in a thread, the main thread keeps running Python.
+
+    The call is a long LSTM inference forward (a few hundred milliseconds, nearly all of it
+    inside the kernel). The main thread stamps the clock in a loop meanwhile. A kernel
+    holding the GIL would stop that loop for the whole call: one gap as long as the call.
+    Released, the gaps are scheduling noise. The bound is relative (half the call's own
+    duration, measured in the same run), so a slow machine does not make it fail."""
+    import time
+    from threadpoolctl import threadpool_limits
+
+    layer = rnnfast.LSTM(8, 64, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((4, 20_000, 8)).astype(np.float32)
+    layer(x[:, :10])                          # imports and first-call costs out of the way
+    span = {}
+    done = threading.Event()
+
+    def call():
+        span["start"] = time.perf_counter()
+        layer(x)
+        span["end"] = time.perf_counter()
+        done.set()
+
+    stamps = []
+    with threadpool_limits(1):                # 2 cores: the kernel thread and this one
+        th = threading.Thread(target=call)
+        th.start()
+        while not done.is_set():
+            stamps.append(time.perf_counter())
+        th.join()
+    stamps = np.array(stamps)
+    inside = stamps[(stamps > span["start"]) & (stamps < span["end"])]
+    duration = span["end"] - span["start"]
+    gaps = np.diff(np.concatenate([[span["start"]], inside, [span["end"]]]))
+    assert duration > 0.05, duration          # the call is long enough to tell
+    assert gaps.max() < 0.5 * duration, (gaps.max(), duration)
