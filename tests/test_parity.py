@@ -24,9 +24,9 @@ CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None)]
 CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm"]
 GATES = {"rnn": 1, "lstm": 4}
 
-# (batch, seq_len, input_size, hidden): the unit sizes, odd sizes, a mix; the last
-# one is large enough (batch * hidden * G*hidden > 32768) for the per-step product
-# to go through BLAS rather than the compiled small-product loop
+# (batch, seq_len, input_size, hidden): the unit sizes, odd sizes, a mix; from
+# (16, 5, 8, 64) on, large enough (batch * hidden * G*hidden > 32768) for the per-step
+# product to go through BLAS rather than the compiled small-product loop
 SHAPES = [
     (1, 1, 1, 1),
     (1, 6, 4, 5),      # batch 1
@@ -38,6 +38,8 @@ SHAPES = [
     (3, 4, 7, 7),
     (2, 9, 16, 64),
     (16, 5, 8, 64),
+    (1, 3, 129, 200),  # batch 1 through BLAS too
+    (600, 2, 3, 4),    # a batch larger than the compiled inference's chunk of rows
 ]
 SHAPE_ID = "B%d-T%d-D%d-H%d"
 WEIGHT_GRADS = ("dWx", "dWh", "db")
