@@ -138,6 +138,20 @@ def check_weights(Wx, Wh, b, gates, dtype=None):
             None if b is None else as_float_array(b, "b", dtype))
 
 
+def check_params(params, cell, input_size, hidden, dtype):
+    """A layer's ``params`` dict (its entries may have been replaced by the user);
+    returns ``(Wx, Wh, b)``. Each entry must have the layer's own shape, and an error
+    names the entry the user replaced, ``params['Wh']`` say."""
+    gh = GATES[cell] * hidden
+    expected = {"Wx": (input_size, gh), "Wh": (hidden, gh), "b": (gh,)}
+    for name, shape in expected.items():
+        got = as_numeric_array(params[name], f"params[{name!r}]").shape
+        if got != shape:
+            raise ValueError(f"params[{name!r}] must have shape {shape} (input_size="
+                             f"{input_size}, hidden_size={hidden}), got shape {got}")
+    return check_weights(params["Wx"], params["Wh"], params["b"], GATES[cell], dtype=dtype)
+
+
 def check_blas_size(batch, seq_len, input_size, hidden, gates):
     """Every matrix a kernel hands to BLAS must be indexable with 32-bit ints."""
     rows = batch * max(seq_len, 1)

@@ -66,15 +66,11 @@ class _Recurrent:
     # ---------------------------------------------------------------- plumbing
     def _weights(self):
         """The parameters, checked: a user may have replaced an entry of ``params``."""
-        p = self.params
-        return _checks.check_weights(p["Wx"], p["Wh"], p["b"], _checks.GATES[self._cell],
-                                     dtype=self.dtype)
+        return _checks.check_params(self.params, self._cell, self.input_size,
+                                    self.hidden_size, self.dtype)
 
     def _forward_inputs(self, x, states):
         Wx, Wh, b = self._weights()
-        if Wx.shape[0] != self.input_size or Wh.shape[0] != self.hidden_size:
-            raise ValueError(f"params do not match the layer: Wx {Wx.shape}, Wh {Wh.shape} for "
-                             f"input_size={self.input_size}, hidden_size={self.hidden_size}")
         x, states, Wx, Wh, b = _checks.check_forward(self._cell, x, states, Wx, Wh, b,
                                                      self.batch_first)
         self._cache = None     # checks passed: this forward replaces the previous cache
