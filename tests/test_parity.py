@@ -45,14 +45,15 @@ SHAPE_ID = "B%d-T%d-D%d-H%d"
 WEIGHT_GRADS = ("dWx", "dWh", "db")
 
 
-def forward(cell, nl, p, backend, *, batch_first=True, states=True, training=True):
-    """``(out, finals, workspace)`` of one forward; finals is (h_n,) or (h_n, c_n)."""
-    h0 = p["h0"] if states else None
+def forward(cell, nl, p, backend, *, batch_first=True, states="hc", training=True):
+    """``(out, finals, workspace)`` of one forward; finals is (h_n,) or (h_n, c_n).
+    ``states``: which of h0 ("h") and c0 ("c") to pass (the others are None)."""
+    h0 = p["h0"] if "h" in states else None
     if cell == "rnn":
         out, h_n, ws = F.rnn_forward(p["x"], h0, p["Wx"], p["Wh"], p["b"], nl, batch_first,
                                      training, backend=backend)
         return out, (h_n,), ws
-    c0 = p["c0"] if states else None
+    c0 = p["c0"] if "c" in states else None
     out, h_n, c_n, ws = F.lstm_forward(p["x"], h0, c0, p["Wx"], p["Wh"], p["b"], batch_first,
                                        training, backend=backend)
     return out, (h_n, c_n), ws
@@ -76,7 +77,7 @@ def backward(cell, nl, p, ws, backend, *, batch_first=True, dout=True, dstates="
     return dict(dx=dx, dh0=dh0, dc0=dc0, dWx=dWx, dWh=dWh, db=db)
 
 
-def run(cell, nl, p, backend, *, batch_first=True, states=True, dout=True, dstates="hc"):
+def run(cell, nl, p, backend, *, batch_first=True, states="hc", dout=True, dstates="hc"):
     """Forward then backward; every result by name."""
     out, finals, ws = forward(cell, nl, p, backend, batch_first=batch_first, states=states)
     res = dict(out=out, h_n=finals[0])
@@ -87,7 +88,8 @@ def run(cell, nl, p, backend, *, batch_first=True, states=True, dout=True, dstat
     return res
 
 
-def weight_grad_scales(cell, nl, p, *, batch_first=True, states=True, dout=True, dstates="hc"):
+def weight_grad_scales(cell, nl, p, *, batch_first=True, states="hc", dout=True,
+                       dstates="hc"):
     """For each entry of dWx, dWh, db: the sum of the |terms| it adds up, in float64.
 
     ``dWx = x.T @ dG``, ``dWh = h_prev.T @ dG``, ``db = dG.sum(0)`` over all
@@ -105,7 +107,7 @@ def weight_grad_scales(cell, nl, p, *, batch_first=True, states=True, dout=True,
                   Wx=np.eye(GH), **kw)["dx"]
     tm = (lambda a: a.transpose(1, 0, 2)) if batch_first else (lambda a: a)   # time-major
     B, H = p["h0"].shape
-    h0 = p["h0"] if states else np.zeros((B, H))
+    h0 = p["h0"] if "h" in states else np.zeros((B, H))
     rows = lambda a: a.reshape(-1, a.shape[-1])                              # noqa: E731
     dG, x = rows(tm(dG)), rows(tm(p["x"]))
     h_prev = rows(np.concatenate([h0[None], tm(out)[:-1]]))
@@ -164,16 +166,17 @@ def test_parity_shapes(cell, nl, shape, batch_first, dtype):
     assert np.abs(twin["dWx"]).max() > 0 and np.abs(twin["dx"]).max() > 0
 
 
-# which final-state gradients are given: dh_n ("h") and/or dc_n ("c")
-OPTIONAL = ([("rnn", "tanh", d) for d in ("", "h")] + [("rnn", "relu", d) for d in ("", "h")]
-            + [("lstm", None, d) for d in ("", "h", "c", "hc")])
+# which initial states are given, h0 ("h") and/or c0 ("c"), and which final-state
+# gradients, dh_n ("h") and/or dc_n ("c"); an RNN has h only
+OPTIONAL = ([("rnn", nl, s, d) for nl in ("tanh", "relu") for s in ("h", "") for d in ("h", "")]
+            + [("lstm", None, s, d) for s in ("hc", "h", "c", "") for d in ("hc", "h", "c", "")])
 
 
 @pytest.mark.parametrize("dout", [True, False], ids=["dout", "no-dout"])
-@pytest.mark.parametrize("states", [True, False], ids=["state", "no-state"])
-@pytest.mark.parametrize("cell,nl,dstates", OPTIONAL,
-                         ids=[f"{c}-{n or ''}-d[{d}]" for c, n, d in OPTIONAL])
-def test_parity_optional_arguments(cell, nl, dstates, states, dout, dtype):
+@pytest.mark.parametrize("cell,nl,states,dstates", OPTIONAL,
+                         ids=[f"{c}{'-' + n if n else ''}-state[{s}]-dstate[{d}]"
+                              for c, n, s, d in OPTIONAL])
+def test_parity_optional_arguments(cell, nl, states, dstates, dout, dtype):
     for batch_first in (True, False):
         p = random_problem(cell, 3, 5, 4, 6, dtype, batch_first=batch_first, seed=7)
         twin = assert_parity(cell, nl, p, dtype, batch_first=batch_first, states=states,
@@ -319,7 +322,7 @@ EVAL_SHAPES = [(1, 1, 2, 3), (3, 7, 4, 5), (33, 20, 4, 6), (600, 2, 3, 4)]
 @pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
 def test_eval_forward_equals_training_forward(cell, nl, shape, batch_first, backend, dtype):
     p = random_problem(cell, *shape, dtype, batch_first=batch_first, seed=5)
-    for states in (True, False):
+    for states in ("hc", ""):
         out_t, finals_t, ws_t = forward(cell, nl, p, backend, batch_first=batch_first,
                                         states=states, training=True)
         out_e, finals_e, ws_e = forward(cell, nl, p, backend, batch_first=batch_first,
