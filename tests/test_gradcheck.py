@@ -11,9 +11,8 @@ import functools
 import numpy as np
 import pytest
 
-from rnnfast import functional as F
-
 from conftest import random_problem
+from test_parity import backward, forward
 
 B, T, D, H = 2, 4, 3, 5
 STEP = 1e-6
@@ -23,8 +22,8 @@ FD_RTOL, FD_ATOL = 1e-6, 1e-8
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None)]
 CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm"]
-# which terms the loss has: everything, no output term (dout None), no final-state terms
-TERMS = ["all", "no-dout", "no-dstate"]
+# which terms the loss has: (dout given, which final-state gradients are given)
+TERMS = {"all": (True, "hc"), "no-dout": (False, "hc"), "no-dstate": (True, "")}
 SEEDS = {"rnn": 1, "lstm": 2}
 
 
@@ -37,30 +36,14 @@ def inputs_of(cell):
     return ("x", "h0", "Wx", "Wh", "b") + (("c0",) if cell == "lstm" else ())
 
 
-def loss_weights(cell, p, terms):
-    """(dout, dh_n, dc_n) of the loss; None for the absent terms."""
-    dout = None if terms == "no-dout" else p["dout"]
-    if terms == "no-dstate":
-        return dout, None, None
-    return dout, p["dh_n"], (p["dc_n"] if cell == "lstm" else None)
-
-
-def forward(cell, nl, q, batch_first, backend="numpy", training=False):
-    if cell == "rnn":
-        out, h_n, ws = F.rnn_forward(q["x"], q["h0"], q["Wx"], q["Wh"], q["b"], nl,
-                                     batch_first, training, backend=backend)
-        return out, (h_n,), ws
-    out, h_n, c_n, ws = F.lstm_forward(q["x"], q["h0"], q["c0"], q["Wx"], q["Wh"], q["b"],
-                                       batch_first, training, backend=backend)
-    return out, (h_n, c_n), ws
-
-
-def loss(cell, nl, q, batch_first, weights):
-    out, finals, _ = forward(cell, nl, q, batch_first)
-    total = 0.0
-    for value, w in zip((out,) + finals, weights):
-        if w is not None:
-            total += float(np.sum(value * w))
+def loss(cell, nl, q, batch_first, terms):
+    """L = sum(out * dout) + sum(h_n * dh_n) + sum(c_n * dc_n), the given terms only."""
+    dout, dstates = TERMS[terms]
+    out, finals, _ = forward(cell, nl, q, "numpy", batch_first=batch_first, training=False)
+    total = float(np.sum(out * q["dout"])) if dout else 0.0
+    for value, name in zip(finals, "hc"):
+        if name in dstates:
+            total += float(np.sum(value * q[f"d{name}_n"]))
     return total
 
 
@@ -68,16 +51,15 @@ def loss(cell, nl, q, batch_first, weights):
 def numerical_gradients(cell, nl, batch_first, terms):
     """dL/d(every input) by central differences of the twin's forward."""
     p = problem(cell, batch_first)
-    weights = loss_weights(cell, p, terms)
     grads = {}
     for name in inputs_of(cell):
         q = {k: v.copy() for k, v in p.items()}
         g = np.empty_like(p[name])
         for i in np.ndindex(g.shape):
             q[name][i] = p[name][i] + STEP
-            up = loss(cell, nl, q, batch_first, weights)
+            up = loss(cell, nl, q, batch_first, terms)
             q[name][i] = p[name][i] - STEP
-            down = loss(cell, nl, q, batch_first, weights)
+            down = loss(cell, nl, q, batch_first, terms)
             q[name][i] = p[name][i]
             g[i] = (up - down) / (2 * STEP)
         grads["d" + name] = g
@@ -86,15 +68,10 @@ def numerical_gradients(cell, nl, batch_first, terms):
 
 def analytic_gradients(cell, nl, batch_first, terms, backend):
     p = problem(cell, batch_first)
-    dout, dh_n, dc_n = loss_weights(cell, p, terms)
-    _, _, ws = forward(cell, nl, p, batch_first, backend=backend, training=True)
-    if cell == "rnn":
-        dx, dh0, dWx, dWh, db = F.rnn_backward(dout, dh_n, p["x"], p["Wx"], p["Wh"], ws, nl,
-                                               batch_first, backend=backend)
-        return dict(dx=dx, dh0=dh0, dWx=dWx, dWh=dWh, db=db)
-    dx, dh0, dc0, dWx, dWh, db = F.lstm_backward(dout, dh_n, dc_n, p["x"], p["Wx"], p["Wh"],
-                                                 ws, batch_first, backend=backend)
-    return dict(dx=dx, dh0=dh0, dc0=dc0, dWx=dWx, dWh=dWh, db=db)
+    dout, dstates = TERMS[terms]
+    _, _, ws = forward(cell, nl, p, backend, batch_first=batch_first)
+    return backward(cell, nl, p, ws, backend, batch_first=batch_first, dout=dout,
+                    dstates=dstates)
 
 
 @pytest.mark.parametrize("terms", TERMS)
@@ -116,7 +93,7 @@ def test_relu_problem_is_differentiable(batch_first):
     problem is far from 0 compared with what a STEP perturbation can move it, and enough
     units are active that the check is not vacuous."""
     p = problem("rnn", batch_first)
-    out, _, _ = forward("rnn", "relu", p, batch_first)
+    out, _, _ = forward("rnn", "relu", p, "numpy", batch_first=batch_first)
     tm = (lambda a: a.transpose(1, 0, 2)) if batch_first else (lambda a: a)
     xs, hs = tm(p["x"]), tm(out)
     h_prev = np.concatenate([p["h0"][None], hs[:-1]])

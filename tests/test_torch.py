@@ -14,7 +14,8 @@ import pytest
 import rnnfast
 
 from conftest import ATOL, RTOL, random_problem
-from test_parity import assert_results_close, assert_weight_grads_close, weight_grad_scales
+from test_parity import (assert_results_close, assert_weight_grads_close, layer_run,
+                         weight_grad_scales)
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed; the torch comparisons need it "
@@ -88,17 +89,10 @@ def assert_matches(got, want, dtype, scales):
 
 
 def rnnfast_results(layer, cell, p, *, states=True):
-    if cell == "rnn":
-        out, h_n = layer(p["x"], p["h0"] if states else None)
-        dx, dh0 = layer.backward(p["dout"], p["dh_n"])
-        res = dict(out=out, h_n=h_n, dx=dx, dh0=dh0)
-    else:
-        out, (h_n, c_n) = layer(p["x"], (p["h0"], p["c0"]) if states else None)
-        dx, (dh0, dc0) = layer.backward(p["dout"], (p["dh_n"], p["dc_n"]))
-        res = dict(out=out, h_n=h_n, c_n=c_n, dx=dx, dh0=dh0, dc0=dc0)
+    """The layer's results by name; without states, no state gradients (checked None)."""
+    res = layer_run(layer, cell, p if states else dict(p, h0=None, c0=None))
     if not states:
         assert res.pop("dh0") is None and res.pop("dc0", None) is None
-    res.update({"d" + k: g for k, g in layer.grads.items()})
     return res
 
 
