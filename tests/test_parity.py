@@ -126,7 +126,7 @@ def assert_weight_grads_close(got, want, scales, dtype):
         tol = ATOL[dtype] + RTOL[dtype] * scales[name]
         worst = np.unravel_index(np.argmax(err / tol), err.shape)
         assert np.all(err <= tol), (
-            f"{name}[{worst}]: compiled {got[name][worst]!r}, twin {want[name][worst]!r}, "
+            f"{name}[{worst}]: got {got[name][worst]!r}, want {want[name][worst]!r}, "
             f"|diff| {err[worst]:.3g} > tolerance {tol[worst]:.3g} "
             f"(sum of |terms| {scales[name][worst]:.3g})")
 
