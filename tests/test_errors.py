@@ -115,7 +115,7 @@ def test_non_numeric_states_and_gradients_are_type_errors(cell, kind, backend, d
     for name in ("h0", "c0") if cell == "lstm" else ("h0",):
         bad = dict(h0=p["h0"], c0=p["c0"]) | {name: BAD_X[kind](p[name].shape)}
         check_error(layer, p, TypeError,
-                            lambda lay: fwd(lay, p["x"], bad["h0"], bad["c0"]), name)
+                    lambda lay: fwd(lay, p["x"], bad["h0"], bad["c0"]), name)
     for name in ("dout", "dh_n", "dc_n") if cell == "lstm" else ("dout", "dh_n"):
         bad = dict(dout=p["dout"], dh_n=p["dh_n"], dc_n=p["dc_n"]) | {
             name: BAD_X[kind](p[name].shape)}
@@ -147,25 +147,20 @@ def shape_str(shape):
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_x_of_wrong_ndim(cell, batch_first, backend, dtype):
+def test_x_of_wrong_shape(cell, batch_first, backend, dtype):
+    """A wrong number of axes, then a wrong feature size; the expected shape is spelled in
+    the layer's layout."""
     layer = make_layer(cell, backend, dtype, batch_first)
     p = problem(cell, dtype, batch_first)
-    expected = "(batch, seq_len, features=4)" if batch_first else "(seq_len, batch, features=4)"
-    for bad in (p["x"][0], p["x"][..., None], p["x"].ravel(), np.float64(1.0)):
-        check_error(layer, p, ValueError, lambda lay: fwd(lay, bad), "x",
-                            expected, "got shape " + shape_str(np.shape(bad)))
-
-
-@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("cell", CELLS)
-def test_x_of_wrong_feature_size(cell, batch_first, backend, dtype):
-    layer = make_layer(cell, backend, dtype, batch_first)
-    p = problem(cell, dtype, batch_first)
-    lead = "batch=3, seq_len=6" if batch_first else "seq_len=6, batch=3"
-    for features in (D - 1, D + 1):
-        bad = np.zeros(p["x"].shape[:2] + (features,), dtype)
-        check_error(layer, p, ValueError, lambda lay: fwd(lay, bad), "x",
-                            f"({lead}, features={D})", "got shape " + shape_str(bad.shape))
+    x = p["x"]
+    any_length = "(batch, seq_len, features=4)" if batch_first else "(seq_len, batch, features=4)"
+    this_length = "(batch=3, seq_len=6, features=4)" if batch_first else \
+        "(seq_len=6, batch=3, features=4)"
+    cases = [(bad, any_length) for bad in (x[0], x[..., None], x.ravel(), np.float64(1.0))]
+    cases += [(np.zeros(x.shape[:2] + (f,), dtype), this_length) for f in (D - 1, D + 1)]
+    for bad, expected in cases:
+        check_error(layer, p, ValueError, lambda lay: fwd(lay, bad), "x", expected,
+                    "got shape " + shape_str(np.shape(bad)))
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
@@ -178,8 +173,8 @@ def test_initial_state_of_wrong_shape(cell, batch_first, backend, dtype):
         for shape in [(B + 1, H), (B - 1, H), (B, H + 1), (H,), (1, B, H)]:
             states = dict(h0=p["h0"], c0=p["c0"]) | {name: np.zeros(shape, dtype)}
             check_error(layer, p, ValueError,
-                                lambda lay: fwd(lay, p["x"], states["h0"], states["c0"]), name,
-                                shape_str((B, H)), "got shape " + shape_str(shape))
+                        lambda lay: fwd(lay, p["x"], states["h0"], states["c0"]), name,
+                        shape_str((B, H)), "got shape " + shape_str(shape))
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])

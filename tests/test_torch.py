@@ -13,7 +13,7 @@ import pytest
 
 import rnnfast
 
-from conftest import ATOL, RTOL, random_problem
+from conftest import random_problem
 from test_parity import (assert_results_close, assert_weight_grads_close, layer_run,
                          weight_grad_scales)
 
