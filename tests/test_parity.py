@@ -10,7 +10,7 @@ rounding error is then relative to the terms, not to the result: on the float32
 tanh RNN problems of test_parity_shapes (B=16, T=5, D=8, H=64) and
 test_parity_long_sequence, the float32 *twin* misses the float64 truth by up to
 2.2x the elementwise RTOL/ATOL on such an entry (the compiled core by up to
-1.9x), so no float32 implementation meets it. So for those entries the
+1.9x): the twin itself does not meet it. So for those entries the
 relative part of the tolerance is RTOL times the sum of |terms| (``|x|.T @ |dG|``,
 Higham's bound for a sum of products); RTOL and ATOL themselves are unchanged.
 """
