@@ -241,9 +241,8 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
             gates_t = gates + <Py_ssize_t> s * B * G
             h_prev = hs + <Py_ssize_t> (t % n_slots) * B * H
             h_next = hs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
-            if t > 0 or h0 != NULL:                         # h_{-1} = 0 adds nothing
-                # gates_t += h_prev @ Wh
-                step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch)
+            # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
+            step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch)
             if lstm:
                 c_prev = cs + <Py_ssize_t> (t % n_slots) * B * H
                 c_next = cs + <Py_ssize_t> ((t + 1) % n_slots) * B * H

@@ -71,8 +71,12 @@ class _Recurrent:
 
     def _forward_inputs(self, x, states):
         Wx, Wh, b = self._weights()
+        x_user = x
         x, states, Wx, Wh, b = _checks.check_forward(self._cell, x, states, Wx, Wh, b,
                                                      self.batch_first)
+        if self.training and np.may_share_memory(x, x_user):
+            # backward needs x as it was: keep our own copy, not the caller's array
+            x = x.copy()
         self._cache = None     # checks passed: this forward replaces the previous cache
         return x, states, Wx, Wh, b
 
