@@ -372,23 +372,44 @@ def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budg
         result["blas_threads"] = blas_threads()
         result["torch_threads"] = torch.get_num_threads() if torch is not None else None
         result["gemm_size"] = gemm_size
-        result["gemm_flops_per_s"] = rate = gemm_rate(dtype, gemm_size)
+        result["load_avg_1min"] = _load_avg()
+        # The GEMM rate is measured before and after the grid and the higher one is the
+        # roofline: another process busy on the cores for one measurement cannot lower it.
+        rates = [gemm_rate(dtype, gemm_size)]
         bar = _Progress(len(cells) * len(impls), progress)
         try:
             for cell in cells:
-                result["cells"].append(_run_cell(cell, dtype, impls, rate, repeat, budget,
+                result["cells"].append(_run_cell(cell, dtype, impls, repeat, budget,
                                                  measure_memory, bar, threads))
         finally:
             bar.close()
+        rates.append(gemm_rate(dtype, gemm_size))
+        result["load_avg_1min_after"] = _load_avg()
+    result["gemm_flops_per_s_measured"] = rates
+    result["gemm_flops_per_s"] = rate = max(rates)
+    if min(rates) < 0.9 * rate:
+        print(f"rnnfast.bench: the GEMM rate changed during the run ({rates[0] / 1e9:.0f}, "
+              f"then {rates[1] / 1e9:.0f} GFLOP/s): something else used the cores, timings "
+              "are noisy", file=sys.stderr)
+    for row in result["cells"]:
+        row["floor_s"] = row["flops"] / rate
+        _targets(row)
     return result
 
 
-def _run_cell(cell, dtype, impls, rate, repeat, budget, measure_memory, bar, threads):
+def _load_avg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads):
     B, T, D, H = cell.dims
     fns = build_callables(cell, dtype, impls)
     row = {"name": cell.name, "size": cell.size, "kind": cell.kind, "pass": cell.pass_,
            "batch": B, "seq_len": T, "input_size": D, "hidden_size": H,
-           "flops": cell.flops, "floor_s": cell.flops / rate,
+           "flops": cell.flops,
            "time_s": {}, "min_s": {}, "spread": {}, "samples_s": {}, "number": {},
            "memory_bytes": {},
            "memory_method": {}, "max_abs_diff": {}}
@@ -419,12 +440,11 @@ def _run_cell(cell, dtype, impls, rate, repeat, budget, measure_memory, bar, thr
             print(f"\nrnnfast.bench: WARNING {cell.name}: {impl} differs from rnnfast by "
                   f"{diff:.3g} (max abs); the implementations do not compute the same thing",
                   file=sys.stderr)
-    _targets(row)
     return row
 
 
 def _targets(row):
-    """Ratios, % of roofline and the issue's target, added to a cell's row."""
+    """Ratios, % of roofline and the issue's target, added to a cell's row (with floor_s)."""
     t = row["time_s"]
     ours = t["rnnfast"]
     row["speedup"] = {impl: t[impl] / ours for impl in t if impl != "rnnfast"}
@@ -489,10 +509,14 @@ def format_table(run, markdown=False):
 
 def _run_header(run):
     gemm = "sgemm" if run["dtype"] == "float32" else "dgemm"
+    before, after = (f"{r / 1e9:.1f}" for r in run["gemm_flops_per_s_measured"])
+    load = "/".join("n/a" if run[k] is None else f"{run[k]:.2f}"
+                    for k in ("load_avg_1min", "load_avg_1min_after"))
     return (f"{run['blas_threads'] or '?'} BLAS thread(s), torch threads "
             f"{run['torch_threads'] if run['torch_threads'] is not None else 'n/a'}, "
-            f"{run['dtype']}; {gemm} {run['gemm_size']}x{run['gemm_size']}: "
-            f"{run['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (the roofline)")
+            f"{run['dtype']}; roofline {run['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s ({gemm} "
+            f"{run['gemm_size']}x{run['gemm_size']}, best of {before} before and {after} after "
+            f"the grid); 1-min load average before/after: {load}")
 
 
 def environment():
@@ -520,8 +544,6 @@ def environment():
         from threadpoolctl import threadpool_info
         env["blas"] = sorted({f"{p['internal_api']} {p['version']} ({p.get('architecture')})"
                               for p in threadpool_info() if p["user_api"] == "blas"})
-    with contextlib.suppress(OSError):
-        env["load_avg_1min"] = os.getloadavg()[0]
     return env
 
 
@@ -541,10 +563,9 @@ def format_markdown(report):
         f"- Python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, "
         f"torch {env['torch'] or 'not installed'}, rnnfast {env['rnnfast']}",
         f"- BLAS: {'; '.join(env.get('blas', ['unknown (no threadpoolctl)']))}",
-        f"- Run {env['date']}; 1-minute load average before the run: "
-        f"{env.get('load_avg_1min', float('nan')):.2f}, after: "
-        f"{report.get('load_avg_1min_after', float('nan')):.2f} "
-        "(anything well above 0 means other work shared the cores and the timings are noisy)",
+        f"- Run {env['date']}. Each section gives the 1-minute load average before and after "
+        f"its grid: anything well above 0 means other work shared the {env['cpu_count']} "
+        "cores and the timings are noisy (see also the `noise` column)",
         f"- Options: dtype {report['dtype']}, up to {report['repeat']} timed samples per "
         f"implementation and cell (at least 3; fewer when a cell's samples exceed "
         f"{report['budget']} s), each sample >= 1 ms (inner loop), after a warm-up",
@@ -693,8 +714,6 @@ def main(argv=None):
         report["runs"].append(run)
         if args.markdown != "-":
             print(f"\n{_run_header(run)}\n{format_table(run)}", flush=True)
-    with contextlib.suppress(OSError):
-        report["load_avg_1min_after"] = os.getloadavg()[0]
     if args.markdown == "-":
         print(format_markdown(report), end="")
     elif args.markdown:
