@@ -422,7 +422,9 @@ _HUGE_CHILD = textwrap.dedent("""
             result[name] = "no error"
         except BaseException as e:
             result[name] = type(e).__name__ + ": " + str(e)[:200]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # KiB
+    # this process image's resident peak (ru_maxrss would include the forking parent's)
+    with open("/proc/self/status") as f:
+        peak = int(next(l for l in f if l.startswith("VmHWM:")).split()[1])    # KiB
     print(json.dumps({"result": result, "peak_kib": peak}))
 """)
 
