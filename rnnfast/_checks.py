@@ -200,6 +200,23 @@ def check_workspace(workspace, cell, backend, batch_first, dims, dtype=None):
     if workspace.get("consumed"):
         raise ValueError("this workspace was already used by a backward call (BPTT consumes "
                          "it); run forward again before another backward")
+    # the arrays the kernels read and write without bounds checks: they must still be the
+    # ones forward made (same shapes), or backward would run off their ends
+    batch, seq_len, hidden = dims
+    arrays = {"hs": (seq_len + 1, batch, hidden)}
+    if cell == "lstm" or backend == "cython":
+        arrays["gates"] = (seq_len, batch, GATES[cell] * hidden)
+    if cell == "lstm":
+        arrays["cs"] = (seq_len + 1, batch, hidden)
+    elif backend == "cython" and "cs" not in workspace:
+        arrays["cs"] = None
+    for key, shape in arrays.items():
+        value = workspace.get(key)
+        if not isinstance(value, np.ndarray) or value.shape != shape:
+            got = (f"shape {value.shape}" if isinstance(value, np.ndarray)
+                   else type(value).__name__)
+            raise ValueError(f"workspace was modified: its {key!r} must be the array of shape "
+                             f"{shape} that forward made, got {got}")
     if dtype is not None:
         for key, value in workspace.items():
             if isinstance(value, np.ndarray) and value.dtype != dtype:

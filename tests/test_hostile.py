@@ -380,6 +380,35 @@ def test_functional_hostile_arguments(backend, cell):
         _bwd(cell, p, ws, backend)                         # consumed now
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_tampered_workspace_is_refused_not_a_crash(backend, cell):
+    """The workspace is a plain dict the caller holds. Replacing its arrays, or its dims to
+    fit a longer x, must be a ValueError: the kernels index those arrays without bounds
+    checks (a smaller 'gates' used to crash the process)."""
+    p = _problem(cell)
+    G = 4 if cell == "lstm" else 1
+    longer = dict(p, x=np.ones((B, 2 * T, D), np.float32),
+                  dout=np.ones((B, 2 * T, H), np.float32))
+    tamperings = [("gates", np.zeros((1, 1, 1), np.float32)), ("hs", np.zeros((1, 1, 1))),
+                  ("cs", np.zeros((1, 1, 1), np.float32)), ("hs", None),
+                  ("gates", np.zeros((T, B, G * H + 1), np.float32))]
+    for key, value in tamperings:
+        ws = _fwd(cell, p, backend)[-1]
+        if key not in ws or (key == "cs" and cell != "lstm"):
+            continue                      # the twin's RNN keeps only hs; no RNN reads cs
+        ws[key] = value
+        with pytest.raises(ValueError, match="workspace"):
+            _bwd(cell, p, ws, backend)
+    ws = _fwd(cell, p, backend)[-1]
+    ws["dims"] = (B, 2 * T, H)                         # claims to fit the longer x
+    with pytest.raises(ValueError, match="workspace"):
+        _bwd(cell, longer, ws, backend)
+    ws = _fwd(cell, p, backend)[-1]
+    del ws["hs"]
+    with pytest.raises(ValueError, match="workspace"):
+        _bwd(cell, p, ws, backend)
+
+
 # ---------------------------------------------------------------------------- huge sizes
 
 _HUGE_CHILD = textwrap.dedent("""

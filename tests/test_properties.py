@@ -144,7 +144,7 @@ def assert_unchanged(before, p):
             np.testing.assert_array_equal(np.asarray(v), before[k], err_msg=f"{k} was modified")
 
 
-@examples(1500)
+@examples(1600)
 @given(pr=problems())
 def test_compiled_equals_twin_any_layout(pr):
     dt = np.dtype(pr["dtype"])
