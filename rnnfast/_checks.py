@@ -53,6 +53,8 @@ def as_numeric_array(a, name):
     a wrong or too large input (a huge broadcast view, say) is rejected without first
     allocating and filling a copy of it.
     """
+    if type(a) is np.ndarray and a.dtype.kind in "fiub":
+        return a                                    # the common case, without a call
     if a is None:
         raise TypeError(f"{name} must be an array of numbers, got None")
     try:
@@ -160,16 +162,18 @@ def check_blas_size(batch, seq_len, input_size, hidden, gates):
                          f"of width {max(input_size, gates * hidden)} exceed {_INT32_MAX} elements")
 
 
-def check_forward(cell, x, states, Wx, Wh, b, batch_first):
+def check_forward(cell, x, states, Wx, Wh, b, batch_first, weights_checked=False):
     """Validated ``(x, states, Wx, Wh, b)`` for a forward call.
 
     ``states`` is a tuple of initial states (h0,) or (h0, c0), each possibly None.
+    ``weights_checked``: the weights already passed check_weights (a layer's params).
     """
     gates = GATES[cell]
     if b is None:
         # the kernels need a bias (pass zeros for none); None would reach them as NULL
         raise TypeError("b must be an array of numbers, got None (use zeros for no bias)")
-    Wx, Wh, b = check_weights(Wx, Wh, b, gates)
+    if not weights_checked:
+        Wx, Wh, b = check_weights(Wx, Wh, b, gates)
     dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
     x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype,
                                        hidden=hidden, gates=gates)
@@ -225,10 +229,12 @@ def check_workspace(workspace, cell, backend, batch_first, dims, dtype=None):
     return workspace
 
 
-def check_backward(cell, dout, dstates, x, Wx, Wh, workspace, batch_first, backend):
+def check_backward(cell, dout, dstates, x, Wx, Wh, workspace, batch_first, backend,
+                   weights_checked=False):
     """Validated ``(dout, dstates, x, Wx, Wh, workspace)`` for a backward call."""
     gates = GATES[cell]
-    Wx, Wh, _ = check_weights(Wx, Wh, None, gates)
+    if not weights_checked:
+        Wx, Wh, _ = check_weights(Wx, Wh, None, gates)
     dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
     x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype)
     check_workspace(workspace, cell, backend, batch_first, (batch, seq_len, hidden), dtype)

@@ -192,6 +192,22 @@ static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, i
 typedef REAL SFX(rf_vec) __attribute__((vector_size(64)));
 typedef REAL SFX(rf_vec_u) __attribute__((vector_size(64), aligned(sizeof(REAL))));
 
+/* c[0:ncols] (+)= the NR values of (v0, v1): whole vectors for a full panel. */
+static inline __attribute__((always_inline)) void SFX(rf_store_block_row)(
+        SFX(rf_vec) v0, SFX(rf_vec) v1, int ncols, int accumulate, REAL* restrict c) {
+    SFX(rf_vec_u)* cv = (SFX(rf_vec_u)*)c;
+    if (ncols == RF_NR) {
+        if (accumulate) { cv[0] += v0; cv[1] += v1; }
+        else            { cv[0] = v0; cv[1] = v1; }
+        return;
+    }
+    REAL out[RF_NR];
+    *(SFX(rf_vec_u)*)out = v0;
+    *(SFX(rf_vec_u)*)(out + RF_NR / 2) = v1;
+    if (accumulate) { for (int j = 0; j < ncols; j++) c[j] += out[j]; }
+    else            { for (int j = 0; j < ncols; j++) c[j] = out[j]; }
+}
+
 #define RF_DEFINE_MICRO(MR)                                                                    \
 static inline __attribute__((always_inline)) void SFX(rf_micro_##MR)(                       \
                                       int k, const REAL* restrict a, ptrdiff_t a_rs,           \
@@ -211,19 +227,43 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_##MR)(           
             acc[m][1] += am * w1;                                                              \
         }                                                                                      \
     }                                                                                          \
-    for (int m = 0; m < MR; m++) {                                                             \
-        REAL out[RF_NR];                                                                       \
-        *(SFX(rf_vec_u)*)out = acc[m][0];                                                      \
-        *(SFX(rf_vec_u)*)(out + RF_NR / 2) = acc[m][1];                                        \
-        REAL* restrict cm = c + (ptrdiff_t)m * ldc;                                            \
-        if (accumulate) { for (int j = 0; j < ncols; j++) cm[j] += out[j]; }                   \
-        else            { for (int j = 0; j < ncols; j++) cm[j] = out[j]; }                    \
-    }                                                                                          \
+    for (int m = 0; m < MR; m++)                                                               \
+        SFX(rf_store_block_row)(acc[m][0], acc[m][1], ncols, accumulate,                       \
+                                c + (ptrdiff_t)m * ldc);                                       \
 }
 RF_DEFINE_MICRO(8)
 RF_DEFINE_MICRO(2)
-RF_DEFINE_MICRO(1)
 #undef RF_DEFINE_MICRO
+
+/* One row (batch 1, the smallest problems): two accumulators would wait on the FMA
+ * latency at every step of k, so four steps of k go to four separate pairs. */
+static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
+        int k, const REAL* restrict a, ptrdiff_t a_rs, ptrdiff_t a_ks,
+        const REAL* restrict panel, int ncols, int accumulate, REAL* restrict c, int ldc) {
+    (void)a_rs; (void)ldc;
+    SFX(rf_vec) acc[4][2];
+    _Pragma("GCC unroll 4")
+    for (int u = 0; u < 4; u++) { acc[u][0] = (SFX(rf_vec)){0}; acc[u][1] = (SFX(rf_vec)){0}; }
+    int p = 0;
+    for (; p + 4 <= k; p += 4) {
+        _Pragma("GCC unroll 4")
+        for (int u = 0; u < 4; u++) {
+            const REAL* restrict wk = panel + (ptrdiff_t)(p + u) * RF_NR;
+            const REAL ap = a[(p + u) * a_ks];
+            acc[u][0] += ap * *(const SFX(rf_vec_u)*)wk;
+            acc[u][1] += ap * *(const SFX(rf_vec_u)*)(wk + RF_NR / 2);
+        }
+    }
+    for (; p < k; p++) {
+        const REAL* restrict wk = panel + (ptrdiff_t)p * RF_NR;
+        const REAL ap = a[p * a_ks];
+        acc[0][0] += ap * *(const SFX(rf_vec_u)*)wk;
+        acc[0][1] += ap * *(const SFX(rf_vec_u)*)(wk + RF_NR / 2);
+    }
+    SFX(rf_store_block_row)((acc[0][0] + acc[1][0]) + (acc[2][0] + acc[3][0]),
+                            (acc[0][1] + acc[1][1]) + (acc[2][1] + acc[3][1]),
+                            ncols, accumulate, c);
+}
 
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels. Panel by panel, so a
  * panel is read once from L2 and reused by every row block. Blocks of 8 rows of A

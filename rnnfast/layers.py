@@ -19,6 +19,7 @@ class _Recurrent:
         self.backend = _checks.check_backend(backend)
         self.training = True
         self._cache = None
+        self._checked_weights = None
         self._kernels = functional.kernels(self.backend)
         gh = _checks.GATES[self._cell] * self.hidden_size
         # a layer no call could run (one row already too wide for 32-bit BLAS) is refused
@@ -65,15 +66,24 @@ class _Recurrent:
 
     # ---------------------------------------------------------------- plumbing
     def _weights(self):
-        """The parameters, checked: a user may have replaced an entry of ``params``."""
-        return _checks.check_params(self.params, self._cell, self.input_size,
-                                    self.hidden_size, self.dtype)
+        """The parameters, checked: a user may have replaced an entry of ``params``.
+
+        Checked arrays are remembered: while ``params`` holds the very same objects
+        (writing into them keeps their shape, dtype and layout), no check is repeated.
+        """
+        p, checked = self.params, self._checked_weights
+        if checked is None or not (p["Wx"] is checked[0] and p["Wh"] is checked[1]
+                                   and p["b"] is checked[2]):
+            checked = _checks.check_params(p, self._cell, self.input_size, self.hidden_size,
+                                           self.dtype)
+            self._checked_weights = checked
+        return checked
 
     def _forward_inputs(self, x, states):
         Wx, Wh, b = self._weights()
         x_user = x
         x, states, Wx, Wh, b = _checks.check_forward(self._cell, x, states, Wx, Wh, b,
-                                                     self.batch_first)
+                                                     self.batch_first, weights_checked=True)
         if self.training and np.may_share_memory(x, x_user):
             # backward needs x as it was: keep our own copy, not the caller's array
             x = x.copy()
@@ -88,7 +98,8 @@ class _Recurrent:
         x, workspace, states_given = self._cache
         Wx, Wh, _ = self._weights()
         dout, dstates, x, Wx, Wh, workspace = _checks.check_backward(
-            self._cell, dout, dstates, x, Wx, Wh, workspace, self.batch_first, self.backend)
+            self._cell, dout, dstates, x, Wx, Wh, workspace, self.batch_first, self.backend,
+            weights_checked=True)
         return dout, dstates, x, Wx, Wh, workspace, states_given
 
     def _store_grads(self, dWx, dWh, db):
