@@ -95,6 +95,12 @@ def test_no_reference_leaks_layer(cell, backend):
     layer, x, state, dout, dstate = make(cell, backend)
     arrays = [x, dout] + list(state if cell == "lstm" else [state]) \
         + list(dstate if cell == "lstm" else [dstate])
+    gc.collect()
+    untouched = refcounts(*arrays)
+    layer(x, state)
+    # the layer keeps no reference to the caller's arrays, not even in its BPTT cache
+    assert refcounts(*arrays) == untouched
+    layer.backward(dout, dstate)
     calls(layer, x, state, dout, dstate, 10)
     watched = arrays + list(layer.params.values()) + [layer]
     gc.collect()
