@@ -71,13 +71,17 @@ class _Recurrent:
         Checked arrays are remembered: while ``params`` holds the very same objects
         (writing into them keeps their shape, dtype and layout), no check is repeated.
         """
-        p, checked = self.params, self._checked_weights
-        if checked is None or not (p["Wx"] is checked[0] and p["Wh"] is checked[1]
-                                   and p["b"] is checked[2]):
+        p, remembered = self.params, self._checked_weights
+        # the same objects are not enough: shape, dtype and strides can be set in place
+        # (params["Wh"].shape = (4*H, H)), and the kernels trust them without bounds checks
+        if remembered is None or not all(
+                p[k] is a and (a.shape, a.dtype, a.strides) == meta
+                for k, a, meta in zip(("Wx", "Wh", "b"), remembered[0], remembered[1])):
             checked = _checks.check_params(p, self._cell, self.input_size, self.hidden_size,
                                            self.dtype)
-            self._checked_weights = checked
-        return checked
+            remembered = (checked, [(a.shape, a.dtype, a.strides) for a in checked])
+            self._checked_weights = remembered
+        return remembered[0]
 
     def _forward_inputs(self, x, states):
         Wx, Wh, b = self._weights()

@@ -297,6 +297,44 @@ def test_bad_params_are_refused_and_not_modified(backend, cell):
     np.testing.assert_array_equal(out, layer(clean_x())[0])
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")     # setting strides (NumPy 2.4)
+def test_params_changed_in_place_after_a_call(backend, cell):
+    """A layer may remember its checked params between calls, but shape, dtype and strides
+    of the very same arrays can be set in place: that must be seen (an error, or the result
+    for the values the arrays now hold), not trusted (LSTM Wh reshaped in place to
+    PyTorch's (4H, H) layout used to corrupt the heap)."""
+    G = 4 if cell == "lstm" else 1
+    x = clean_x()
+
+    def fresh_with(Wh):
+        layer = make_layer(cell, backend)
+        layer.params["Wh"] = Wh
+        return layer
+
+    for change in ("shape", "resize", "dtype", "strides"):
+        layer = make_layer(cell, backend)
+        out, _ = layer(x)
+        layer.backward(np.ones_like(out))                  # params checked, remembered
+        w = layer.params["Wh"]
+        if change == "shape":
+            if G == 1:
+                continue                                   # (H, H): no other shape
+            w.shape = (G * H, H)
+        elif change == "resize":
+            w.resize((H, G * H - 1), refcheck=False)
+        elif change == "dtype":
+            w.dtype = np.int32                             # same itemsize, new meaning
+        else:
+            w.strides = (w.strides[0], 0)                  # every row one repeated value
+        if change in ("shape", "resize"):
+            with pytest.raises(ValueError, match="Wh"):
+                layer(x)
+            continue
+        want = fresh_with(np.ascontiguousarray(w, dtype=np.float32))(x)[0]
+        np.testing.assert_array_equal(layer(x)[0], want)
+
+
 def test_backward_misuse_is_a_clean_error(backend):
     for cell in CELLS:
         layer = make_layer(cell, backend)
