@@ -535,14 +535,27 @@ def environment():
                f"{', hypervisor' if 'hypervisor' in flags else ''})")
     import scipy
     torch = _import_torch()
+    commit = None
+    with contextlib.suppress(Exception):
+        import subprocess
+        git = lambda *a: subprocess.run(  # noqa: E731
+            ["git", "-C", os.path.dirname(rnnfast.__file__), *a], capture_output=True,
+            text=True, timeout=10, check=True).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        if git("status", "--porcelain", "--untracked-files=no"):
+            commit += " (with uncommitted changes)"
     env = {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
            "python": platform.python_version(), "numpy": np.__version__,
            "scipy": scipy.__version__, "torch": torch.__version__ if torch else None,
            "rnnfast": rnnfast.__version__, "rnnfast_path": os.path.dirname(rnnfast.__file__),
+           "rnnfast_commit": commit,
            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     with contextlib.suppress(ImportError):
         from threadpoolctl import threadpool_info
-        env["blas"] = sorted({f"{p['internal_api']} {p['version']} ({p.get('architecture')})"
+        owner = lambda path: next((lib for lib in ("scipy", "numpy")  # noqa: E731
+                                   if f"{os.sep}{lib}" in path), os.path.basename(path))
+        env["blas"] = sorted({f"{owner(p['filepath'])}'s {p['internal_api']} {p['version']} "
+                              f"({p.get('architecture')})"
                               for p in threadpool_info() if p["user_api"] == "blas"})
     return env
 
@@ -561,8 +574,10 @@ def format_markdown(report):
         "",
         f"- Machine: {env['cpu']}, {env['cpu_count']} logical CPUs; {env['platform']}",
         f"- Python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, "
-        f"torch {env['torch'] or 'not installed'}, rnnfast {env['rnnfast']}",
-        f"- BLAS: {'; '.join(env.get('blas', ['unknown (no threadpoolctl)']))}",
+        f"torch {env['torch'] or 'not installed'}, rnnfast {env['rnnfast']}"
+        + (f" at commit {env['rnnfast_commit']}" if env.get("rnnfast_commit") else ""),
+        f"- BLAS: {'; '.join(env.get('blas', ['unknown (no threadpoolctl)']))} (the compiled "
+        "core calls scipy's, the NumPy twin NumPy's)",
         f"- Run {env['date']}. Each section gives the 1-minute load average before and after "
         f"its grid: anything well above 0 means other work shared the {env['cpu_count']} "
         "cores and the timings are noisy (see also the `noise` column)",
