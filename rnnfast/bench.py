@@ -291,7 +291,8 @@ def _as_numpy(a):
 
 # ----------------------------------------------------------------------------- threads
 def blas_threads():
-    """The BLAS thread count in force (scipy's OpenBLAS), or None without threadpoolctl."""
+    """The BLAS thread count in force (the largest over the loaded BLAS libraries: scipy's
+    OpenBLAS for the compiled core, NumPy's for the twin), or None without threadpoolctl."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
