@@ -505,10 +505,13 @@ UNDER_ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
     pytest.param("cython", marks=pytest.mark.skipif(
         UNDER_ASAN, reason="ASan's shadow memory cannot live under RLIMIT_AS")),
     "numpy"])
-def test_huge_sizes_are_refused_before_allocating(backend):
+def test_huge_sizes_are_refused_before_allocating(backend, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
+    # run from an empty directory: "python -c" puts the working directory first on
+    # sys.path, and from the checkout that would be the source tree (no compiled module),
+    # not the installed package under test
     proc = subprocess.run([sys.executable, "-c", _HUGE_CHILD, backend], capture_output=True,
-                          text=True, timeout=120, env=env)
+                          text=True, timeout=120, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]      # no crash, no kill
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     res = report["result"]
