@@ -24,6 +24,11 @@ directives = {
 # -fno-trapping-math lets GCC vectorize the branch-free clamps (DESIGN.md, measured facts).
 compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]
 link_args = []
+# OpenMP splits the per-step product of large problems over the threads OpenMP is given
+# (OMP_NUM_THREADS, threadpoolctl); RNNFAST_OPENMP=0 builds without it.
+if os.environ.get("RNNFAST_OPENMP", "1") != "0":
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
 if sanitize:
     compile_args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
     link_args += [f"-fsanitize={sanitize}"]

@@ -208,15 +208,16 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
                        const floating* h0, const floating* c0, const floating* Wx,
                        const floating* Wh, const floating* b, floating* gates, int chunk,
                        floating* xbuf, floating* hs, floating* cs, int n_slots, floating* out,
-                       floating* h_n, floating* c_n, floating* Wp,
+                       floating* h_n, floating* c_n, floating* Wp, floating* WxP,
                        floating* a_scratch) noexcept nogil:
     """The forward of both cells.
 
     gates holds ``chunk`` steps (T in training, where it is the BPTT workspace);
     hs and cs hold ``n_slots`` (B, H) states: T + 1 in training (h_{-1} .. h_{T-1},
     kept for BPTT), 2 in inference (ping-pong). xbuf: ``chunk`` steps of x when
-    batch-first. cs is unused (NULL) for the RNN. Wp: room for the packed Wh (the
-    per-step product then runs in rf_packed_gemm with a_scratch (B, H)), or NULL (BLAS).
+    batch-first. cs is unused (NULL) for the RNN. Wp, WxP: room for the packed Wh and
+    Wx (the products then run in rf_packed_gemm, with a_scratch for chunk * B rows of
+    x), or NULL (BLAS).
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
@@ -229,6 +230,7 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     cdef floating* c_next
     if Wp != NULL:
         pack_panels(H, G, Wh, G, False, Wp)
+        pack_panels(D, G, Wx, G, False, WxP)
     copy_state(B, H, h0, hs)                                # slot 0: h_{-1}
     if lstm:
         copy_state(B, H, c0, cs)
@@ -237,8 +239,7 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
         n = min(chunk, T - t0)
         x_chunk = steps_time_major(lay, t0, n, D, x, xbuf)
         # gates = x_chunk @ Wx, every step of the chunk at once
-        gemm(False, False, n * B, G, D, <floating> 1, x_chunk, D, Wx, G, <floating> 0,
-             gates, G)
+        step_product(n * B, G, D, x_chunk, Wx, False, WxP, False, gates, a_scratch)
         for s in range(n):
             t = t0 + s
             gates_t = gates + <Py_ssize_t> s * B * G
@@ -328,7 +329,7 @@ cdef inline void* data(a):
 
 cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
                         int D, int H, x, h0, c0, Wx, Wh, b, gates, int chunk, xbuf, hs, cs,
-                        int n_slots, out, h_n, c_n, Wp, a_scratch):
+                        int n_slots, out, h_n, c_n, Wp, WxP, a_scratch):
     cdef Layout lay = make_layout(T, B, batch_first)
     cdef const floating* x_p = <const floating*> data(x)
     cdef const floating* h0_p = <const floating*> data(h0)
@@ -344,12 +345,14 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
     cdef floating* h_n_p = <floating*> data(h_n)
     cdef floating* c_n_p = <floating*> data(c_n)
     cdef floating* Wp_p = <floating*> data(Wp)
+    cdef floating* WxP_p = <floating*> data(WxP)
     cdef floating* a_scratch_p = <floating*> data(a_scratch)
     cdef unsigned int csr
     with nogil:
         csr = rf_denormals_off()
         forward_loop(lstm, relu, lay, D, H, x_p, h0_p, c0_p, Wx_p, Wh_p, b_p, gates_p, chunk,
-                     xbuf_p, hs_p, cs_p, n_slots, out_p, h_n_p, c_n_p, Wp_p, a_scratch_p)
+                     xbuf_p, hs_p, cs_p, n_slots, out_p, h_n_p, c_n_p, Wp_p, WxP_p,
+                     a_scratch_p)
         rf_denormals_restore(csr)
 
 
@@ -395,19 +398,17 @@ def _state_or_zeros(s, B, H, dtype):
     return np.zeros((B, H), dtype) if s is None else np.array(s, dtype=dtype, copy=True)
 
 
-# Per-step products up to this many multiply-adds (batch x K x N) run in rf_packed_gemm on
-# weights packed once per call; larger ones in BLAS. A module attribute so the benchmark can
-# compare both paths.
+# Problems whose per-step product has up to this many multiply-adds (batch x hidden x G*hidden)
+# run their forward products and per-step backward products in rf_packed_gemm, on weights
+# packed once per call; larger ones in BLAS. (Measured: packed is faster on every grid cell;
+# a module attribute so that the comparison can be rerun with packed_max_work = 0.)
 packed_max_work = 1 << 62
 
 
-def _packing_buffers(B, K, N, dt):
-    """Room for the packed (K, N) weight and the interleaved rows of the (B, K) operand,
-    or (None, None) when the per-step product goes to BLAS."""
-    if B * K * N > packed_max_work:
-        return None, None
-    n_padded = -(-N // (32 if dt == np.float32 else 16)) * (32 if dt == np.float32 else 16)
-    return np.empty(K * n_padded, dt), np.empty(B * K, dt)
+def _packed_size(K, N, dt):
+    """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
+    panel = 32 if dt == np.float32 else 16          # RF_NR of _simd.h
+    return K * (-(-N // panel) * panel)
 
 
 def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
@@ -432,15 +433,19 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
         return (out, _state_or_zeros(h0, B, H, dt),
                 _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
     xbuf = np.empty((chunk, B, D), dt) if batch_first and B > 1 else None
-    Wp, a_scratch = _packing_buffers(B, H, G, dt)
+    Wp = WxP = a_scratch = None
+    if B * H * G <= packed_max_work:    # our packed products, else BLAS
+        Wp = np.empty(_packed_size(H, G, dt), dt)
+        WxP = np.empty(_packed_size(D, G, dt), dt)
+        a_scratch = np.empty(max(B * H, chunk * B * D), dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
     if dt == np.float32:
         forward_typed[float](0, lstm, relu, batch_first, T, B, D, H, x, h0, c0, Wx, Wh, b,
-                      gates, chunk, xbuf, hs, cs, n_slots, out, h_n, c_n, Wp, a_scratch)
+                      gates, chunk, xbuf, hs, cs, n_slots, out, h_n, c_n, Wp, WxP, a_scratch)
     else:
         forward_typed[double](0, lstm, relu, batch_first, T, B, D, H, x, h0, c0, Wx, Wh, b,
-                      gates, chunk, xbuf, hs, cs, n_slots, out, h_n, c_n, Wp, a_scratch)
+                      gates, chunk, xbuf, hs, cs, n_slots, out, h_n, c_n, Wp, WxP, a_scratch)
     return out, h_n, c_n, workspace
 
 
@@ -458,7 +463,10 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     db = np.zeros(G, dt)
     if T == 0:
         return dx, dh_rec, dc, dWx, dWh, db
-    WpT, a_scratch = _packing_buffers(B, G, H, dt)
+    WpT = a_scratch = None
+    if B * H * G <= packed_max_work:    # our packed products, else BLAS
+        WpT = np.empty(_packed_size(G, H, dt), dt)
+        a_scratch = np.empty(B * G, dt)
     xbuf = np.empty((T, B, D), dt) if batch_first and B > 1 else None
     zero_row = np.zeros(H, dt)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]

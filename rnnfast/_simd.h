@@ -48,6 +48,17 @@ static inline int rf_have_avx512(void) {
 #endif
 }
 
+/* Threads for the per-step product: OpenMP's count, which OMP_NUM_THREADS and
+ * threadpoolctl set, only for products of at least RF_PARALLEL_MIN_WORK multiply-adds
+ * (about 0.3 ms on one core): below that, waking a second thread risks more than it saves. */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int rf_max_threads(void) { return omp_get_max_threads(); }
+#else
+static inline int rf_max_threads(void) { return 1; }
+#endif
+#define RF_PARALLEL_MIN_WORK (1LL << 24)
+
 /* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
  * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the
  * exponent bias and shifting builds 2^n with integer SIMD only (no float->int
