@@ -194,33 +194,45 @@ def _sample(fn, number):
     return time.perf_counter() - t0
 
 
-def time_callable(fn, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3):
-    """Median seconds per call of ``fn``.
+def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
+                   on_start=None):
+    """``{name: Timing}``: median seconds per call of each zero-argument callable in ``fns``.
 
-    One warm-up call, then (for fast functions) a calibration of the inner loop so that
-    one sample lasts ``>= min_sample`` seconds, then up to ``repeat`` samples, stopping
-    early once ``budget`` seconds went by with at least ``min_samples`` samples. The
-    garbage collector is off while sampling, as in ``timeit``.
+    Each gets one warm-up call and (if fast) an inner loop calibrated so that one sample
+    lasts ``>= min_sample`` seconds. Then the samples are taken round-robin, one per
+    callable per round, so that a burst of other work on the machine hits every
+    implementation alike rather than whichever was being timed. Rounds stop at ``repeat``,
+    or once ``budget`` seconds per callable went by with at least ``min_samples`` rounds.
+    The garbage collector is off while sampling, as in ``timeit``. ``on_start(name)`` is
+    called before each warm-up (progress).
     """
-    t0 = time.perf_counter()
-    first = fn()
-    elapsed = time.perf_counter() - t0
-    number = 1
-    if elapsed < 100 * min_sample:           # fast: calibrate, which also warms up more
-        while (t := _sample(fn, number)) < min_sample:
-            number = max(2 * number, math.ceil(1.2 * number * min_sample / max(t, 1e-9)))
-    samples = []
+    first, number = {}, {}
+    for name, fn in fns.items():
+        if on_start is not None:
+            on_start(name)
+        t0 = time.perf_counter()
+        first[name] = fn()
+        elapsed = time.perf_counter() - t0
+        number[name] = 1
+        if elapsed < 100 * min_sample:       # fast: calibrate, which also warms up more
+            while (t := _sample(fn, number[name])) < min_sample:
+                number[name] = max(2 * number[name],
+                                   math.ceil(1.2 * number[name] * min_sample / max(t, 1e-9)))
+    samples = {name: [] for name in fns}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter()
-        while len(samples) < max(repeat, 1) and (
-                len(samples) < min_samples or time.perf_counter() - start < budget):
-            samples.append(_sample(fn, number) / number)
+        start, rounds = time.perf_counter(), 0
+        while rounds < max(repeat, 1) and (
+                rounds < min_samples or time.perf_counter() - start < budget * len(fns)):
+            for name, fn in fns.items():
+                samples[name].append(_sample(fn, number[name]) / number[name])
+            rounds += 1
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(statistics.median(samples), samples, number, first)
+    return {name: Timing(statistics.median(samples[name]), samples[name], number[name],
+                         first[name]) for name in fns}
 
 
 def gemm_rate(dtype=np.float32, n=2048, repeat=5):
@@ -411,28 +423,28 @@ def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads):
            "batch": B, "seq_len": T, "input_size": D, "hidden_size": H,
            "flops": cell.flops,
            "time_s": {}, "min_s": {}, "spread": {}, "samples_s": {}, "number": {},
-           "memory_bytes": {},
-           "memory_method": {}, "max_abs_diff": {}}
-    reference = None
-    for impl, fn in fns.items():
-        bar.step(f"{cell.name} {impl}" + (f" ({threads} thr)" if threads else ""))
-        timing = time_callable(fn, repeat=repeat, budget=budget)
+           "memory_bytes": {}, "memory_method": {}, "max_abs_diff": {}}
+    label = f" ({threads} thr)" if threads else ""
+    timings = time_callables(fns, repeat=repeat, budget=budget,
+                             on_start=lambda impl: bar.step(f"{cell.name} {impl}{label}"))
+    reference = _as_numpy(timings["rnnfast"].first)
+    for impl, timing in timings.items():
         row["time_s"][impl] = timing.median
         row["min_s"][impl] = min(timing.samples)
         row["spread"][impl] = timing.spread
         row["samples_s"][impl] = timing.samples
         row["number"][impl] = timing.number
-        first = _as_numpy(timing.first)
-        if reference is None:
-            reference = first
-        else:               # the same weights and input must give the same numbers
-            row["max_abs_diff"][impl] = float(np.max(np.abs(first - reference)))
-        del timing, first
-        if measure_memory:
+        if impl != "rnnfast":      # the same weights and input must give the same numbers
+            row["max_abs_diff"][impl] = float(np.max(np.abs(_as_numpy(timing.first)
+                                                            - reference)))
+    del timings
+    if measure_memory:
+        for impl, fn in fns.items():
             if impl == "torch":
                 row["memory_bytes"][impl], row["memory_method"][impl] = rss_peak_delta(fn), "rss"
             else:
-                row["memory_bytes"][impl], row["memory_method"][impl] = traced_peak(fn), "tracemalloc"
+                row["memory_bytes"][impl] = traced_peak(fn)
+                row["memory_method"][impl] = "tracemalloc"
     tol = 1e-3 if dtype == np.float32 else 1e-9
     scale = max(1.0, float(np.max(np.abs(reference))))
     for impl, diff in row["max_abs_diff"].items():
@@ -581,9 +593,11 @@ def format_markdown(report):
         f"- Run {env['date']}. Each section gives the 1-minute load average before and after "
         f"its grid: anything well above 0 means other work shared the {env['cpu_count']} "
         "cores and the timings are noisy (see also the `noise` column)",
-        f"- Options: dtype {report['dtype']}, up to {report['repeat']} timed samples per "
-        f"implementation and cell (at least 3; fewer when a cell's samples exceed "
-        f"{report['budget']} s), each sample >= 1 ms (inner loop), after a warm-up",
+        f"- Timing: dtype {report['dtype']}; per cell, after a warm-up of each "
+        f"implementation, up to {report['repeat']} rounds of one sample per implementation "
+        f"(round-robin, so that load from other processes hits all alike; at least 3 rounds, "
+        f"fewer past {report['budget']} s per implementation); each sample >= 1 ms (inner "
+        "loop for fast calls); the median is reported",
         "",
         "Columns: median time per call of rnnfast (compiled core, `backend=\"cython\"`), its "
         "NumPy twin (`backend=\"numpy\"`) and `torch.nn.RNN`/`LSTM` with the same weights; "
@@ -676,8 +690,9 @@ def parse_args(argv=None):
                    help="comma-separated cells, prefixes, sizes, kinds or passes, e.g. "
                         "'tiny-lstm-fwd,medium-rnn-fwdbwd' or 'tiny,small' (default: all 16)")
     p.add_argument("--repeat", type=int, default=20,
-                   help="timed samples per implementation and cell; the median is reported "
-                        "(default 20; fewer, but at least 3, past --budget seconds)")
+                   help="timed samples per implementation and cell, taken round-robin over "
+                        "the implementations; the median is reported (default 20; fewer, "
+                        "but at least 3, past --budget)")
     p.add_argument("--budget", type=float, default=2.0,
                    help="seconds of sampling per implementation and cell after which to stop "
                         "once 3 samples are in (default 2)")
