@@ -385,14 +385,17 @@ def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budg
         result["torch_threads"] = torch.get_num_threads() if torch is not None else None
         result["gemm_size"] = gemm_size
         result["load_avg_1min"] = _load_avg()
-        # The GEMM rate is measured before and after the grid and the higher one is the
-        # roofline: another process busy on the cores for one measurement cannot lower it.
+        # The GEMM rate is measured before the grid, before each cell and after the grid;
+        # the highest is the roofline: neither another process busy on the cores nor this
+        # virtual machine's drifting speed during one measurement can lower it.
         rates = [gemm_rate(dtype, gemm_size)]
         bar = _Progress(len(cells) * len(impls), progress)
         try:
             for cell in cells:
+                rates.append(gemm_rate(dtype, gemm_size, repeat=2))
                 result["cells"].append(_run_cell(cell, dtype, impls, repeat, budget,
                                                  measure_memory, bar, threads))
+                result["cells"][-1]["gemm_flops_per_s_before"] = rates[-1]
         finally:
             bar.close()
         rates.append(gemm_rate(dtype, gemm_size))
@@ -400,9 +403,9 @@ def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budg
     result["gemm_flops_per_s_measured"] = rates
     result["gemm_flops_per_s"] = rate = max(rates)
     if min(rates) < 0.9 * rate:
-        print(f"rnnfast.bench: the GEMM rate changed during the run ({rates[0] / 1e9:.0f}, "
-              f"then {rates[1] / 1e9:.0f} GFLOP/s): something else used the cores, timings "
-              "are noisy", file=sys.stderr)
+        print(f"rnnfast.bench: the GEMM rate varied during the run ({min(rates) / 1e9:.0f} to "
+              f"{rate / 1e9:.0f} GFLOP/s): the machine's speed drifted or something else used "
+              "the cores; absolute timings are noisy", file=sys.stderr)
     for row in result["cells"]:
         row["floor_s"] = row["flops"] / rate
         _targets(row)
@@ -521,14 +524,14 @@ def format_table(run, markdown=False):
 
 def _run_header(run):
     gemm = "sgemm" if run["dtype"] == "float32" else "dgemm"
-    before, after = (f"{r / 1e9:.1f}" for r in run["gemm_flops_per_s_measured"])
+    rates = run["gemm_flops_per_s_measured"]
     load = "/".join("n/a" if run[k] is None else f"{run[k]:.2f}"
                     for k in ("load_avg_1min", "load_avg_1min_after"))
     return (f"{run['blas_threads'] or '?'} BLAS thread(s), torch threads "
             f"{run['torch_threads'] if run['torch_threads'] is not None else 'n/a'}, "
-            f"{run['dtype']}; roofline {run['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s ({gemm} "
-            f"{run['gemm_size']}x{run['gemm_size']}, best of {before} before and {after} after "
-            f"the grid); 1-min load average before/after: {load}")
+            f"{run['dtype']}; roofline {run['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (best {gemm} "
+            f"{run['gemm_size']}x{run['gemm_size']} rate measured before, during and after the "
+            f"grid; lowest {min(rates) / 1e9:.1f}); 1-min load average before/after: {load}")
 
 
 def environment():
@@ -602,7 +605,7 @@ def format_markdown(report):
         "Columns: median time per call of rnnfast (compiled core, `backend=\"cython\"`), its "
         "NumPy twin (`backend=\"numpy\"`) and `torch.nn.RNN`/`LSTM` with the same weights; "
         "`vs X` = X's time / rnnfast's (how many times faster rnnfast is); `floor` = FLOPs / "
-        "the sgemm (dgemm) rate measured in the same run on large square matrices "
+        "the best sgemm (dgemm) rate measured in the same run on large square matrices "
         "(forward `2*B*T*G*H*(D+H)`, forward+backward 3x that); `% roofline` = floor / "
         "rnnfast time; `target` = max(best peer / 10, floor / 0.89), the faster of NumPy and "
         "PyTorch being the best peer (the issue's target is defined at 1 thread; at other "
