@@ -719,6 +719,19 @@ def parse_args(argv=None):
     return args
 
 
+def _command(argv):
+    """The command line that reproduces this report, without output-only options."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--json", "--plot"):
+            skip = True
+        elif not (arg == "--quiet" or arg.startswith(("--json=", "--plot="))):
+            kept.append(arg)
+    return " ".join(["python -m rnnfast.bench", *map(shlex.quote, kept)])
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -738,7 +751,7 @@ def main(argv=None):
     if "torch" in impls and _import_torch() is None:
         print("rnnfast.bench: torch is not importable; timing rnnfast and NumPy only",
               file=sys.stderr)
-    report = {"command": "python -m rnnfast.bench " + " ".join(map(shlex.quote, argv)),
+    report = {"command": _command(argv),
               "environment": environment(), "dtype": args.dtype, "repeat": args.repeat,
               "budget": args.budget, "runs": []}
     for n in args.threads or [None]:
