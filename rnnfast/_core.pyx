@@ -34,6 +34,7 @@ cnp.import_array()
 
 
 cdef extern from "_simd.h" nogil:
+    const long long RF_PARALLEL_MIN_WORK
     unsigned int rf_denormals_off()
     void rf_denormals_restore(unsigned int old)
     void rf_tanh_array_f(Py_ssize_t n, const float* x, float* y)
@@ -60,10 +61,11 @@ cdef extern from "_simd.h" nogil:
     int rf_packed_size_d(int k, int n)
     void rf_pack_panels_f(int k, int n, const float* w, int ldw, int transposed, float* wp)
     void rf_pack_panels_d(int k, int n, const double* w, int ldw, int transposed, double* wp)
-    void rf_packed_gemm_f(int m, int n, int k, const float* a, int lda, const float* wp,
-                          int accumulate, float* c, int ldc, float* a_packed)
-    void rf_packed_gemm_d(int m, int n, int k, const double* a, int lda, const double* wp,
-                          int accumulate, double* c, int ldc, double* a_packed)
+    void rf_packed_gemm_f(int m, int n, int k, const float* a, int lda, int a_transposed,
+                          const float* wp, int accumulate, float* c, int ldc, float* a_packed)
+    void rf_packed_gemm_d(int m, int n, int k, const double* a, int lda, int a_transposed,
+                          const double* wp, int accumulate, double* c, int ldc,
+                          double* a_packed)
     void rf_add_column_sums_f(Py_ssize_t rows, int n, const float* src, Py_ssize_t ld,
                               float* dst)
     void rf_add_column_sums_d(Py_ssize_t rows, int n, const double* src, Py_ssize_t ld,
@@ -130,6 +132,17 @@ cdef inline void pack_panels(int k, int n, const floating* w, int ldw, bint tran
         rf_pack_panels_d(k, n, w, ldw, transposed, wp)
 
 
+cdef inline void packed_gemm(int m, int n, int k, const floating* a, bint a_transposed,
+                             const floating* wp, bint accumulate, floating* c,
+                             floating* a_scratch) noexcept nogil:
+    """c(m, n) (+)= op(a) @ w, w packed; op(a) = a (m, k) or a.T for a (k, m); contiguous."""
+    cdef int lda = m if a_transposed else k
+    if floating is float:
+        rf_packed_gemm_f(m, n, k, a, lda, a_transposed, wp, accumulate, c, n, a_scratch)
+    else:
+        rf_packed_gemm_d(m, n, k, a, lda, a_transposed, wp, accumulate, c, n, a_scratch)
+
+
 cdef inline void step_product(int m, int n, int k, const floating* a, const floating* w,
                               bint w_transposed, const floating* wp, bint accumulate,
                               floating* c, floating* a_scratch) noexcept nogil:
@@ -137,10 +150,7 @@ cdef inline void step_product(int m, int n, int k, const floating* a, const floa
     c(m, n) (+)= a(m, k) @ op(w), op(w) = w.T (w is (n, k)) if w_transposed else w (k, n).
     With wp (op(w) packed by pack_panels) our register-blocked kernel, else BLAS."""
     if wp != NULL:
-        if floating is float:
-            rf_packed_gemm_f(m, n, k, a, k, wp, accumulate, c, n, a_scratch)
-        else:
-            rf_packed_gemm_d(m, n, k, a, k, wp, accumulate, c, n, a_scratch)
+        packed_gemm(m, n, k, a, False, wp, accumulate, c, a_scratch)
     else:
         gemm(False, w_transposed, m, n, k, <floating> 1, a, k, w, k if w_transposed else n,
              <floating> (1 if accumulate else 0), c, n)
@@ -270,13 +280,15 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
                         const floating* Wh, floating* WpT, floating* a_scratch,
                         const floating* hs, const floating* cs, floating* gates,
                         floating* dh_rec, floating* dc, floating* xbuf, floating* dx,
-                        floating* dWx, floating* dWh, floating* db) noexcept nogil:
+                        floating* dWx, floating* dWh, floating* db, floating* dGp,
+                        floating* WxTp, floating* deferred_scratch) noexcept nogil:
     """BPTT of both cells, overwriting the workspace gates with their gradients dG.
 
     dh_rec (and dc) enter holding dL/dh_{T-1} (dL/dc_{T-1}) from the final state
     and leave holding dh0 (dc0). dout NULL: no gradient on the outputs (zero_row
     stands in). WpT: room for the packed Wh.T (with a_scratch (B, G*H)), or NULL
-    (BLAS). xbuf: (T, B, D) scratch when batch-first.
+    (BLAS). xbuf: (T, B, D) scratch when batch-first. dGp, WxTp, deferred_scratch: room
+    for the packed dG and Wx.T, for the deferred products in rf_packed_gemm, or NULL (BLAS).
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
@@ -285,6 +297,7 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
     cdef floating* gates_t
     cdef const floating* dout_row
     cdef const floating* xs
+    cdef floating* dx_tm
     if WpT != NULL:
         pack_panels(G, H, Wh, G, True, WpT)
     for t in range(T - 1, -1, -1):
@@ -303,15 +316,24 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
         step_product(B, H, G, gates_t, Wh, True, WpT, False, dh_rec, a_scratch)
     # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dG, dx = dG @ Wx.T
     xs = steps_time_major(lay, 0, T, D, x, xbuf)
-    gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0, dWx, G)
-    gemm(True, False, H, G, <int> rows, <floating> 1, hs, H, gates, G, <floating> 0, dWh, G)
-    if xs == xbuf:                        # batch-first: compute time-major, then scatter
-        gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
-             xbuf, D)
-        scatter_time_major(lay, D, xbuf, dx)
+    dx_tm = xbuf if xs == xbuf else dx    # batch-first: dx time-major first, then scatter
+    if dGp != NULL:
+        # one thread, our kernel: for problems this size BLAS's threads cost more than
+        # they bring, and stall whenever another process holds the other core
+        pack_panels(<int> rows, G, gates, G, False, dGp)          # dG as the right operand
+        packed_gemm(D, G, <int> rows, xs, True, dGp, False, dWx, deferred_scratch)
+        packed_gemm(H, G, <int> rows, hs, True, dGp, False, dWh, deferred_scratch)
+        pack_panels(G, D, Wx, G, True, WxTp)                      # Wx.T
+        packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_tm, deferred_scratch)
     else:
+        gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0,
+             dWx, G)
+        gemm(True, False, H, G, <int> rows, <floating> 1, hs, H, gates, G, <floating> 0,
+             dWh, G)
         gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
-             dx, D)
+             dx_tm, D)
+    if dx_tm == xbuf:
+        scatter_time_major(lay, D, xbuf, dx)
     memset(db, 0, <size_t> G * sizeof(floating))
     add_column_sums(rows, G, gates, G, db)                  # db = dG.sum(axis=0)
 
@@ -358,7 +380,8 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
 
 cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
                          int D, int H, dout, zero_row, x, Wx, Wh, WpT, a_scratch, hs, cs,
-                         gates, dh_rec, dc, xbuf, dx, dWx, dWh, db):
+                         gates, dh_rec, dc, xbuf, dx, dWx, dWh, db, dGp, WxTp,
+                         deferred_scratch):
     cdef Layout lay = make_layout(T, B, batch_first)
     cdef const floating* dout_p = <const floating*> data(dout)
     cdef const floating* zero_row_p = <const floating*> data(zero_row)
@@ -377,12 +400,15 @@ cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, i
     cdef floating* dWx_p = <floating*> data(dWx)
     cdef floating* dWh_p = <floating*> data(dWh)
     cdef floating* db_p = <floating*> data(db)
+    cdef floating* dGp_p = <floating*> data(dGp)
+    cdef floating* WxTp_p = <floating*> data(WxTp)
+    cdef floating* deferred_scratch_p = <floating*> data(deferred_scratch)
     cdef unsigned int csr
     with nogil:
         csr = rf_denormals_off()
         backward_loop(lstm, relu, lay, D, H, dout_p, zero_row_p, x_p, Wx_p, Wh_p, WpT_p,
                       a_scratch_p, hs_p, cs_p, gates_p, dh_rec_p, dc_p, xbuf_p, dx_p, dWx_p,
-                      dWh_p, db_p)
+                      dWh_p, db_p, dGp_p, WxTp_p, deferred_scratch_p)
         rf_denormals_restore(csr)
 
 
@@ -467,15 +493,22 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     if B * H * G <= packed_max_work:    # our packed products, else BLAS
         WpT = np.empty(_packed_size(G, H, dt), dt)
         a_scratch = np.empty(B * G, dt)
+    dGp = WxTp = deferred_scratch = None
+    if WpT is not None and B * H * G < RF_PARALLEL_MIN_WORK:      # the deferred products too
+        dGp = np.empty(_packed_size(T * B, G, dt), dt)
+        WxTp = np.empty(_packed_size(G, D, dt), dt)
+        deferred_scratch = np.empty(max(D, G) * T * B, dt)
     xbuf = np.empty((T, B, D), dt) if batch_first and B > 1 else None
     zero_row = np.zeros(H, dt)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
     if dt == np.float32:
-        backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, zero_row, x, Wx, Wh,
-                       WpT, a_scratch, hs, cs, gates, dh_rec, dc, xbuf, dx, dWx, dWh, db)
+        backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, zero_row, x, Wx,
+                              Wh, WpT, a_scratch, hs, cs, gates, dh_rec, dc, xbuf, dx, dWx,
+                              dWh, db, dGp, WxTp, deferred_scratch)
     else:
         backward_typed[double](0, lstm, relu, batch_first, T, B, D, H, dout, zero_row, x, Wx,
-                       Wh, WpT, a_scratch, hs, cs, gates, dh_rec, dc, xbuf, dx, dWx, dWh, db)
+                               Wh, WpT, a_scratch, hs, cs, gates, dh_rec, dc, xbuf, dx, dWx,
+                               dWh, db, dGp, WxTp, deferred_scratch)
     return dx, dh_rec, dc, dWx, dWh, db
 
 
@@ -543,5 +576,5 @@ def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat):
     rf_pack_panels_f(k, n, &w[0, 0], n, 0, &wp_v[0])
     with nogil:
         for r in range(repeat):
-            rf_packed_gemm_f(m, n, k, &a[0, 0], k, &wp_v[0], 0, &c_v[0, 0], n, &ap_v[0])
+            rf_packed_gemm_f(m, n, k, &a[0, 0], k, 0, &wp_v[0], 0, &c_v[0, 0], n, &ap_v[0])
     return c

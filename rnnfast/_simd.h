@@ -59,6 +59,9 @@ static inline int rf_max_threads(void) { return 1; }
 #endif
 #define RF_PARALLEL_MIN_WORK (1LL << 24)
 
+/* The packed product sums k in blocks of this many terms (see rf_packed_gemm). */
+#define RF_KC 256
+
 /* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
  * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the
  * exponent bias and shifting builds 2^n with integer SIMD only (no float->int
