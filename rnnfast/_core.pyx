@@ -35,6 +35,8 @@ cnp.import_array()
 
 cdef extern from "_simd.h" nogil:
     const long long RF_PARALLEL_MIN_WORK
+    const int RF_MC
+    const int RF_KC
     unsigned int rf_denormals_off()
     void rf_denormals_restore(unsigned int old)
     void rf_tanh_array_f(Py_ssize_t n, const float* x, float* y)
@@ -431,6 +433,10 @@ def _state_or_zeros(s, B, H, dtype):
 packed_max_work = 1 << 62
 
 
+# rf_packed_gemm's scratch for the interleaved rows of its left operand: RF_MC * RF_KC
+A_PACKED_SIZE = RF_MC * RF_KC
+
+
 def _packed_size(K, N, dt):
     """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
     panel = 32 if dt == np.float32 else 16          # RF_NR of _simd.h
@@ -463,7 +469,7 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
     if B * H * G <= packed_max_work:    # our packed products, else BLAS
         Wp = np.empty(_packed_size(H, G, dt), dt)
         WxP = np.empty(_packed_size(D, G, dt), dt)
-        a_scratch = np.empty(max(B * H, chunk * B * D), dt)
+        a_scratch = np.empty(A_PACKED_SIZE, dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
     if dt == np.float32:
@@ -492,12 +498,12 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     WpT = a_scratch = None
     if B * H * G <= packed_max_work:    # our packed products, else BLAS
         WpT = np.empty(_packed_size(G, H, dt), dt)
-        a_scratch = np.empty(B * G, dt)
+        a_scratch = np.empty(A_PACKED_SIZE, dt)
     dGp = WxTp = deferred_scratch = None
     if WpT is not None and B * H * G < RF_PARALLEL_MIN_WORK:      # the deferred products too
         dGp = np.empty(_packed_size(T * B, G, dt), dt)
         WxTp = np.empty(_packed_size(G, D, dt), dt)
-        deferred_scratch = np.empty(max(D, G) * T * B, dt)
+        deferred_scratch = a_scratch
     xbuf = np.empty((T, B, D), dt) if batch_first and B > 1 else None
     zero_row = np.zeros(H, dt)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
@@ -569,7 +575,7 @@ def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat):
     cdef int m = a.shape[0], k = a.shape[1], n = w.shape[1], r
     wp = np.empty(rf_packed_size_f(k, n), np.float32)
     c = np.zeros((m, n), np.float32)
-    ap = np.empty(m * k, np.float32)
+    ap = np.empty(A_PACKED_SIZE, np.float32)
     cdef float[::1] wp_v = wp
     cdef float[::1] ap_v = ap
     cdef float[:, ::1] c_v = c

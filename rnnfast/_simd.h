@@ -59,8 +59,10 @@ static inline int rf_max_threads(void) { return 1; }
 #endif
 #define RF_PARALLEL_MIN_WORK (1LL << 24)
 
-/* The packed product sums k in blocks of this many terms (see rf_packed_gemm). */
+/* The packed product's blocks (see rf_packed_gemm): RF_KC terms of k, RF_MC rows; the
+ * interleaved rows of A take RF_MC * RF_KC values of scratch. */
 #define RF_KC 256
+#define RF_MC 512
 
 /* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
  * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the

@@ -268,11 +268,13 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels; A may be given
  * transposed (the weight gradients x.T @ dG).
  *
- * Rows go in chunks whose slice of A fits in L2 (about 512 KiB); within a chunk,
- * panel by panel, so each panel is read once and reused by every row block, and
- * panels are shared out among threads for large products. Blocks of 8 rows of A are
- * first interleaved into a_packed (room for m * k values): rows k floats apart would
- * alias in L1 when k is a multiple of 1024 (4 KiB). */
+ * Blocked as a GEMM: k in blocks of RF_KC terms, each summed into C (a sum of 10^4
+ * terms in one register would lose accuracy, and a block of W panels stays in
+ * cache); rows in chunks of RF_MC; within those, panel by panel, so a panel block
+ * (RF_KC x RF_NR, in L1) is reused by every row block of the chunk, and panels are
+ * shared out among threads for large products. Blocks of 8 rows of the A chunk are
+ * interleaved into a_packed (room for RF_MC * RF_KC values) first: rows k values
+ * apart would alias in L1 when k is a multiple of 1024 (4 KiB). */
 RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
                                            int a_transposed, const REAL* restrict wp,
                                            int accumulate, REAL* restrict c, int ldc,
@@ -282,39 +284,34 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
     const int panels = (n + RF_NR - 1) / RF_NR;
     const int wide = rf_have_avx512();
     const int threads = (long long)m * n * k >= RF_PARALLEL_MIN_WORK ? rf_max_threads() : 1;
-    int chunk = (int)((512 * 1024) / ((size_t)k * sizeof(REAL))) / 8 * 8;
-    if (chunk < 8) chunk = 8;
-    for (int i0 = 0; i0 < m; i0 += chunk) {
-        const int mc = m - i0 < chunk ? m - i0 : chunk;
-        const REAL* restrict ac = a + (ptrdiff_t)i0 * rs;
-        REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
-        if (wide) {
-            for (int i = 0; i + 8 <= mc; i += 8)
-                for (int p = 0; p < k; p++)
-                    for (int r = 0; r < 8; r++)
-                        a_packed[(ptrdiff_t)i * k + p * 8 + r] = ac[(i + r) * rs + p * ks];
-        }
-        #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-        for (int q = 0; q < panels; q++) {
-            const REAL* restrict panel = wp + (ptrdiff_t)q * k * RF_NR;
-            const int col = q * RF_NR;
-            const int ncols = n - col < RF_NR ? n - col : RF_NR;
-            /* k in blocks of RF_KC, each summed into C: a sum of 10^4 terms in one
-             * register loses accuracy (the weight gradients of long sequences) */
-            for (int p0 = 0; p0 < k; p0 += RF_KC) {
-                const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
-                const int acc = accumulate || p0 > 0;
-                const REAL* restrict pan = panel + (ptrdiff_t)p0 * RF_NR;
+    for (int p0 = 0; p0 < k; p0 += RF_KC) {
+        const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
+        const int acc = accumulate || p0 > 0;
+        for (int i0 = 0; i0 < m; i0 += RF_MC) {
+            const int mc = m - i0 < RF_MC ? m - i0 : RF_MC;
+            const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
+            REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
+            if (wide) {
+                for (int i = 0; i + 8 <= mc; i += 8)
+                    for (int p = 0; p < kc; p++)
+                        for (int r = 0; r < 8; r++)
+                            a_packed[(ptrdiff_t)i * kc + p * 8 + r] = ac[(i + r) * rs + p * ks];
+            }
+            #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+            for (int q = 0; q < panels; q++) {
+                const REAL* restrict pan = wp + ((ptrdiff_t)q * k + p0) * RF_NR;
+                const int col = q * RF_NR;
+                const int ncols = n - col < RF_NR ? n - col : RF_NR;
                 int i = 0;
                 if (wide)   /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
                     for (; i + 8 <= mc; i += 8)
-                        SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * k + (ptrdiff_t)p0 * 8, 1, 8,
-                                        pan, ncols, acc, cc + (ptrdiff_t)i * ldc + col, ldc);
+                        SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
+                                        cc + (ptrdiff_t)i * ldc + col, ldc);
                 for (; i + 2 <= mc; i += 2)
-                    SFX(rf_micro_2)(kc, ac + i * rs + p0 * ks, rs, ks, pan, ncols, acc,
+                    SFX(rf_micro_2)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
                                     cc + (ptrdiff_t)i * ldc + col, ldc);
                 for (; i < mc; i++)
-                    SFX(rf_micro_1)(kc, ac + i * rs + p0 * ks, rs, ks, pan, ncols, acc,
+                    SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
                                     cc + (ptrdiff_t)i * ldc + col, ldc);
             }
         }
