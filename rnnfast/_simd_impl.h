@@ -265,6 +265,28 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
                             ncols, accumulate, c);
 }
 
+/* One panel q of rf_packed_gemm's current k block and row chunk: C[:, q-th NR columns]
+ * (+)= A chunk @ panel block. */
+static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
+        int q, int n, int k, int p0, int kc, int mc, int acc, int wide,
+        const REAL* restrict ac, ptrdiff_t rs, ptrdiff_t ks, const REAL* restrict a_packed,
+        const REAL* restrict wp, REAL* restrict cc, int ldc) {
+    const REAL* restrict pan = wp + ((ptrdiff_t)q * k + p0) * RF_NR;
+    const int col = q * RF_NR;
+    const int ncols = n - col < RF_NR ? n - col : RF_NR;
+    int i = 0;
+    if (wide)   /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
+        for (; i + 8 <= mc; i += 8)
+            SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
+                            cc + (ptrdiff_t)i * ldc + col, ldc);
+    for (; i + 2 <= mc; i += 2)
+        SFX(rf_micro_2)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                        cc + (ptrdiff_t)i * ldc + col, ldc);
+    for (; i < mc; i++)
+        SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                        cc + (ptrdiff_t)i * ldc + col, ldc);
+}
+
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels; A may be given
  * transposed (the weight gradients x.T @ dG).
  *
@@ -297,22 +319,17 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
                         for (int r = 0; r < 8; r++)
                             a_packed[(ptrdiff_t)i * kc + p * 8 + r] = ac[(i + r) * rs + p * ks];
             }
-            #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-            for (int q = 0; q < panels; q++) {
-                const REAL* restrict pan = wp + ((ptrdiff_t)q * k + p0) * RF_NR;
-                const int col = q * RF_NR;
-                const int ncols = n - col < RF_NR ? n - col : RF_NR;
-                int i = 0;
-                if (wide)   /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
-                    for (; i + 8 <= mc; i += 8)
-                        SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
-                                        cc + (ptrdiff_t)i * ldc + col, ldc);
-                for (; i + 2 <= mc; i += 2)
-                    SFX(rf_micro_2)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                                    cc + (ptrdiff_t)i * ldc + col, ldc);
-                for (; i < mc; i++)
-                    SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                                    cc + (ptrdiff_t)i * ldc + col, ldc);
+            /* (no parallel region at all for one thread: even an inactive one costs ~1 us,
+             * as much as a whole batch-1 step) */
+            if (threads > 1) {
+                #pragma omp parallel for num_threads(threads) schedule(static)
+                for (int q = 0; q < panels; q++)
+                    SFX(rf_packed_panel)(q, n, k, p0, kc, mc, acc, wide, ac, rs, ks, a_packed,
+                                         wp, cc, ldc);
+            } else {
+                for (int q = 0; q < panels; q++)
+                    SFX(rf_packed_panel)(q, n, k, p0, kc, mc, acc, wide, ac, rs, ks, a_packed,
+                                         wp, cc, ldc);
             }
         }
     }
