@@ -433,8 +433,13 @@ def _state_or_zeros(s, B, H, dtype):
 packed_max_work = 1 << 62
 
 
-# rf_packed_gemm's scratch for the interleaved rows of its left operand: RF_MC * RF_KC
+# rf_packed_gemm's scratch for the interleaved rows of its left operand: at most RF_MC * RF_KC
 A_PACKED_SIZE = RF_MC * RF_KC
+
+
+def _a_packed_size(max_rows, max_k):
+    """rf_packed_gemm's scratch for products of at most max_rows rows and max_k terms."""
+    return min(RF_MC, max_rows) * min(RF_KC, max_k)
 
 
 def _packed_size(K, N, dt):
@@ -469,7 +474,7 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
     if B * H * G <= packed_max_work:    # our packed products, else BLAS
         Wp = np.empty(_packed_size(H, G, dt), dt)
         WxP = np.empty(_packed_size(D, G, dt), dt)
-        a_scratch = np.empty(A_PACKED_SIZE, dt)
+        a_scratch = np.empty(_a_packed_size(max(B, chunk * B), max(H, D)), dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
     if dt == np.float32:
@@ -498,7 +503,7 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     WpT = a_scratch = None
     if B * H * G <= packed_max_work:    # our packed products, else BLAS
         WpT = np.empty(_packed_size(G, H, dt), dt)
-        a_scratch = np.empty(A_PACKED_SIZE, dt)
+        a_scratch = np.empty(_a_packed_size(max(B, D, H, T * B), max(G, T * B)), dt)
     dGp = WxTp = deferred_scratch = None
     if WpT is not None and B * H * G < RF_PARALLEL_MIN_WORK:      # the deferred products too
         dGp = np.empty(_packed_size(T * B, G, dt), dt)
