@@ -442,6 +442,15 @@ def _a_packed_size(max_rows, max_k):
     return min(RF_MC, max_rows) * min(RF_KC, max_k)
 
 
+def _use_packed(step_work, dt):
+    """Whether a call's products run in rf_packed_gemm. float64 problems with large
+    per-step products stay in BLAS: there dgemm beat our double micro-kernel (large
+    float64 cells 0.83-0.97x the NumPy twin with it)."""
+    if dt == np.float64 and step_work >= RF_PARALLEL_MIN_WORK:
+        return False
+    return step_work <= packed_max_work
+
+
 def _packed_size(K, N, dt):
     """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
     panel = 32 if dt == np.float32 else 16          # RF_NR of _simd.h
@@ -471,7 +480,7 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
                 _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
     xbuf = np.empty((chunk, B, D), dt) if batch_first and B > 1 else None
     Wp = WxP = a_scratch = None
-    if B * H * G <= packed_max_work:    # our packed products, else BLAS
+    if _use_packed(B * H * G, dt):      # our packed products, else BLAS
         Wp = np.empty(_packed_size(H, G, dt), dt)
         WxP = np.empty(_packed_size(D, G, dt), dt)
         a_scratch = np.empty(_a_packed_size(max(B, chunk * B), max(H, D)), dt)
@@ -501,7 +510,7 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     if T == 0:
         return dx, dh_rec, dc, dWx, dWh, db
     WpT = a_scratch = None
-    if B * H * G <= packed_max_work:    # our packed products, else BLAS
+    if _use_packed(B * H * G, dt):      # our packed products, else BLAS
         WpT = np.empty(_packed_size(G, H, dt), dt)
         a_scratch = np.empty(_a_packed_size(max(B, D, H, T * B), max(G, T * B)), dt)
     dGp = WxTp = deferred_scratch = None
