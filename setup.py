@@ -1,7 +1,7 @@
 """Build of the compiled core: one Cython extension, directives set once for the project.
 
 RNNFAST_DEBUG=1 turns bounds checking (and -O0 -g) on; RNNFAST_SANITIZE=address builds with
-AddressSanitizer. No -march=native: the elementwise helpers dispatch on the CPU at run time
+AddressSanitizer. No flag for the build machine's own CPU: the C helpers dispatch on the CPU at run time
 (GCC target_clones in rnnfast/_simd.h).
 """
 import os
