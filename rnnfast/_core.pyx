@@ -453,8 +453,7 @@ def _use_packed(step_work, dt):
 
 def _packed_size(K, N, dt):
     """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
-    panel = 32 if dt == np.float32 else 16          # RF_NR of _simd.h
-    return K * (-(-N // panel) * panel)
+    return rf_packed_size_f(K, N) if dt == np.float32 else rf_packed_size_d(K, N)
 
 
 def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
