@@ -61,8 +61,14 @@ static inline int rf_max_threads(void) { return 1; }
 
 /* The packed product's blocks (see rf_packed_gemm): RF_KC terms of k, RF_MC rows; the
  * interleaved rows of A take RF_MC * RF_KC values of scratch. */
+#ifndef RF_KC
 #define RF_KC 256
+#endif
 #define RF_MC 512
+/* Packed weights larger than this (bytes) are fetched ahead panel by panel: half of L2. */
+#ifndef RF_W_IN_CACHE
+#define RF_W_IN_CACHE (1 << 20)
+#endif
 
 /* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
  * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the

@@ -170,17 +170,37 @@ static inline int SFX(rf_packed_size)(int k, int n) {
     return k * ((n + RF_NR - 1) / RF_NR) * RF_NR;
 }
 
-static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, int transposed,
+/* Where panel q of the k block starting at row p0 (kc rows) begins in the packed W. */
+static inline ptrdiff_t SFX(rf_panel_offset)(int n, int p0, int q, int kc) {
+    const ptrdiff_t panels = (n + RF_NR - 1) / RF_NR;
+    return ((ptrdiff_t)p0 * panels + (ptrdiff_t)q * kc) * RF_NR;
+}
+
+RF_CLONES static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, int transposed,
                                 REAL* restrict wp) {
-    /* W(k, n) is w[p * ldw + j], or w[j * ldw + p] when transposed. */
+    /* W(k, n) is w[p * ldw + j], or w[j * ldw + p] when transposed. Stored in the order
+     * rf_packed_gemm reads it: k block by k block (RF_KC rows), panel by panel within a
+     * block, so that a product streams the packed weights front to back. */
     const int panels = (n + RF_NR - 1) / RF_NR;
-    for (int q = 0; q < panels; q++) {
-        for (int p = 0; p < k; p++) {
-            REAL* restrict dst = wp + ((ptrdiff_t)q * k + p) * RF_NR;
-            for (int j = 0; j < RF_NR; j++) {
-                const int col = q * RF_NR + j;
-                dst[j] = col >= n ? (REAL)0
-                         : transposed ? w[(ptrdiff_t)col * ldw + p] : w[(ptrdiff_t)p * ldw + col];
+    for (int p0 = 0; p0 < k; p0 += RF_KC) {
+        const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
+        for (int q = 0; q < panels; q++) {
+            REAL* restrict pan = wp + SFX(rf_panel_offset)(n, p0, q, kc);
+            const int col0 = q * RF_NR;
+            const int ncols = n - col0 < RF_NR ? n - col0 : RF_NR;
+            if (ncols < RF_NR)                          /* zero padding of the last panel */
+                for (int p = 0; p < kc; p++)
+                    for (int j = ncols; j < RF_NR; j++) pan[(ptrdiff_t)p * RF_NR + j] = 0;
+            if (transposed) {                           /* read W's rows (w's columns) */
+                for (int j = 0; j < ncols; j++) {
+                    const REAL* restrict src = w + (ptrdiff_t)(col0 + j) * ldw + p0;
+                    for (int p = 0; p < kc; p++) pan[(ptrdiff_t)p * RF_NR + j] = src[p];
+                }
+            } else {
+                for (int p = 0; p < kc; p++) {
+                    const REAL* restrict src = w + (ptrdiff_t)(p0 + p) * ldw + col0;
+                    for (int j = 0; j < ncols; j++) pan[(ptrdiff_t)p * RF_NR + j] = src[j];
+                }
             }
         }
     }
@@ -213,13 +233,17 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_##MR)(           
                                       int k, const REAL* restrict a, ptrdiff_t a_rs,           \
                                       ptrdiff_t a_ks,                                          \
                                       const REAL* restrict panel, int ncols, int accumulate,   \
-                                      REAL* restrict c, int ldc) {                             \
+                                      REAL* restrict c, int ldc, const REAL* prefetch) {       \
     SFX(rf_vec) acc[MR][2];                                                                    \
     _Pragma("GCC unroll 8")                                                                    \
     for (int m = 0; m < MR; m++) { acc[m][0] = (SFX(rf_vec)){0}; acc[m][1] = (SFX(rf_vec)){0}; } \
     for (int p = 0; p < k; p++) {                                                              \
         const SFX(rf_vec) w0 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR);          \
         const SFX(rf_vec) w1 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR + RF_NR / 2); \
+        if (prefetch) {                     /* the next panel's row p: its two cache lines */  \
+            __builtin_prefetch(prefetch + (ptrdiff_t)p * RF_NR, 0, 2);                             \
+            __builtin_prefetch(prefetch + (ptrdiff_t)p * RF_NR + RF_NR / 2, 0, 2);                \
+        }                                                                                      \
         _Pragma("GCC unroll 8")                                                                \
         for (int m = 0; m < MR; m++) {                                                         \
             const REAL am = a[m * a_rs + p * a_ks];                                            \
@@ -239,8 +263,9 @@ RF_DEFINE_MICRO(2)
  * latency at every step of k, so four steps of k go to four separate pairs. */
 static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
         int k, const REAL* restrict a, ptrdiff_t a_rs, ptrdiff_t a_ks,
-        const REAL* restrict panel, int ncols, int accumulate, REAL* restrict c, int ldc) {
-    (void)a_rs; (void)ldc;
+        const REAL* restrict panel, int ncols, int accumulate, REAL* restrict c, int ldc,
+        const REAL* prefetch) {
+    (void)a_rs; (void)ldc; (void)prefetch;
     SFX(rf_vec) acc[4][2];
     _Pragma("GCC unroll 4")
     for (int u = 0; u < 4; u++) { acc[u][0] = (SFX(rf_vec)){0}; acc[u][1] = (SFX(rf_vec)){0}; }
@@ -268,23 +293,33 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
 /* One panel q of rf_packed_gemm's current k block and row chunk: C[:, q-th NR columns]
  * (+)= A chunk @ panel block. */
 static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
-        int q, int n, int k, int p0, int kc, int mc, int acc, int wide,
+        int q, int panels, int n, int k, int p0, int kc, int mc, int acc, int wide,
+        int interleaved, int prefetch_next,
         const REAL* restrict ac, ptrdiff_t rs, ptrdiff_t ks, const REAL* restrict a_packed,
         const REAL* restrict wp, REAL* restrict cc, int ldc) {
-    const REAL* restrict pan = wp + ((ptrdiff_t)q * k + p0) * RF_NR;
+    const REAL* restrict pan = wp + SFX(rf_panel_offset)(n, p0, q, kc);
     const int col = q * RF_NR;
     const int ncols = n - col < RF_NR ? n - col : RF_NR;
+    /* Weights too big for L2 come from L3 at each step: the first row block fetches the
+     * next panel block into cache while it works on this one. */
+    const REAL* next = q + 1 < panels && prefetch_next ? pan + (ptrdiff_t)kc * RF_NR : NULL;
     int i = 0;
-    if (wide)   /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
-        for (; i + 8 <= mc; i += 8)
-            SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
-                            cc + (ptrdiff_t)i * ldc + col, ldc);
+    if (wide) {  /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
+        for (; i + 8 <= mc; i += 8) {
+            if (interleaved)
+                SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
+                                cc + (ptrdiff_t)i * ldc + col, ldc, i == 0 ? next : NULL);
+            else
+                SFX(rf_micro_8)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                                cc + (ptrdiff_t)i * ldc + col, ldc, i == 0 ? next : NULL);
+        }
+    }
     for (; i + 2 <= mc; i += 2)
         SFX(rf_micro_2)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                        cc + (ptrdiff_t)i * ldc + col, ldc);
+                        cc + (ptrdiff_t)i * ldc + col, ldc, i == 0 ? next : NULL);
     for (; i < mc; i++)
         SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                        cc + (ptrdiff_t)i * ldc + col, ldc);
+                        cc + (ptrdiff_t)i * ldc + col, ldc, NULL);
 }
 
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels; A may be given
@@ -306,6 +341,11 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
     const int panels = (n + RF_NR - 1) / RF_NR;
     const int wide = rf_have_avx512();
     const int threads = (long long)m * n * k >= RF_PARALLEL_MIN_WORK ? rf_max_threads() : 1;
+    const int prefetch_next = (long long)k * n * (ptrdiff_t)sizeof(REAL) > RF_W_IN_CACHE;
+    /* The 8-row blocks read A interleaved (a_packed) when it is given transposed (its rows
+     * are then columns of a) or when its rows are a multiple of 4 KiB apart (they would
+     * alias in L1); else straight from a, saving a copy as large as A. */
+    const int interleave = wide && (a_transposed || (lda * sizeof(REAL)) % 4096 == 0);
     for (int p0 = 0; p0 < k; p0 += RF_KC) {
         const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
         const int acc = accumulate || p0 > 0;
@@ -313,22 +353,31 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
             const int mc = m - i0 < RF_MC ? m - i0 : RF_MC;
             const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
             REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
-            if (wide) {
-                for (int i = 0; i + 8 <= mc; i += 8)
-                    for (int p = 0; p < kc; p++)
+            if (interleave) {
+                for (int i = 0; i + 8 <= mc; i += 8) {
+                    REAL* restrict dst = a_packed + (ptrdiff_t)i * kc;
+                    if (a_transposed)           /* A's 8 rows are 8 neighbours in a */
+                        for (int p = 0; p < kc; p++)
+                            for (int r = 0; r < 8; r++) dst[p * 8 + r] = ac[i + r + p * ks];
+                    else
                         for (int r = 0; r < 8; r++)
-                            a_packed[(ptrdiff_t)i * kc + p * 8 + r] = ac[(i + r) * rs + p * ks];
+                            for (int p = 0; p < kc; p++) dst[p * 8 + r] = ac[(i + r) * rs + p];
+                }
             }
             /* (no parallel region at all for one thread: even an inactive one costs ~1 us,
              * as much as a whole batch-1 step) */
             if (threads > 1) {
                 #pragma omp parallel for num_threads(threads) schedule(static)
                 for (int q = 0; q < panels; q++)
-                    SFX(rf_packed_panel)(q, n, k, p0, kc, mc, acc, wide, ac, rs, ks, a_packed,
+                    SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
+                                         prefetch_next, ac,
+                                         rs, ks, a_packed,
                                          wp, cc, ldc);
             } else {
                 for (int q = 0; q < panels; q++)
-                    SFX(rf_packed_panel)(q, n, k, p0, kc, mc, acc, wide, ac, rs, ks, a_packed,
+                    SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
+                                         prefetch_next, ac,
+                                         rs, ks, a_packed,
                                          wp, cc, ldc);
             }
         }
