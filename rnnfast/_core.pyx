@@ -351,9 +351,22 @@ cdef inline void* data(a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray> a)
 
 
+cdef inline floating* carve(floating* scratch, Py_ssize_t* used, Py_ssize_t n) noexcept nogil:
+    """The next n values of a scratch block (NULL for n = 0); each buffer is rounded up to
+    16 values, so buffers start 64 bytes (float32) apart at least."""
+    if n == 0:
+        return NULL
+    cdef floating* p = scratch + used[0]
+    used[0] += (n + 15) // 16 * 16
+    return p
+
+
 cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
-                        int D, int H, x, h0, c0, Wx, Wh, b, gates, int chunk, xbuf, hs, cs,
-                        int n_slots, out, h_n, c_n, Wp, WxP, a_scratch):
+                        int D, int H, x, h0, c0, Wx, Wh, b, gates, hs, cs, int chunk,
+                        int n_slots, out, h_n, c_n, scratch, sizes):
+    """``gates``, ``hs``, ``cs``: the training workspace's arrays, or None (inference): then
+    they are carved, like every other buffer, from ``scratch``; ``sizes``: the values of
+    gates, hs, cs, xbuf, Wp, WxP, a_scratch (0: not used)."""
     cdef Layout lay = make_layout(T, B, batch_first)
     cdef const floating* x_p = <const floating*> data(x)
     cdef const floating* h0_p = <const floating*> data(h0)
@@ -361,16 +374,24 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
     cdef const floating* Wx_p = <const floating*> data(Wx)
     cdef const floating* Wh_p = <const floating*> data(Wh)
     cdef const floating* b_p = <const floating*> data(b)
-    cdef floating* gates_p = <floating*> data(gates)
-    cdef floating* xbuf_p = <floating*> data(xbuf)
-    cdef floating* hs_p = <floating*> data(hs)
-    cdef floating* cs_p = <floating*> data(cs)
     cdef floating* out_p = <floating*> data(out)
     cdef floating* h_n_p = <floating*> data(h_n)
     cdef floating* c_n_p = <floating*> data(c_n)
-    cdef floating* Wp_p = <floating*> data(Wp)
-    cdef floating* WxP_p = <floating*> data(WxP)
-    cdef floating* a_scratch_p = <floating*> data(a_scratch)
+    cdef floating* base = <floating*> data(scratch)
+    cdef Py_ssize_t used = 0
+    cdef Py_ssize_t n_gates, n_hs, n_cs, n_xbuf, n_Wp, n_WxP, n_a_scratch
+    n_gates, n_hs, n_cs, n_xbuf, n_Wp, n_WxP, n_a_scratch = sizes
+    cdef floating* gates_p = <floating*> data(gates)
+    cdef floating* hs_p = <floating*> data(hs)
+    cdef floating* cs_p = <floating*> data(cs)
+    if gates is None:
+        gates_p = carve(base, &used, n_gates)
+        hs_p = carve(base, &used, n_hs)
+        cs_p = carve(base, &used, n_cs)
+    cdef floating* xbuf_p = carve(base, &used, n_xbuf)
+    cdef floating* Wp_p = carve(base, &used, n_Wp)
+    cdef floating* WxP_p = carve(base, &used, n_WxP)
+    cdef floating* a_scratch_p = carve(base, &used, n_a_scratch)
     cdef unsigned int csr
     with nogil:
         csr = rf_denormals_off()
@@ -446,14 +467,19 @@ def _use_packed(step_work, dt):
     """Whether a call's products run in rf_packed_gemm. float64 problems with large
     per-step products stay in BLAS: there dgemm beat our double micro-kernel (large
     float64 cells 0.83-0.97x the NumPy twin with it)."""
-    if dt == np.float64 and step_work >= RF_PARALLEL_MIN_WORK:
+    if dt.itemsize == 8 and step_work >= RF_PARALLEL_MIN_WORK:
         return False
     return step_work <= packed_max_work
 
 
 def _packed_size(K, N, dt):
     """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
-    return rf_packed_size_f(K, N) if dt == np.float32 else rf_packed_size_d(K, N)
+    return rf_packed_size_f(K, N) if dt.itemsize == 4 else rf_packed_size_d(K, N)
+
+
+def _scratch_values(sizes):
+    """Values of one scratch block holding buffers of ``sizes`` values (see carve)."""
+    return sum((n + 15) // 16 * 16 for n in sizes)
 
 
 def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
@@ -465,11 +491,11 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
     out = np.empty(x.shape[:2] + (H,), dt)
     chunk = T if training else max(1, min(T, CHUNK_ROWS // B))
     n_slots = T + 1 if training else 2
-    gates = np.empty((chunk, B, G), dt)
-    hs = np.empty((n_slots, B, H), dt)
-    cs = np.empty((n_slots, B, H), dt) if lstm else None
-    workspace = None
-    if training:
+    gates = hs = cs = workspace = None
+    if training:        # the BPTT workspace; in inference these come from the scratch block
+        gates = np.empty((chunk, B, G), dt)
+        hs = np.empty((n_slots, B, H), dt)
+        cs = np.empty((n_slots, B, H), dt) if lstm else None
         workspace = {"backend": "cython", "cell": cell, "batch_first": batch_first,
                      "dims": (B, T, H), "gates": gates, "hs": hs, "cs": cs}
         if not lstm:
@@ -477,20 +503,25 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
     if T == 0:
         return (out, _state_or_zeros(h0, B, H, dt),
                 _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
-    xbuf = np.empty((chunk, B, D), dt) if batch_first and B > 1 else None
-    Wp = WxP = a_scratch = None
-    if _use_packed(B * H * G, dt):      # our packed products, else BLAS
-        Wp = np.empty(_packed_size(H, G, dt), dt)
-        WxP = np.empty(_packed_size(D, G, dt), dt)
-        a_scratch = np.empty(_a_packed_size(max(B, chunk * B), max(H, D)), dt)
+    packed = _use_packed(B * H * G, dt)         # our packed products, else BLAS
+    sizes = (
+        0 if training else chunk * B * G,                   # gates
+        0 if training else n_slots * B * H,                 # hs
+        0 if training or not lstm else n_slots * B * H,     # cs
+        chunk * B * D if batch_first and B > 1 else 0,      # xbuf: x gathered time-major
+        _packed_size(H, G, dt) if packed else 0,            # Wp: Wh packed
+        _packed_size(D, G, dt) if packed else 0,            # WxP: Wx packed
+        _a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0,
+    )
+    scratch = np.empty(_scratch_values(sizes), dt)
     h_n = np.empty((B, H), dt)
     c_n = np.empty((B, H), dt) if lstm else None
-    if dt == np.float32:
+    if dt.itemsize == 4:     # float32 (checked arrays are float32 or float64)
         forward_typed[float](0, lstm, relu, batch_first, T, B, D, H, x, h0, c0, Wx, Wh, b,
-                      gates, chunk, xbuf, hs, cs, n_slots, out, h_n, c_n, Wp, WxP, a_scratch)
+                             gates, hs, cs, chunk, n_slots, out, h_n, c_n, scratch, sizes)
     else:
         forward_typed[double](0, lstm, relu, batch_first, T, B, D, H, x, h0, c0, Wx, Wh, b,
-                      gates, chunk, xbuf, hs, cs, n_slots, out, h_n, c_n, Wp, WxP, a_scratch)
+                              gates, hs, cs, chunk, n_slots, out, h_n, c_n, scratch, sizes)
     return out, h_n, c_n, workspace
 
 
@@ -520,7 +551,7 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     xbuf = np.empty((T, B, D), dt) if batch_first and B > 1 else None
     zero_row = np.zeros(H, dt)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
-    if dt == np.float32:
+    if dt.itemsize == 4:     # float32 (checked arrays are float32 or float64)
         backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, zero_row, x, Wx,
                               Wh, WpT, a_scratch, hs, cs, gates, dh_rec, dc, xbuf, dx, dWx,
                               dWh, db, dGp, WxTp, deferred_scratch)
