@@ -402,32 +402,39 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
 
 
 cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
-                         int D, int H, dout, zero_row, x, Wx, Wh, WpT, a_scratch, hs, cs,
-                         gates, dh_rec, dc, xbuf, dx, dWx, dWh, db, dGp, WxTp,
-                         deferred_scratch):
+                         int D, int H, dout, x, Wx, Wh, hs, cs, gates, dh_rec, dc, dx, dWx,
+                         dWh, db, scratch, sizes):
+    """``scratch``: one block for the internal buffers, of ``sizes`` values: zero_row,
+    xbuf, WpT, a_scratch, dGp, WxTp (0: not used; see _backward)."""
     cdef Layout lay = make_layout(T, B, batch_first)
     cdef const floating* dout_p = <const floating*> data(dout)
-    cdef const floating* zero_row_p = <const floating*> data(zero_row)
     cdef const floating* x_p = <const floating*> data(x)
     cdef const floating* Wx_p = <const floating*> data(Wx)
     cdef const floating* Wh_p = <const floating*> data(Wh)
-    cdef floating* WpT_p = <floating*> data(WpT)
-    cdef floating* a_scratch_p = <floating*> data(a_scratch)
     cdef const floating* hs_p = <const floating*> data(hs)
     cdef const floating* cs_p = <const floating*> data(cs)
     cdef floating* gates_p = <floating*> data(gates)
     cdef floating* dh_rec_p = <floating*> data(dh_rec)
     cdef floating* dc_p = <floating*> data(dc)
-    cdef floating* xbuf_p = <floating*> data(xbuf)
     cdef floating* dx_p = <floating*> data(dx)
     cdef floating* dWx_p = <floating*> data(dWx)
     cdef floating* dWh_p = <floating*> data(dWh)
     cdef floating* db_p = <floating*> data(db)
-    cdef floating* dGp_p = <floating*> data(dGp)
-    cdef floating* WxTp_p = <floating*> data(WxTp)
-    cdef floating* deferred_scratch_p = <floating*> data(deferred_scratch)
+    cdef floating* base = <floating*> data(scratch)
+    cdef Py_ssize_t used = 0
+    cdef Py_ssize_t n_zero_row, n_xbuf, n_WpT, n_a_scratch, n_dGp, n_WxTp
+    n_zero_row, n_xbuf, n_WpT, n_a_scratch, n_dGp, n_WxTp = sizes
+    cdef floating* zero_row_p = carve(base, &used, n_zero_row)
+    cdef floating* xbuf_p = carve(base, &used, n_xbuf)
+    cdef floating* WpT_p = carve(base, &used, n_WpT)
+    cdef floating* a_scratch_p = carve(base, &used, n_a_scratch)
+    cdef floating* dGp_p = carve(base, &used, n_dGp)
+    cdef floating* WxTp_p = carve(base, &used, n_WxTp)
+    # the deferred products share the per-step products' A scratch (sized for both)
+    cdef floating* deferred_scratch_p = a_scratch_p if dGp_p != NULL else NULL
     cdef unsigned int csr
     with nogil:
+        memset(zero_row_p, 0, <size_t> H * sizeof(floating))
         csr = rf_denormals_off()
         backward_loop(lstm, relu, lay, D, H, dout_p, zero_row_p, x_p, Wx_p, Wh_p, WpT_p,
                       a_scratch_p, hs_p, cs_p, gates_p, dh_rec_p, dc_p, xbuf_p, dx_p, dWx_p,
@@ -533,32 +540,32 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     D, G, dt = x.shape[2], Wh.shape[1], Wx.dtype
     dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
     dc = _state_or_zeros(dc_n, B, H, dt) if lstm else None      # becomes dc0
-    dx = np.zeros(x.shape, dt)
-    dWx = np.zeros(Wx.shape, dt)
-    dWh = np.zeros(Wh.shape, dt)
-    db = np.zeros(G, dt)
     if T == 0:
-        return dx, dh_rec, dc, dWx, dWh, db
-    WpT = a_scratch = None
-    if _use_packed(B * H * G, dt):      # our packed products, else BLAS
-        WpT = np.empty(_packed_size(G, H, dt), dt)
-        a_scratch = np.empty(_a_packed_size(max(B, D, H, T * B), max(G, T * B)), dt)
-    dGp = WxTp = deferred_scratch = None
-    if WpT is not None and B * H * G < RF_PARALLEL_MIN_WORK:      # the deferred products too
-        dGp = np.empty(_packed_size(T * B, G, dt), dt)
-        WxTp = np.empty(_packed_size(G, D, dt), dt)
-        deferred_scratch = a_scratch
-    xbuf = np.empty((T, B, D), dt) if batch_first and B > 1 else None
-    zero_row = np.zeros(H, dt)
+        return (np.zeros(x.shape, dt), dh_rec, dc, np.zeros(Wx.shape, dt),
+                np.zeros(Wh.shape, dt), np.zeros(G, dt))
+    # every value of these is written by the kernels
+    dx = np.empty(x.shape, dt)
+    dWx = np.empty(Wx.shape, dt)
+    dWh = np.empty(Wh.shape, dt)
+    db = np.empty(G, dt)
+    packed = _use_packed(B * H * G, dt)         # our packed products, else BLAS
+    deferred_packed = packed and B * H * G < RF_PARALLEL_MIN_WORK   # the deferred ones too
+    sizes = (
+        H,                                                  # zero_row: dout's stand-in
+        T * B * D if batch_first and B > 1 else 0,          # xbuf: x (and dx) time-major
+        _packed_size(G, H, dt) if packed else 0,            # WpT: Wh.T packed
+        _a_packed_size(max(B, D, H, T * B), max(G, T * B)) if packed else 0,   # a_scratch
+        _packed_size(T * B, G, dt) if deferred_packed else 0,   # dGp: dG packed
+        _packed_size(G, D, dt) if deferred_packed else 0,       # WxTp: Wx.T packed
+    )
+    scratch = np.empty(_scratch_values(sizes), dt)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
     if dt.itemsize == 4:     # float32 (checked arrays are float32 or float64)
-        backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, zero_row, x, Wx,
-                              Wh, WpT, a_scratch, hs, cs, gates, dh_rec, dc, xbuf, dx, dWx,
-                              dWh, db, dGp, WxTp, deferred_scratch)
+        backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, x, Wx, Wh, hs,
+                              cs, gates, dh_rec, dc, dx, dWx, dWh, db, scratch, sizes)
     else:
-        backward_typed[double](0, lstm, relu, batch_first, T, B, D, H, dout, zero_row, x, Wx,
-                               Wh, WpT, a_scratch, hs, cs, gates, dh_rec, dc, xbuf, dx, dWx,
-                               dWh, db, dGp, WxTp, deferred_scratch)
+        backward_typed[double](0, lstm, relu, batch_first, T, B, D, H, dout, x, Wx, Wh, hs,
+                               cs, gates, dh_rec, dc, dx, dWx, dWh, db, scratch, sizes)
     return dx, dh_rec, dc, dWx, dWh, db
 
 
