@@ -64,10 +64,11 @@ cdef extern from "_simd.h" nogil:
     void rf_pack_panels_f(int k, int n, const float* w, int ldw, int transposed, float* wp)
     void rf_pack_panels_d(int k, int n, const double* w, int ldw, int transposed, double* wp)
     void rf_packed_gemm_f(int m, int n, int k, const float* a, int lda, int a_transposed,
-                          const float* wp, int accumulate, float* c, int ldc, float* a_packed)
+                          const float* wp, int accumulate, float* c, int ldc, float* a_packed,
+                          int parallel)
     void rf_packed_gemm_d(int m, int n, int k, const double* a, int lda, int a_transposed,
                           const double* wp, int accumulate, double* c, int ldc,
-                          double* a_packed)
+                          double* a_packed, int parallel)
     void rf_add_column_sums_f(Py_ssize_t rows, int n, const float* src, Py_ssize_t ld,
                               float* dst)
     void rf_add_column_sums_d(Py_ssize_t rows, int n, const double* src, Py_ssize_t ld,
@@ -136,23 +137,26 @@ cdef inline void pack_panels(int k, int n, const floating* w, int ldw, bint tran
 
 cdef inline void packed_gemm(int m, int n, int k, const floating* a, bint a_transposed,
                              const floating* wp, bint accumulate, floating* c,
-                             floating* a_scratch) noexcept nogil:
-    """c(m, n) (+)= op(a) @ w, w packed; op(a) = a (m, k) or a.T for a (k, m); contiguous."""
+                             floating* a_scratch, bint parallel) noexcept nogil:
+    """c(m, n) (+)= op(a) @ w, w packed; op(a) = a (m, k) or a.T for a (k, m); contiguous.
+    parallel: may use OpenMP's threads (if the product is large enough)."""
     cdef int lda = m if a_transposed else k
     if floating is float:
-        rf_packed_gemm_f(m, n, k, a, lda, a_transposed, wp, accumulate, c, n, a_scratch)
+        rf_packed_gemm_f(m, n, k, a, lda, a_transposed, wp, accumulate, c, n, a_scratch,
+                         parallel)
     else:
-        rf_packed_gemm_d(m, n, k, a, lda, a_transposed, wp, accumulate, c, n, a_scratch)
+        rf_packed_gemm_d(m, n, k, a, lda, a_transposed, wp, accumulate, c, n, a_scratch,
+                         parallel)
 
 
 cdef inline void step_product(int m, int n, int k, const floating* a, const floating* w,
                               bint w_transposed, const floating* wp, bint accumulate,
-                              floating* c, floating* a_scratch) noexcept nogil:
+                              floating* c, floating* a_scratch, bint parallel) noexcept nogil:
     """The per-step product, all row-major and contiguous:
     c(m, n) (+)= a(m, k) @ op(w), op(w) = w.T (w is (n, k)) if w_transposed else w (k, n).
     With wp (op(w) packed by pack_panels) our register-blocked kernel, else BLAS."""
     if wp != NULL:
-        packed_gemm(m, n, k, a, False, wp, accumulate, c, a_scratch)
+        packed_gemm(m, n, k, a, False, wp, accumulate, c, a_scratch, parallel)
     else:
         gemm(False, w_transposed, m, n, k, <floating> 1, a, k, w, k if w_transposed else n,
              <floating> (1 if accumulate else 0), c, n)
@@ -233,6 +237,10 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
+    # OpenMP threads only if the per-step products use them too: after a parallel product
+    # the idle worker spins for milliseconds, on a core a serial step loop does not use
+    # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
+    cdef bint parallel = <long long> B * H * G >= RF_PARALLEL_MIN_WORK
     cdef int t, t0, s, n, bb
     cdef const floating* x_chunk
     cdef floating* gates_t
@@ -251,14 +259,14 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
         n = min(chunk, T - t0)
         x_chunk = steps_time_major(lay, t0, n, D, x, xbuf)
         # gates = x_chunk @ Wx, every step of the chunk at once
-        step_product(n * B, G, D, x_chunk, Wx, False, WxP, False, gates, a_scratch)
+        step_product(n * B, G, D, x_chunk, Wx, False, WxP, False, gates, a_scratch, parallel)
         for s in range(n):
             t = t0 + s
             gates_t = gates + <Py_ssize_t> s * B * G
             h_prev = hs + <Py_ssize_t> (t % n_slots) * B * H
             h_next = hs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
             # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
-            step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch)
+            step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch, parallel)
             if lstm:
                 c_prev = cs + <Py_ssize_t> (t % n_slots) * B * H
                 c_next = cs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
@@ -294,6 +302,10 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
+    # OpenMP threads only if the per-step products use them too: after a parallel product
+    # the idle worker spins for milliseconds, on a core a serial step loop does not use
+    # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
+    cdef bint parallel = <long long> B * H * G >= RF_PARALLEL_MIN_WORK
     cdef int t, bb
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
     cdef floating* gates_t
@@ -315,18 +327,19 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
                 rnn_backward_row(H, relu, dout_row, dh_rec + bb * H,
                                  hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
         # dh_rec = dG_t @ Wh.T
-        step_product(B, H, G, gates_t, Wh, True, WpT, False, dh_rec, a_scratch)
+        step_product(B, H, G, gates_t, Wh, True, WpT, False, dh_rec, a_scratch, parallel)
     # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dG, dx = dG @ Wx.T
     xs = steps_time_major(lay, 0, T, D, x, xbuf)
     dx_tm = xbuf if xs == xbuf else dx    # batch-first: dx time-major first, then scatter
     if dGp != NULL:
-        # one thread, our kernel: for problems this size BLAS's threads cost more than
-        # they bring, and stall whenever another process holds the other core
+        # our kernel rather than BLAS (BLAS's threads cost more than they bring at these
+        # sizes); OpenMP threads when large: these products end the call, no serial step
+        # loop follows them (at 2 threads, medium LSTM forward+backward 1.12x faster so)
         pack_panels(<int> rows, G, gates, G, False, dGp)          # dG as the right operand
-        packed_gemm(D, G, <int> rows, xs, True, dGp, False, dWx, deferred_scratch)
-        packed_gemm(H, G, <int> rows, hs, True, dGp, False, dWh, deferred_scratch)
+        packed_gemm(D, G, <int> rows, xs, True, dGp, False, dWx, deferred_scratch, True)
+        packed_gemm(H, G, <int> rows, hs, True, dGp, False, dWh, deferred_scratch, True)
         pack_panels(G, D, Wx, G, True, WxTp)                      # Wx.T
-        packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_tm, deferred_scratch)
+        packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_tm, deferred_scratch, True)
     else:
         gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0,
              dWx, G)
@@ -633,5 +646,5 @@ def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat):
     rf_pack_panels_f(k, n, &w[0, 0], n, 0, &wp_v[0])
     with nogil:
         for r in range(repeat):
-            rf_packed_gemm_f(m, n, k, &a[0, 0], k, 0, &wp_v[0], 0, &c_v[0, 0], n, &ap_v[0])
+            rf_packed_gemm_f(m, n, k, &a[0, 0], k, 0, &wp_v[0], 0, &c_v[0, 0], n, &ap_v[0], 1)
     return c

@@ -335,12 +335,13 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
 RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
                                            int a_transposed, const REAL* restrict wp,
                                            int accumulate, REAL* restrict c, int ldc,
-                                           REAL* restrict a_packed) {
+                                           REAL* restrict a_packed, int parallel) {
     /* A(i, p) = a[i * rs + p * ks]: a is (m, k) row-major, or (k, m) when transposed */
     const ptrdiff_t rs = a_transposed ? 1 : lda, ks = a_transposed ? lda : 1;
     const int panels = (n + RF_NR - 1) / RF_NR;
     const int wide = rf_have_avx512();
-    const int threads = (long long)m * n * k >= RF_PARALLEL_MIN_WORK ? rf_max_threads() : 1;
+    const int threads = parallel && (long long)m * n * k >= RF_PARALLEL_MIN_WORK
+                        ? rf_max_threads() : 1;
     const int prefetch_next = (long long)k * n * (ptrdiff_t)sizeof(REAL) > RF_W_IN_CACHE;
     /* The 8-row blocks read A interleaved (a_packed) when it is given transposed (its rows
      * are then columns of a) or when its rows are a multiple of 4 KiB apart (they would

@@ -194,8 +194,16 @@ def _sample(fn, number):
     return time.perf_counter() - t0
 
 
+# With more than one thread, a library's worker threads keep spinning after its call
+# returns (OpenBLAS for up to 2^28 cycles, ~0.1 s; OpenMP pools for a while too), and on a
+# 2-core machine they then take a core from whichever implementation is timed next (seen:
+# rnnfast's single-threaded medium RNN forward 2.4x slower right after a NumPy sample).
+# Each sample then waits this long after another implementation's sample.
+SETTLE_S = 0.2
+
+
 def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
-                   on_start=None):
+                   on_start=None, settle=0.0):
     """``{name: Timing}``: median seconds per call of each zero-argument callable in ``fns``.
 
     Each gets one warm-up call and (if fast) an inner loop calibrated so that one sample
@@ -204,7 +212,8 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
     implementation alike rather than whichever was being timed. Rounds stop at ``repeat``,
     or once ``budget`` seconds per callable went by with at least ``min_samples`` rounds.
     The garbage collector is off while sampling, as in ``timeit``. ``on_start(name)`` is
-    called before each warm-up (progress).
+    called before each warm-up (progress). ``settle``: seconds to wait before a sample that
+    follows another callable's (SETTLE_S; not counted in ``budget``).
     """
     first, number = {}, {}
     for name, fn in fns.items():
@@ -222,10 +231,14 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        start, rounds = time.perf_counter(), 0
-        while rounds < max(repeat, 1) and (
-                rounds < min_samples or time.perf_counter() - start < budget * len(fns)):
+        start, rounds, slept = time.perf_counter(), 0, 0.0
+        while rounds < max(repeat, 1) and (rounds < min_samples or
+                                           time.perf_counter() - start - slept
+                                           < budget * len(fns)):
             for name, fn in fns.items():
+                if settle > 0 and len(fns) > 1:
+                    time.sleep(settle)
+                    slept += settle
                 samples[name].append(_sample(fn, number[name]) / number[name])
             rounds += 1
     finally:
@@ -429,7 +442,8 @@ def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads):
            "memory_bytes": {}, "memory_method": {}, "max_abs_diff": {}}
     label = f" ({threads} thr)" if threads else ""
     timings = time_callables(fns, repeat=repeat, budget=budget,
-                             on_start=lambda impl: bar.step(f"{cell.name} {impl}{label}"))
+                             on_start=lambda impl: bar.step(f"{cell.name} {impl}{label}"),
+                             settle=SETTLE_S if (threads or blas_threads() or 1) > 1 else 0.0)
     reference = _as_numpy(timings["rnnfast"].first)
     for impl, timing in timings.items():
         row["time_s"][impl] = timing.median
@@ -600,7 +614,9 @@ def format_markdown(report):
         f"implementation, up to {report['repeat']} rounds of one sample per implementation "
         f"(round-robin, so that load from other processes hits all alike; at least 3 rounds, "
         f"fewer past {report['budget']} s per implementation); each sample >= 1 ms (inner "
-        "loop for fast calls); the median is reported",
+        "loop for fast calls); the median is reported. With more than one thread, each "
+        f"sample waits {SETTLE_S} s after the previous implementation's, so that its idle "
+        "worker threads (which spin for a while after a call) have gone to sleep",
         "",
         "Columns: median time per call of rnnfast (compiled core, `backend=\"cython\"`), its "
         "NumPy twin (`backend=\"numpy\"`) and `torch.nn.RNN`/`LSTM` with the same weights; "
