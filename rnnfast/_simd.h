@@ -97,6 +97,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LOG2E 1.44269504088896341f
 #define RF_TANH_SMALL 0.125f
 #define RF_EXP_DEGREE 7
+#define RF_TANH_DEGREE 7
 #define RF_NR 32
 #include "_simd_impl.h"
 #undef REAL
@@ -109,6 +110,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #undef RF_LOG2E
 #undef RF_TANH_SMALL
 #undef RF_EXP_DEGREE
+#undef RF_TANH_DEGREE
 #undef RF_NR
 
 #define REAL double
@@ -121,6 +123,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LOG2E 1.44269504088896338700
 #define RF_TANH_SMALL 0.125
 #define RF_EXP_DEGREE 13
+#define RF_TANH_DEGREE 15
 #define RF_NR 16
 #include "_simd_impl.h"
 #undef REAL
@@ -133,6 +136,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #undef RF_LOG2E
 #undef RF_TANH_SMALL
 #undef RF_EXP_DEGREE
+#undef RF_TANH_DEGREE
 #undef RF_NR
 
 #endif

@@ -37,18 +37,22 @@ static inline __attribute__((always_inline)) REAL SFX(rf_exp)(REAL x) {
     return p * SFX(rf_pow2_from_shifted)(shifted);
 }
 
-/* tanh(x): an odd Taylor polynomial below |x| = 1/8 (where 1 - 2/(e^2x + 1)
+/* tanh(x): an odd Taylor polynomial (degree RF_TANH_DEGREE) below |x| = 1/8 (where 1 - 2/(e^2x + 1)
  * would cancel), else 1 - 2/(exp(2|x|) + 1) with the sign of x. Exactly +-1 once
  * exp overflows; both branches are computed and one selected, so no jumps. */
 static inline __attribute__((always_inline)) REAL SFX(rf_tanh)(REAL x) {
     const REAL ax = x < 0 ? -x : x;
     const REAL big = 1 - 2 / (SFX(rf_exp)(2 * ax) + 1);
     const REAL x2 = x * x;
+#if RF_TANH_DEGREE == 15
     REAL p = (REAL)(-929569.0 / 638512875.0);
     p = p * x2 + (REAL)(21844.0 / 6081075.0);
     p = p * x2 + (REAL)(-1382.0 / 155925.0);
     p = p * x2 + (REAL)(62.0 / 2835.0);
     p = p * x2 + (REAL)(-17.0 / 315.0);
+#else   /* degree 7: the next term, 62/2835 x^9, is below 4e-10 x for |x| < 1/8 */
+    REAL p = (REAL)(-17.0 / 315.0);
+#endif
     p = p * x2 + (REAL)(2.0 / 15.0);
     p = p * x2 + (REAL)(-1.0 / 3.0);
     const REAL small = x + x * x2 * p;
