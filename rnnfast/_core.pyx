@@ -35,6 +35,7 @@ cnp.import_array()
 
 cdef extern from "_simd.h" nogil:
     const long long RF_PARALLEL_MIN_WORK
+    const long long RF_THREADS_MIN_WORK
     const int RF_MC
     const int RF_KC
     unsigned int rf_denormals_off()
@@ -240,7 +241,7 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     # OpenMP threads only if the per-step products use them too: after a parallel product
     # the idle worker spins for milliseconds, on a core a serial step loop does not use
     # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
-    cdef bint parallel = <long long> B * H * G >= RF_PARALLEL_MIN_WORK
+    cdef bint parallel = <long long> B * H * G >= RF_THREADS_MIN_WORK
     cdef int t, t0, s, n, bb
     cdef const floating* x_chunk
     cdef floating* gates_t
@@ -305,7 +306,7 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
     # OpenMP threads only if the per-step products use them too: after a parallel product
     # the idle worker spins for milliseconds, on a core a serial step loop does not use
     # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
-    cdef bint parallel = <long long> B * H * G >= RF_PARALLEL_MIN_WORK
+    cdef bint parallel = <long long> B * H * G >= RF_THREADS_MIN_WORK
     cdef int t, bb
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
     cdef floating* gates_t

@@ -48,15 +48,21 @@ static inline int rf_have_avx512(void) {
 #endif
 }
 
-/* Threads for the per-step product: OpenMP's count, which OMP_NUM_THREADS and
- * threadpoolctl set, only for products of at least RF_PARALLEL_MIN_WORK multiply-adds
- * (about 0.3 ms on one core): below that, waking a second thread risks more than it saves. */
+/* Threads for the packed products: OpenMP's count, which OMP_NUM_THREADS and
+ * threadpoolctl set, only for products of at least RF_THREADS_MIN_WORK multiply-adds
+ * (about 30 us on one core; a parallel region costs a few us): below that, waking a
+ * second thread risks more than it saves. */
 #ifdef _OPENMP
 #include <omp.h>
 static inline int rf_max_threads(void) { return omp_get_max_threads(); }
 #else
 static inline int rf_max_threads(void) { return 1; }
 #endif
+#ifndef RF_THREADS_MIN_WORK
+#define RF_THREADS_MIN_WORK (1LL << 21)
+#endif
+/* Problems whose per-step product has at least this many multiply-adds ("large") run
+ * their float64 products and their deferred backward products in BLAS (see _core). */
 #define RF_PARALLEL_MIN_WORK (1LL << 24)
 
 /* The packed product's blocks (see rf_packed_gemm): RF_KC terms of k, RF_MC rows; the

@@ -344,7 +344,7 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
     const ptrdiff_t rs = a_transposed ? 1 : lda, ks = a_transposed ? lda : 1;
     const int panels = (n + RF_NR - 1) / RF_NR;
     const int wide = rf_have_avx512();
-    const int threads = parallel && (long long)m * n * k >= RF_PARALLEL_MIN_WORK
+    const int threads = parallel && (long long)m * n * k >= RF_THREADS_MIN_WORK
                         ? rf_max_threads() : 1;
     const int prefetch_next = (long long)k * n * (ptrdiff_t)sizeof(REAL) > RF_W_IN_CACHE;
     /* The 8-row blocks read A interleaved (a_packed) when it is given transposed (its rows
