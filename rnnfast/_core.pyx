@@ -26,6 +26,7 @@ import numpy as np
 cimport cython
 cimport numpy as cnp
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.string cimport memcpy, memset
 
 from rnnfast._blas cimport gemm
@@ -38,6 +39,7 @@ cdef extern from "_simd.h" nogil:
     const long long RF_THREADS_MIN_WORK
     const int RF_MC
     const int RF_KC
+    int rf_max_threads()
     unsigned int rf_denormals_off()
     void rf_denormals_restore(unsigned int old)
     void rf_tanh_array_f(Py_ssize_t n, const float* x, float* y)
@@ -219,6 +221,49 @@ cdef void scatter_time_major(Layout lay, int width, const floating* src,
                    src + (<Py_ssize_t> t * lay.B + b) * width, width * sizeof(floating))
 
 
+# ----------------------------------------------------------------------------- step rows
+# The elementwise pass of one step over batch rows b0 .. b1-1; with several threads the
+# rows are shared out (split_rows) in the same way as the products' panels.
+
+cdef void forward_rows(bint lstm, bint relu, Layout lay, int t, int b0, int b1, int H,
+                       floating* gates_t, const floating* b, const floating* c_prev,
+                       floating* c_next, floating* h_next, floating* out) noexcept nogil:
+    cdef int G = (4 if lstm else 1) * H
+    cdef int bb
+    for bb in range(b0, b1):
+        if lstm:
+            lstm_forward_row(H, gates_t + bb * G, b, c_prev + bb * H, c_next + bb * H,
+                             h_next + bb * H, out + user_row(lay, t, bb) * H)
+        else:
+            rnn_forward_row(H, relu, gates_t + bb * G, b, h_next + bb * H,
+                            out + user_row(lay, t, bb) * H)
+
+
+cdef void backward_rows(bint lstm, bint relu, Layout lay, int t, int b0, int b1, int H,
+                        const floating* dout, const floating* zero_row, const floating* hs,
+                        const floating* cs, floating* gates_t, floating* dh_rec,
+                        floating* dc) noexcept nogil:
+    cdef int B = lay.B
+    cdef int G = (4 if lstm else 1) * H
+    cdef int bb
+    cdef const floating* dout_row
+    for bb in range(b0, b1):
+        dout_row = zero_row if dout == NULL else dout + user_row(lay, t, bb) * H
+        if lstm:
+            lstm_backward_row(H, gates_t + bb * G,
+                              cs + (<Py_ssize_t> (t + 1) * B + bb) * H,
+                              cs + (<Py_ssize_t> t * B + bb) * H,
+                              dout_row, dh_rec + bb * H, dc + bb * H)
+        else:
+            rnn_backward_row(H, relu, dout_row, dh_rec + bb * H,
+                             hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
+
+
+cdef inline int split_rows(int B, int parts, int part) noexcept nogil:
+    """First row of part ``part`` of ``parts`` near-equal parts of B rows."""
+    return <int> ((<long long> B * part) // parts)
+
+
 # ----------------------------------------------------------------------------- forward
 
 cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const floating* x,
@@ -242,7 +287,8 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     # the idle worker spins for milliseconds, on a core a serial step loop does not use
     # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
     cdef bint parallel = <long long> B * H * G >= RF_THREADS_MIN_WORK
-    cdef int t, t0, s, n, bb
+    cdef int threads = min(rf_max_threads(), B) if parallel else 1
+    cdef int t, t0, s, n, part
     cdef const floating* x_chunk
     cdef floating* gates_t
     cdef floating* h_prev
@@ -268,16 +314,18 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
             h_next = hs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
             # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
             step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch, parallel)
+            c_prev = c_next = NULL
             if lstm:
                 c_prev = cs + <Py_ssize_t> (t % n_slots) * B * H
                 c_next = cs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
-                for bb in range(B):
-                    lstm_forward_row(H, gates_t + bb * G, b, c_prev + bb * H, c_next + bb * H,
-                                     h_next + bb * H, out + user_row(lay, t, bb) * H)
+            if threads > 1:
+                for part in prange(threads, num_threads=threads, schedule="static"):
+                    forward_rows(lstm, relu, lay, t, split_rows(B, threads, part),
+                                 split_rows(B, threads, part + 1), H, gates_t, b, c_prev,
+                                 c_next, h_next, out)
             else:
-                for bb in range(B):
-                    rnn_forward_row(H, relu, gates_t + bb * G, b, h_next + bb * H,
-                                    out + user_row(lay, t, bb) * H)
+                forward_rows(lstm, relu, lay, t, 0, B, H, gates_t, b, c_prev, c_next, h_next,
+                             out)
         t0 += n
     memcpy(h_n, hs + <Py_ssize_t> (T % n_slots) * B * H, <size_t> B * H * sizeof(floating))
     if lstm:
@@ -307,26 +355,24 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
     # the idle worker spins for milliseconds, on a core a serial step loop does not use
     # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
     cdef bint parallel = <long long> B * H * G >= RF_THREADS_MIN_WORK
-    cdef int t, bb
+    cdef int threads = min(rf_max_threads(), B) if parallel else 1
+    cdef int t, part
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
     cdef floating* gates_t
-    cdef const floating* dout_row
     cdef const floating* xs
     cdef floating* dx_tm
     if WpT != NULL:
         pack_panels(G, H, Wh, G, True, WpT)
     for t in range(T - 1, -1, -1):
         gates_t = gates + <Py_ssize_t> t * B * G
-        for bb in range(B):
-            dout_row = zero_row if dout == NULL else dout + user_row(lay, t, bb) * H
-            if lstm:
-                lstm_backward_row(H, gates_t + bb * G,
-                                  cs + (<Py_ssize_t> (t + 1) * B + bb) * H,
-                                  cs + (<Py_ssize_t> t * B + bb) * H,
-                                  dout_row, dh_rec + bb * H, dc + bb * H)
-            else:
-                rnn_backward_row(H, relu, dout_row, dh_rec + bb * H,
-                                 hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
+        if threads > 1:
+            for part in prange(threads, num_threads=threads, schedule="static"):
+                backward_rows(lstm, relu, lay, t, split_rows(B, threads, part),
+                              split_rows(B, threads, part + 1), H, dout, zero_row, hs, cs,
+                              gates_t, dh_rec, dc)
+        else:
+            backward_rows(lstm, relu, lay, t, 0, B, H, dout, zero_row, hs, cs, gates_t,
+                          dh_rec, dc)
         # dh_rec = dG_t @ Wh.T
         step_product(B, H, G, gates_t, Wh, True, WpT, False, dh_rec, a_scratch, parallel)
     # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dG, dx = dG @ Wx.T
