@@ -50,6 +50,7 @@ KINDS = ("rnn", "lstm")            # tanh RNN, LSTM
 PASSES = ("fwd", "fwdbwd")         # inference forward; training forward + backward
 GATES = {"rnn": 1, "lstm": 4}
 IMPLS = ("rnnfast", "numpy", "torch")
+ONE_THREAD = "rnnfast_1thread"     # rnnfast at 1 thread, timed within a multi-thread grid
 TARGET_PEER_FACTOR = 10            # rnnfast <= best peer / 10 ...
 TARGET_ROOFLINE = 0.89             # ... or <= floor / 0.89, whichever is larger
 
@@ -203,7 +204,7 @@ SETTLE_S = 0.2
 
 
 def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
-                   on_start=None, settle=0.0):
+                   on_start=None, settle=0.0, contexts=None):
     """``{name: Timing}``: median seconds per call of each zero-argument callable in ``fns``.
 
     Each gets one warm-up call and (if fast) an inner loop calibrated so that one sample
@@ -213,20 +214,25 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
     or once ``budget`` seconds per callable went by with at least ``min_samples`` rounds.
     The garbage collector is off while sampling, as in ``timeit``. ``on_start(name)`` is
     called before each warm-up (progress). ``settle``: seconds to wait before a sample that
-    follows another callable's (SETTLE_S; not counted in ``budget``).
+    follows another callable's (SETTLE_S; not counted in ``budget``). ``contexts``:
+    ``{name: factory}`` of a context manager to run that callable's calls in (a thread
+    count).
     """
+    contexts = contexts or {}
+    within = lambda name: contexts.get(name, contextlib.nullcontext)()  # noqa: E731
     first, number = {}, {}
     for name, fn in fns.items():
         if on_start is not None:
             on_start(name)
-        t0 = time.perf_counter()
-        first[name] = fn()
-        elapsed = time.perf_counter() - t0
-        number[name] = 1
-        if elapsed < 100 * min_sample:       # fast: calibrate, which also warms up more
-            while (t := _sample(fn, number[name])) < min_sample:
-                number[name] = max(2 * number[name],
-                                   math.ceil(1.2 * number[name] * min_sample / max(t, 1e-9)))
+        with within(name):
+            t0 = time.perf_counter()
+            first[name] = fn()
+            elapsed = time.perf_counter() - t0
+            number[name] = 1
+            if elapsed < 100 * min_sample:       # fast: calibrate, which also warms up more
+                while (t := _sample(fn, number[name])) < min_sample:
+                    number[name] = max(2 * number[name], math.ceil(
+                        1.2 * number[name] * min_sample / max(t, 1e-9)))
     samples = {name: [] for name in fns}
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -239,7 +245,8 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
                 if settle > 0 and len(fns) > 1:
                     time.sleep(settle)
                     slept += settle
-                samples[name].append(_sample(fn, number[name]) / number[name])
+                with within(name):
+                    samples[name].append(_sample(fn, number[name]) / number[name])
             rounds += 1
     finally:
         if gc_was_enabled:
@@ -441,9 +448,16 @@ def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads):
            "time_s": {}, "min_s": {}, "spread": {}, "samples_s": {}, "number": {},
            "memory_bytes": {}, "memory_method": {}, "max_abs_diff": {}}
     label = f" ({threads} thr)" if threads else ""
+    n_threads = threads or blas_threads() or 1
+    contexts = {}
+    if n_threads > 1 and "rnnfast" in fns:
+        # rnnfast at 1 thread in the same round-robin: the issue's "never slower than its own
+        # 1-thread time" compared at the same moment (this VM's speed drifts between grids)
+        fns[ONE_THREAD] = fns["rnnfast"]
+        contexts[ONE_THREAD] = lambda: limit_threads(1)
     timings = time_callables(fns, repeat=repeat, budget=budget,
                              on_start=lambda impl: bar.step(f"{cell.name} {impl}{label}"),
-                             settle=SETTLE_S if (threads or blas_threads() or 1) > 1 else 0.0)
+                             settle=SETTLE_S if n_threads > 1 else 0.0, contexts=contexts)
     reference = _as_numpy(timings["rnnfast"].first)
     for impl, timing in timings.items():
         row["time_s"][impl] = timing.median
@@ -457,6 +471,8 @@ def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads):
     del timings
     if measure_memory:
         for impl, fn in fns.items():
+            if impl == ONE_THREAD:
+                continue
             if impl == "torch":
                 row["memory_bytes"][impl], row["memory_method"][impl] = rss_peak_delta(fn), "rss"
             else:
@@ -476,7 +492,9 @@ def _targets(row):
     """Ratios, % of roofline and the issue's target, added to a cell's row (with floor_s)."""
     t = row["time_s"]
     ours = t["rnnfast"]
-    row["speedup"] = {impl: t[impl] / ours for impl in t if impl != "rnnfast"}
+    row["speedup"] = {impl: t[impl] / ours for impl in t if impl not in ("rnnfast", ONE_THREAD)}
+    if ONE_THREAD in t:
+        row["vs_1thread"] = t[ONE_THREAD] / ours       # > 1: faster than at 1 thread
     row["roofline_fraction"] = row["floor_s"] / ours
     peers = {impl: t[impl] for impl in ("numpy", "torch") if impl in t}
     best = min(peers, key=peers.get)
@@ -509,8 +527,13 @@ COLUMNS = ("cell", "B,T,D,H", "rnnfast ms", "NumPy ms", "PyTorch ms", "vs NumPy"
            "mem rnnfast", "mem NumPy", "mem PyTorch (RSS)", "noise")
 
 
+ONE_THREAD_COLUMNS = ("rnnfast 1-thread ms (same run)", "vs 1 thread")
+
+
 def format_table(run, markdown=False):
     """The grid of one run as an aligned text table or a markdown table."""
+    same_run_1thread = all("vs_1thread" in r for r in run["cells"])
+    columns = COLUMNS + (ONE_THREAD_COLUMNS if same_run_1thread else ())
     rows = []
     for r in run["cells"]:
         t, x, mem = r["time_s"], r["speedup"], r["memory_bytes"]
@@ -523,17 +546,18 @@ def format_table(run, markdown=False):
             _ms(r["floor_s"]), f"{100 * r['roofline_fraction']:.0f}%",
             _ms(r["target_s"]), "yes" if r["target_met"] else "NO",
             _mem(mem.get("rnnfast")), _mem(mem.get("numpy")), _mem(mem.get("torch")),
-            f"{100 * max(r['spread'].values()):.0f}%"))
+            f"{100 * max(r['spread'].values()):.0f}%")
+            + ((_ms(t[ONE_THREAD]), f"{r['vs_1thread']:.2f}x") if same_run_1thread else ()))
     if markdown:
-        lines = ["| " + " | ".join(COLUMNS) + " |",
+        lines = ["| " + " | ".join(columns) + " |",
                  "|" + "|".join("---" if i < 2 or i == 10 else "--:"
-                                for i in range(len(COLUMNS))) + "|"]
+                                for i in range(len(columns))) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
-    widths = [max(len(str(v)) for v in col) for col in zip(COLUMNS, *rows)]
+    widths = [max(len(str(v)) for v in col) for col in zip(columns, *rows)]
     fmt = lambda vals: "  ".join(  # noqa: E731
         str(v).ljust(w) if i < 2 else str(v).rjust(w) for i, (v, w) in enumerate(zip(vals, widths)))
-    return "\n".join([fmt(COLUMNS), fmt("-" * w for w in widths)] + [fmt(r) for r in rows])
+    return "\n".join([fmt(columns), fmt("-" * w for w in widths)] + [fmt(r) for r in rows])
 
 
 def _run_header(run):
@@ -639,8 +663,26 @@ def format_markdown(report):
         title = f"{n} thread{'s' if n != 1 else ''}" if n else "Default thread count"
         met = sum(r["target_met"] for r in run["cells"])
         out += ["", f"## {title}", "", _run_header(run) + ".",
-                f"Targets met: {met} of {len(run['cells'])}.", "", format_table(run, True)]
+                f"Targets met: {met} of {len(run['cells'])}." + _one_thread_summary(run), "",
+                format_table(run, True)]
     return "\n".join(out) + "\n"
+
+
+def _one_thread_summary(run):
+    """The multi-thread targets, from the same-run 1-thread timings, or ''."""
+    rows = run["cells"]
+    if not rows or not all("vs_1thread" in r for r in rows):
+        return ""
+    not_slower = sum(r["vs_1thread"] >= 1 for r in rows)
+    worst = min(rows, key=lambda r: r["vs_1thread"])
+    large = [r for r in rows if r["size"] == "large"]
+    text = (f" Against rnnfast at 1 thread in the same round-robin (`vs 1 thread` = 1-thread "
+            f"time / this time): not slower in {not_slower} of {len(rows)} cells (lowest "
+            f"{worst['vs_1thread']:.2f}x, {worst['name'].replace('fwdbwd', 'fwd+bwd')})")
+    if large:
+        text += ("; large cells " + ", ".join(f"{r['vs_1thread']:.2f}x" for r in large)
+                 + " (target >= 1.6x)")
+    return text + "."
 
 
 def plot(report, path):
