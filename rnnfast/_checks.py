@@ -187,7 +187,8 @@ def _ready_for_forward(gates, x, states, Wx, Wh, b, batch_first):
         batch, seq_len = seq_len, batch
     if not (input_size >= 1 and hidden >= 1 and width == gates * hidden and batch >= 1
             and features == input_size and Wh.shape == (hidden, width) and b.shape == (width,)
-            and batch * max(seq_len, 1) * max(input_size, width) <= _INT32_MAX):
+            and batch * (seq_len or 1) * (input_size if input_size > width else width)
+            <= _INT32_MAX):
         return False
     for s in states:
         if s is not None and not (type(s) is ndarray and s.dtype is dtype

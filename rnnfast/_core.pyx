@@ -423,7 +423,7 @@ cdef inline floating* carve(floating* scratch, Py_ssize_t* used, Py_ssize_t n) n
 
 cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
                         int D, int H, x, h0, c0, Wx, Wh, b, gates, hs, cs, int chunk,
-                        int n_slots, out, h_n, c_n, scratch, sizes):
+                        int n_slots, out, h_n, c_n, scratch, Py_ssize_t* sizes):
     """``gates``, ``hs``, ``cs``: the training workspace's arrays, or None (inference): then
     they are carved, like every other buffer, from ``scratch``; ``sizes``: the values of
     gates, hs, cs, xbuf, Wp, WxP, a_scratch (0: not used)."""
@@ -439,19 +439,17 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
     cdef floating* c_n_p = <floating*> data(c_n)
     cdef floating* base = <floating*> data(scratch)
     cdef Py_ssize_t used = 0
-    cdef Py_ssize_t n_gates, n_hs, n_cs, n_xbuf, n_Wp, n_WxP, n_a_scratch
-    n_gates, n_hs, n_cs, n_xbuf, n_Wp, n_WxP, n_a_scratch = sizes
     cdef floating* gates_p = <floating*> data(gates)
     cdef floating* hs_p = <floating*> data(hs)
     cdef floating* cs_p = <floating*> data(cs)
     if gates is None:
-        gates_p = carve(base, &used, n_gates)
-        hs_p = carve(base, &used, n_hs)
-        cs_p = carve(base, &used, n_cs)
-    cdef floating* xbuf_p = carve(base, &used, n_xbuf)
-    cdef floating* Wp_p = carve(base, &used, n_Wp)
-    cdef floating* WxP_p = carve(base, &used, n_WxP)
-    cdef floating* a_scratch_p = carve(base, &used, n_a_scratch)
+        gates_p = carve(base, &used, sizes[0])
+        hs_p = carve(base, &used, sizes[1])
+        cs_p = carve(base, &used, sizes[2])
+    cdef floating* xbuf_p = carve(base, &used, sizes[3])
+    cdef floating* Wp_p = carve(base, &used, sizes[4])
+    cdef floating* WxP_p = carve(base, &used, sizes[5])
+    cdef floating* a_scratch_p = carve(base, &used, sizes[6])
     cdef unsigned int csr
     with nogil:
         csr = rf_denormals_off()
@@ -463,7 +461,7 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
 
 cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
                          int D, int H, dout, x, Wx, Wh, hs, cs, gates, dh_rec, dc, dx, dWx,
-                         dWh, db, scratch, sizes):
+                         dWh, db, scratch, Py_ssize_t* sizes):
     """``scratch``: one block for the internal buffers, of ``sizes`` values: zero_row,
     xbuf, WpT, a_scratch, dGp, WxTp (0: not used; see _backward)."""
     cdef Layout lay = make_layout(T, B, batch_first)
@@ -482,14 +480,12 @@ cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, i
     cdef floating* db_p = <floating*> data(db)
     cdef floating* base = <floating*> data(scratch)
     cdef Py_ssize_t used = 0
-    cdef Py_ssize_t n_zero_row, n_xbuf, n_WpT, n_a_scratch, n_dGp, n_WxTp
-    n_zero_row, n_xbuf, n_WpT, n_a_scratch, n_dGp, n_WxTp = sizes
-    cdef floating* zero_row_p = carve(base, &used, n_zero_row)
-    cdef floating* xbuf_p = carve(base, &used, n_xbuf)
-    cdef floating* WpT_p = carve(base, &used, n_WpT)
-    cdef floating* a_scratch_p = carve(base, &used, n_a_scratch)
-    cdef floating* dGp_p = carve(base, &used, n_dGp)
-    cdef floating* WxTp_p = carve(base, &used, n_WxTp)
+    cdef floating* zero_row_p = carve(base, &used, sizes[0])
+    cdef floating* xbuf_p = carve(base, &used, sizes[1])
+    cdef floating* WpT_p = carve(base, &used, sizes[2])
+    cdef floating* a_scratch_p = carve(base, &used, sizes[3])
+    cdef floating* dGp_p = carve(base, &used, sizes[4])
+    cdef floating* WxTp_p = carve(base, &used, sizes[5])
     # the deferred products share the per-step products' A scratch (sized for both)
     cdef floating* deferred_scratch_p = a_scratch_p if dGp_p != NULL else NULL
     cdef unsigned int csr
@@ -525,37 +521,55 @@ packed_max_work = 1 << 62
 A_PACKED_SIZE = RF_MC * RF_KC
 
 
-def _a_packed_size(max_rows, max_k):
-    """rf_packed_gemm's scratch for products of at most max_rows rows and max_k terms."""
-    return min(RF_MC, max_rows) * min(RF_KC, max_k)
-
-
-def _use_packed(step_work, dt):
+cdef bint use_packed(long long step_work, bint is_float):
     """Whether a call's products run in rf_packed_gemm. float64 problems with large
     per-step products stay in BLAS: there dgemm beat our double micro-kernel (large
     float64 cells 0.83-0.97x the NumPy twin with it)."""
-    if dt.itemsize == 8 and step_work >= RF_PARALLEL_MIN_WORK:
+    if not is_float and step_work >= RF_PARALLEL_MIN_WORK:
         return False
     return step_work <= packed_max_work
 
 
-def _packed_size(K, N, dt):
+cdef inline Py_ssize_t packed_size(bint is_float, int K, int N) noexcept:
     """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
-    return rf_packed_size_f(K, N) if dt.itemsize == 4 else rf_packed_size_d(K, N)
+    return rf_packed_size_f(K, N) if is_float else rf_packed_size_d(K, N)
 
 
-def _scratch_values(sizes):
+cdef inline Py_ssize_t a_packed_size(Py_ssize_t max_rows, Py_ssize_t max_k) noexcept:
+    """rf_packed_gemm's scratch for products of at most max_rows rows and max_k terms."""
+    return min(<Py_ssize_t> RF_MC, max_rows) * min(<Py_ssize_t> RF_KC, max_k)
+
+
+cdef Py_ssize_t scratch_values(Py_ssize_t* sizes, int n) noexcept:
     """Values of one scratch block holding buffers of ``sizes`` values (see carve)."""
-    return sum((n + 15) // 16 * 16 for n in sizes)
+    cdef Py_ssize_t total = 0
+    cdef int i
+    for i in range(n):
+        total += (sizes[i] + 15) // 16 * 16
+    return total
 
 
-def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
+cdef inline cnp.ndarray empty(int nd, cnp.npy_intp* dims, bint is_float):
+    """np.empty through the C API (a fifth of np.empty's cost per call; a tiny forward
+    allocates four arrays)."""
+    return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32 if is_float else cnp.NPY_FLOAT64, 0)
+
+
+def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint training):
     """Allocates outputs and buffers, runs forward_typed; returns
     ``(out, h_n, c_n, workspace)`` (c_n None for the RNN)."""
-    lstm = cell == "lstm"
-    B, T, H = _dims(x, Wh, batch_first)
-    D, G, dt = x.shape[2], Wh.shape[1], Wx.dtype
-    out = np.empty(x.shape[:2] + (H,), dt)
+    cdef bint lstm = cell == "lstm"
+    cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
+    cdef Py_ssize_t B, T, H, D, G, chunk, n_slots
+    cdef Py_ssize_t sizes[7]
+    cdef cnp.npy_intp dims[3]
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    B, T = (xa.shape[0], xa.shape[1]) if batch_first else (xa.shape[1], xa.shape[0])
+    D = xa.shape[2]
+    H, G = (<cnp.ndarray> Wh).shape[0], (<cnp.ndarray> Wh).shape[1]
+    dt = Wx.dtype
+    dims[0], dims[1], dims[2] = xa.shape[0], xa.shape[1], H
+    out = empty(3, dims, is_float)
     chunk = T if training else max(1, min(T, CHUNK_ROWS // B))
     n_slots = T + 1 if training else 2
     gates = hs = cs = workspace = None
@@ -570,20 +584,20 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
     if T == 0:
         return (out, _state_or_zeros(h0, B, H, dt),
                 _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
-    packed = _use_packed(B * H * G, dt)         # our packed products, else BLAS
-    sizes = (
-        0 if training else chunk * B * G,                   # gates
-        0 if training else n_slots * B * H,                 # hs
-        0 if training or not lstm else n_slots * B * H,     # cs
-        chunk * B * D if batch_first and B > 1 else 0,      # xbuf: x gathered time-major
-        _packed_size(H, G, dt) if packed else 0,            # Wp: Wh packed
-        _packed_size(D, G, dt) if packed else 0,            # WxP: Wx packed
-        _a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0,
-    )
-    scratch = np.empty(_scratch_values(sizes), dt)
-    h_n = np.empty((B, H), dt)
-    c_n = np.empty((B, H), dt) if lstm else None
-    if dt.itemsize == 4:     # float32 (checked arrays are float32 or float64)
+    cdef bint packed = use_packed(<long long> B * H * G, is_float)   # else BLAS
+    sizes[0] = 0 if training else chunk * B * G                     # gates
+    sizes[1] = 0 if training else n_slots * B * H                   # hs
+    sizes[2] = 0 if training or not lstm else n_slots * B * H       # cs
+    sizes[3] = chunk * B * D if batch_first and B > 1 else 0        # xbuf: x time-major
+    sizes[4] = packed_size(is_float, H, G) if packed else 0         # Wp: Wh packed
+    sizes[5] = packed_size(is_float, D, G) if packed else 0         # WxP: Wx packed
+    sizes[6] = a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0
+    dims[0] = scratch_values(sizes, 7)
+    scratch = empty(1, dims, is_float)
+    dims[0], dims[1] = B, H
+    h_n = empty(2, dims, is_float)
+    c_n = empty(2, dims, is_float) if lstm else None
+    if is_float:
         forward_typed[float](0, lstm, relu, batch_first, T, B, D, H, x, h0, c0, Wx, Wh, b,
                              gates, hs, cs, chunk, n_slots, out, h_n, c_n, scratch, sizes)
     else:
@@ -592,12 +606,19 @@ def _forward(cell, relu, x, h0, c0, Wx, Wh, b, batch_first, training):
     return out, h_n, c_n, workspace
 
 
-def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
+def _backward(cell, bint relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first):
     """Allocates gradients and scratch, runs backward_typed; returns
     ``(dx, dh0, dc0, dWx, dWh, db)`` (dc0 None for the RNN)."""
-    lstm = cell == "lstm"
-    B, T, H = _dims(x, Wh, batch_first)
-    D, G, dt = x.shape[2], Wh.shape[1], Wx.dtype
+    cdef bint lstm = cell == "lstm"
+    cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
+    cdef Py_ssize_t B, T, H, D, G
+    cdef Py_ssize_t sizes[6]
+    cdef cnp.npy_intp dims[1]
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    B, T = (xa.shape[0], xa.shape[1]) if batch_first else (xa.shape[1], xa.shape[0])
+    D = xa.shape[2]
+    H, G = (<cnp.ndarray> Wh).shape[0], (<cnp.ndarray> Wh).shape[1]
+    dt = Wx.dtype
     dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
     dc = _state_or_zeros(dc_n, B, H, dt) if lstm else None      # becomes dc0
     if T == 0:
@@ -607,20 +628,22 @@ def _backward(cell, relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first):
     dx = np.empty(x.shape, dt)
     dWx = np.empty(Wx.shape, dt)
     dWh = np.empty(Wh.shape, dt)
-    db = np.empty(G, dt)
-    packed = _use_packed(B * H * G, dt)         # our packed products, else BLAS
-    deferred_packed = packed and B * H * G < RF_PARALLEL_MIN_WORK   # the deferred ones too
-    sizes = (
-        H,                                                  # zero_row: dout's stand-in
-        T * B * D if batch_first and B > 1 else 0,          # xbuf: x (and dx) time-major
-        _packed_size(G, H, dt) if packed else 0,            # WpT: Wh.T packed
-        _a_packed_size(max(B, D, H, T * B), max(G, T * B)) if packed else 0,   # a_scratch
-        _packed_size(T * B, G, dt) if deferred_packed else 0,   # dGp: dG packed
-        _packed_size(G, D, dt) if deferred_packed else 0,       # WxTp: Wx.T packed
-    )
-    scratch = np.empty(_scratch_values(sizes), dt)
+    dims[0] = G
+    db = empty(1, dims, is_float)
+    cdef bint packed = use_packed(<long long> B * H * G, is_float)   # else BLAS
+    # the deferred products too (large problems: BLAS)
+    cdef bint deferred_packed = packed and B * H * G < RF_PARALLEL_MIN_WORK
+    sizes[0] = H                                                    # zero_row: dout's stand-in
+    sizes[1] = T * B * D if batch_first and B > 1 else 0            # xbuf: x (and dx) time-major
+    sizes[2] = packed_size(is_float, G, H) if packed else 0         # WpT: Wh.T packed
+    sizes[3] = (a_packed_size(max(B, D, H, T * B), max(G, T * B))   # a_scratch
+                if packed else 0)
+    sizes[4] = packed_size(is_float, T * B, G) if deferred_packed else 0    # dGp: dG packed
+    sizes[5] = packed_size(is_float, G, D) if deferred_packed else 0        # WxTp: Wx.T packed
+    dims[0] = scratch_values(sizes, 6)
+    scratch = empty(1, dims, is_float)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
-    if dt.itemsize == 4:     # float32 (checked arrays are float32 or float64)
+    if is_float:
         backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, x, Wx, Wh, hs,
                               cs, gates, dh_rec, dc, dx, dWx, dWh, db, scratch, sizes)
     else:

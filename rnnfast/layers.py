@@ -6,6 +6,11 @@ from . import _checks, functional
 __all__ = ["RNN", "LSTM"]
 
 
+def _layout(*arrays):
+    """Shapes, dtypes and strides of ``arrays``, flat (one tuple comparison checks all)."""
+    return tuple(v for a in arrays for v in (a.shape, a.dtype, a.strides))
+
+
 class _Recurrent:
     """What RNN and LSTM share: parameters, gradients, train/eval, the BPTT cache."""
 
@@ -74,14 +79,16 @@ class _Recurrent:
         p, remembered = self.params, self._checked_weights
         # the same objects are not enough: shape, dtype and strides can be set in place
         # (params["Wh"].shape = (4*H, H)), and the kernels trust them without bounds checks
-        if remembered is None or not all(
-                p[k] is a and (a.shape, a.dtype, a.strides) == meta
-                for k, a, meta in zip(("Wx", "Wh", "b"), remembered[0], remembered[1])):
-            checked = _checks.check_params(p, self._cell, self.input_size, self.hidden_size,
-                                           self.dtype)
-            remembered = (checked, [(a.shape, a.dtype, a.strides) for a in checked])
-            self._checked_weights = remembered
-        return remembered[0]
+        if remembered is not None:
+            checked, meta = remembered
+            Wx, Wh, b = checked
+            if (p["Wx"] is Wx and p["Wh"] is Wh and p["b"] is b
+                    and _layout(Wx, Wh, b) == meta):
+                return checked
+        checked = _checks.check_params(p, self._cell, self.input_size, self.hidden_size,
+                                       self.dtype)
+        self._checked_weights = (checked, _layout(*checked))
+        return checked
 
     def _forward_inputs(self, x, states):
         Wx, Wh, b = self._weights()
