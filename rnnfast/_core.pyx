@@ -40,6 +40,8 @@ cdef extern from "_simd.h" nogil:
     const int RF_MC
     const int RF_KC
     int rf_max_threads()
+    void rf_asan_poison(const void* p, size_t n)
+    void rf_asan_unpoison(const void* p, size_t n)
     unsigned int rf_denormals_off()
     void rf_denormals_restore(unsigned int old)
     void rf_tanh_array_f(Py_ssize_t n, const float* x, float* y)
@@ -411,13 +413,20 @@ cdef inline void* data(a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray> a)
 
 
+cdef enum:
+    RED_ZONE = 16       # values between two carved buffers (poisoned in ASan builds)
+
+
 cdef inline floating* carve(floating* scratch, Py_ssize_t* used, Py_ssize_t n) noexcept nogil:
-    """The next n values of a scratch block (NULL for n = 0); each buffer is rounded up to
-    16 values, so buffers start 64 bytes (float32) apart at least."""
+    """The next n values of a scratch block (NULL for n = 0): each buffer is rounded up to
+    16 values and followed by a red zone of RED_ZONE values, poisoned for AddressSanitizer
+    (scratch_values sizes the block; the caller unpoisons it after the kernel)."""
     if n == 0:
         return NULL
     cdef floating* p = scratch + used[0]
-    used[0] += (n + 15) // 16 * 16
+    cdef Py_ssize_t rounded = (n + 15) // 16 * 16
+    rf_asan_poison(p + n, <size_t> (rounded - n + RED_ZONE) * sizeof(floating))
+    used[0] += rounded + RED_ZONE
     return p
 
 
@@ -457,6 +466,7 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
                      xbuf_p, hs_p, cs_p, n_slots, out_p, h_n_p, c_n_p, Wp_p, WxP_p,
                      a_scratch_p)
         rf_denormals_restore(csr)
+        rf_asan_unpoison(base, <size_t> used * sizeof(floating))
 
 
 cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
@@ -496,6 +506,7 @@ cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, i
                       a_scratch_p, hs_p, cs_p, gates_p, dh_rec_p, dc_p, xbuf_p, dx_p, dWx_p,
                       dWh_p, db_p, dGp_p, WxTp_p, deferred_scratch_p)
         rf_denormals_restore(csr)
+        rf_asan_unpoison(base, <size_t> used * sizeof(floating))
 
 
 # ----------------------------------------------------------------------------- Python faces
@@ -545,7 +556,8 @@ cdef Py_ssize_t scratch_values(Py_ssize_t* sizes, int n) noexcept:
     cdef Py_ssize_t total = 0
     cdef int i
     for i in range(n):
-        total += (sizes[i] + 15) // 16 * 16
+        if sizes[i] > 0:
+            total += (sizes[i] + 15) // 16 * 16 + RED_ZONE
     return total
 
 

@@ -39,6 +39,18 @@ static inline unsigned int rf_denormals_off(void) { return 0u; }
 static inline void rf_denormals_restore(unsigned int old) { (void)old; }
 #endif
 
+/* AddressSanitizer builds (RNNFAST_SANITIZE=address): a call's internal buffers are carved
+ * out of one scratch block (_core.carve), so the red zones between them are poisoned by
+ * hand; otherwise an overrun of one buffer into the next would go unreported. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+static inline void rf_asan_poison(const void* p, size_t n) { ASAN_POISON_MEMORY_REGION(p, n); }
+static inline void rf_asan_unpoison(const void* p, size_t n) { ASAN_UNPOISON_MEMORY_REGION(p, n); }
+#else
+static inline void rf_asan_poison(const void* p, size_t n) { (void)p; (void)n; }
+static inline void rf_asan_unpoison(const void* p, size_t n) { (void)p; (void)n; }
+#endif
+
 /* Whether the CPU has AVX-512 (the loader's target_clones choice, for block sizes). */
 static inline int rf_have_avx512(void) {
 #if defined(__GNUC__) && defined(__x86_64__)
