@@ -157,12 +157,18 @@ def check_params(params, cell, input_size, hidden, dtype):
     return check_weights(params["Wx"], params["Wh"], params["b"], GATES[cell], dtype=dtype)
 
 
+def _fits_blas(batch, seq_len, input_size, width):
+    """Whether the largest matrix of a call, batch*seq_len rows of the wider of input_size
+    and width (gates * hidden), is indexable with 32-bit ints."""
+    return batch * max(seq_len, 1) * max(input_size, width) <= _INT32_MAX
+
+
 def check_blas_size(batch, seq_len, input_size, hidden, gates):
     """Every matrix a kernel hands to BLAS must be indexable with 32-bit ints."""
-    rows = batch * max(seq_len, 1)
-    if rows * max(input_size, gates * hidden) > _INT32_MAX:
-        raise ValueError(f"problem too large for 32-bit BLAS indices: batch*seq_len={rows} rows "
-                         f"of width {max(input_size, gates * hidden)} exceed {_INT32_MAX} elements")
+    if not _fits_blas(batch, seq_len, input_size, gates * hidden):
+        raise ValueError(f"problem too large for 32-bit BLAS indices: "
+                         f"batch*seq_len={batch * max(seq_len, 1)} rows of width "
+                         f"{max(input_size, gates * hidden)} exceed {_INT32_MAX} elements")
 
 
 def _ready_for_forward(gates, x, states, Wx, Wh, b, batch_first):
@@ -187,8 +193,7 @@ def _ready_for_forward(gates, x, states, Wx, Wh, b, batch_first):
         batch, seq_len = seq_len, batch
     if not (input_size >= 1 and hidden >= 1 and width == gates * hidden and batch >= 1
             and features == input_size and Wh.shape == (hidden, width) and b.shape == (width,)
-            and batch * (seq_len or 1) * (input_size if input_size > width else width)
-            <= _INT32_MAX):
+            and _fits_blas(batch, seq_len, input_size, width)):
         return False
     for s in states:
         if s is not None and not (type(s) is ndarray and s.dtype is dtype

@@ -261,6 +261,16 @@ cdef void backward_rows(bint lstm, bint relu, Layout lay, int t, int b0, int b1,
                              hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
 
 
+cdef inline int step_threads(int B, int H, int G, bint* parallel) noexcept nogil:
+    """Threads sharing out a step's batch rows (at most one per row), and in ``parallel``
+    whether the step's products may use OpenMP's threads: only when the per-step product
+    has RF_THREADS_MIN_WORK multiply-adds. All or nothing: after a parallel product the idle
+    worker spins for milliseconds, on a core a serial step loop does not use but whose
+    load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)."""
+    parallel[0] = <long long> B * H * G >= RF_THREADS_MIN_WORK
+    return min(rf_max_threads(), B) if parallel[0] else 1
+
+
 cdef inline int split_rows(int B, int parts, int part) noexcept nogil:
     """First row of part ``part`` of ``parts`` near-equal parts of B rows."""
     return <int> ((<long long> B * part) // parts)
@@ -285,11 +295,8 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
-    # OpenMP threads only if the per-step products use them too: after a parallel product
-    # the idle worker spins for milliseconds, on a core a serial step loop does not use
-    # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
-    cdef bint parallel = <long long> B * H * G >= RF_THREADS_MIN_WORK
-    cdef int threads = min(rf_max_threads(), B) if parallel else 1
+    cdef bint parallel
+    cdef int threads = step_threads(B, H, G, &parallel)
     cdef int t, t0, s, n, part
     cdef const floating* x_chunk
     cdef floating* gates_t
@@ -353,11 +360,8 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
-    # OpenMP threads only if the per-step products use them too: after a parallel product
-    # the idle worker spins for milliseconds, on a core a serial step loop does not use
-    # but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)
-    cdef bint parallel = <long long> B * H * G >= RF_THREADS_MIN_WORK
-    cdef int threads = min(rf_max_threads(), B) if parallel else 1
+    cdef bint parallel
+    cdef int threads = step_threads(B, H, G, &parallel)
     cdef int t, part
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
     cdef floating* gates_t
@@ -511,10 +515,16 @@ cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, i
 
 # ----------------------------------------------------------------------------- Python faces
 
-def _dims(x, Wh, batch_first):
-    """(batch, seq_len, hidden) of a call."""
-    B, T = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
-    return B, T, Wh.shape[0]
+cdef struct Dims:
+    Py_ssize_t B, T, D, H, G      # batch, seq_len, input, hidden, gates x hidden
+
+
+cdef inline Dims dims_of(cnp.ndarray x, cnp.ndarray Wh, bint batch_first) noexcept:
+    """The sizes of a call (checked arrays)."""
+    cdef Dims d
+    d.B, d.T = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
+    d.D, d.H, d.G = x.shape[2], Wh.shape[0], Wh.shape[1]
+    return d
 
 
 def _state_or_zeros(s, B, H, dtype):
@@ -572,15 +582,12 @@ def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint train
     ``(out, h_n, c_n, workspace)`` (c_n None for the RNN)."""
     cdef bint lstm = cell == "lstm"
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
-    cdef Py_ssize_t B, T, H, D, G, chunk, n_slots
+    cdef Dims d = dims_of(x, Wh, batch_first)
+    cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G, chunk, n_slots
     cdef Py_ssize_t sizes[7]
     cdef cnp.npy_intp dims[3]
-    cdef cnp.ndarray xa = <cnp.ndarray> x
-    B, T = (xa.shape[0], xa.shape[1]) if batch_first else (xa.shape[1], xa.shape[0])
-    D = xa.shape[2]
-    H, G = (<cnp.ndarray> Wh).shape[0], (<cnp.ndarray> Wh).shape[1]
     dt = Wx.dtype
-    dims[0], dims[1], dims[2] = xa.shape[0], xa.shape[1], H
+    dims[0], dims[1], dims[2] = (B, T, H) if batch_first else (T, B, H)    # out: like x
     out = empty(3, dims, is_float)
     chunk = T if training else max(1, min(T, CHUNK_ROWS // B))
     n_slots = T + 1 if training else 2
@@ -623,13 +630,10 @@ def _backward(cell, bint relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batc
     ``(dx, dh0, dc0, dWx, dWh, db)`` (dc0 None for the RNN)."""
     cdef bint lstm = cell == "lstm"
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
-    cdef Py_ssize_t B, T, H, D, G
+    cdef Dims d = dims_of(x, Wh, batch_first)
+    cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G
     cdef Py_ssize_t sizes[6]
     cdef cnp.npy_intp dims[1]
-    cdef cnp.ndarray xa = <cnp.ndarray> x
-    B, T = (xa.shape[0], xa.shape[1]) if batch_first else (xa.shape[1], xa.shape[0])
-    D = xa.shape[2]
-    H, G = (<cnp.ndarray> Wh).shape[0], (<cnp.ndarray> Wh).shape[1]
     dt = Wx.dtype
     dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
     dc = _state_or_zeros(dc_n, B, H, dt) if lstm else None      # becomes dc0

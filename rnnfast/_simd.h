@@ -117,19 +117,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_EXP_DEGREE 7
 #define RF_TANH_DEGREE 7
 #define RF_NR 32
-#include "_simd_impl.h"
-#undef REAL
-#undef SFX
-#undef RF_EXP_LO
-#undef RF_EXP_HI
-#undef RF_SHIFTER
-#undef RF_LN2_HI
-#undef RF_LN2_LO
-#undef RF_LOG2E
-#undef RF_TANH_SMALL
-#undef RF_EXP_DEGREE
-#undef RF_TANH_DEGREE
-#undef RF_NR
+#include "_simd_impl.h"    /* (undefines the parameters above) */
 
 #define REAL double
 #define SFX(name) name##_d
@@ -143,18 +131,6 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_EXP_DEGREE 13
 #define RF_TANH_DEGREE 15
 #define RF_NR 16
-#include "_simd_impl.h"
-#undef REAL
-#undef SFX
-#undef RF_EXP_LO
-#undef RF_EXP_HI
-#undef RF_SHIFTER
-#undef RF_LN2_HI
-#undef RF_LN2_LO
-#undef RF_LOG2E
-#undef RF_TANH_SMALL
-#undef RF_EXP_DEGREE
-#undef RF_TANH_DEGREE
-#undef RF_NR
+#include "_simd_impl.h"    /* (undefines the parameters above) */
 
 #endif

@@ -1,5 +1,6 @@
 /* Body of _simd.h, included once per REAL (float, double); see there.
- * Names get the suffix SFX: rf_tanh_f / rf_tanh_d, and so on.
+ * Names get the suffix SFX: rf_tanh_f / rf_tanh_d, and so on. The parameters it is
+ * given (REAL, SFX, RF_*) are undefined at its end, ready for the next inclusion.
  *
  * Every row function works on one batch row of n = hidden values; the gate
  * rows hold 4n values in the order i, f, g, o. The expressions follow
@@ -267,9 +268,8 @@ RF_DEFINE_MICRO(2)
  * latency at every step of k, so four steps of k go to four separate pairs. */
 static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
         int k, const REAL* restrict a, ptrdiff_t a_rs, ptrdiff_t a_ks,
-        const REAL* restrict panel, int ncols, int accumulate, REAL* restrict c, int ldc,
-        const REAL* prefetch) {
-    (void)a_rs; (void)ldc; (void)prefetch;
+        const REAL* restrict panel, int ncols, int accumulate, REAL* restrict c, int ldc) {
+    (void)a_rs; (void)ldc;
     SFX(rf_vec) acc[4][2];
     _Pragma("GCC unroll 4")
     for (int u = 0; u < 4; u++) { acc[u][0] = (SFX(rf_vec)){0}; acc[u][1] = (SFX(rf_vec)){0}; }
@@ -323,7 +323,7 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
                         cc + (ptrdiff_t)i * ldc + col, ldc, i == 0 ? next : NULL);
     for (; i < mc; i++)
         SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                        cc + (ptrdiff_t)i * ldc + col, ldc, NULL);
+                        cc + (ptrdiff_t)i * ldc + col, ldc);
 }
 
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels; A may be given
@@ -397,3 +397,16 @@ RF_CLONES static void SFX(rf_add_column_sums)(ptrdiff_t rows, int n, const REAL*
         for (int j = 0; j < n; j++) dst[j] += row[j];
     }
 }
+
+#undef REAL
+#undef SFX
+#undef RF_EXP_LO
+#undef RF_EXP_HI
+#undef RF_SHIFTER
+#undef RF_LN2_HI
+#undef RF_LN2_LO
+#undef RF_LOG2E
+#undef RF_TANH_SMALL
+#undef RF_EXP_DEGREE
+#undef RF_TANH_DEGREE
+#undef RF_NR
