@@ -81,9 +81,11 @@ cdef extern from "_simd.h" nogil:
 
 
 # Inference projects the inputs chunk by chunk into a reused gate buffer of about this many
-# rows (steps x batch), so its memory does not grow with seq_len.
+# rows (steps x batch), so its memory does not grow with seq_len, and the gates are still in
+# cache when their step reads them (64 against 512: medium LSTM 1.08x, large 1.05-1.11x;
+# 32: same as 64).
 cdef enum:
-    CHUNK_ROWS = 512
+    CHUNK_ROWS = 64
 
 
 # ----------------------------------------------------------------------------- row helpers
