@@ -288,7 +288,8 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
                        floating* a_scratch) noexcept nogil:
     """The forward of both cells.
 
-    gates holds ``chunk`` steps (T in training, where it is the BPTT workspace);
+    gates holds ``chunk`` steps, reused chunk after chunk, or in training (n_slots = T + 1)
+    all T steps, the BPTT workspace, filled chunk by chunk;
     hs and cs hold ``n_slots`` (B, H) states: T + 1 in training (h_{-1} .. h_{T-1},
     kept for BPTT), 2 in inference (ping-pong). xbuf: ``chunk`` steps of x when
     batch-first. cs is unused (NULL) for the RNN. Wp, WxP: room for the packed Wh and
@@ -301,6 +302,7 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     cdef int threads = step_threads(B, H, G, &parallel)
     cdef int t, t0, s, n, part
     cdef const floating* x_chunk
+    cdef floating* gates_chunk
     cdef floating* gates_t
     cdef floating* h_prev
     cdef floating* h_next
@@ -316,11 +318,13 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     while t0 < T:                                           # chunk by chunk
         n = min(chunk, T - t0)
         x_chunk = steps_time_major(lay, t0, n, D, x, xbuf)
-        # gates = x_chunk @ Wx, every step of the chunk at once
-        step_product(n * B, G, D, x_chunk, Wx, False, WxP, False, gates, a_scratch, parallel)
+        gates_chunk = gates + (<Py_ssize_t> t0 * B * G if n_slots == T + 1 else 0)
+        # gates_chunk = x_chunk @ Wx, every step of the chunk at once
+        step_product(n * B, G, D, x_chunk, Wx, False, WxP, False, gates_chunk, a_scratch,
+                     parallel)
         for s in range(n):
             t = t0 + s
-            gates_t = gates + <Py_ssize_t> s * B * G
+            gates_t = gates_chunk + <Py_ssize_t> s * B * G
             h_prev = hs + <Py_ssize_t> (t % n_slots) * B * H
             h_next = hs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
             # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
@@ -591,11 +595,11 @@ def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint train
     dt = Wx.dtype
     dims[0], dims[1], dims[2] = (B, T, H) if batch_first else (T, B, H)    # out: like x
     out = empty(3, dims, is_float)
-    chunk = T if training else max(1, min(T, CHUNK_ROWS // B))
+    chunk = max(1, min(T, CHUNK_ROWS // B))
     n_slots = T + 1 if training else 2
     gates = hs = cs = workspace = None
     if training:        # the BPTT workspace; in inference these come from the scratch block
-        gates = np.empty((chunk, B, G), dt)
+        gates = np.empty((T, B, G), dt)
         hs = np.empty((n_slots, B, H), dt)
         cs = np.empty((n_slots, B, H), dt) if lstm else None
         workspace = {"backend": "cython", "cell": cell, "batch_first": batch_first,
