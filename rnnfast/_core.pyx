@@ -583,9 +583,34 @@ cdef inline cnp.ndarray empty(int nd, cnp.npy_intp* dims, bint is_float):
     return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32 if is_float else cnp.NPY_FLOAT64, 0)
 
 
-def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint training):
+cdef enum:
+    POOL_MIN_BYTES = 128 * 1024     # glibc's initial threshold for malloc through mmap
+
+
+cdef cnp.ndarray pooled(dict pool, str name, int nd, cnp.npy_intp* dims, bint is_float):
+    """Like empty(nd, dims), but with a pool (BufferedKernels': buffers kept between one
+    layer's calls) a view of the first values of the flat buffer it keeps under ``name``,
+    grown when too small. Fresh pages cost a fault each (clear and map): per-call
+    allocation of a training workspace spent 17-32% of a medium fwd+bwd in the kernel."""
+    cdef cnp.npy_intp n = 1
+    cdef int i
+    for i in range(nd):
+        n *= dims[i]
+    # small arrays come from malloc's heap without faults, and pooling costs ~1 us each
+    if pool is None or n * (4 if is_float else 8) < POOL_MIN_BYTES:
+        return empty(nd, dims, is_float)
+    cdef cnp.ndarray flat = pool.get(name)
+    if (flat is None or cnp.PyArray_DIM(flat, 0) < n
+            or (cnp.PyArray_ITEMSIZE(flat) == 4) != is_float):
+        flat = empty(1, &n, is_float)
+        pool[name] = flat
+    return flat[:n].reshape([dims[i] for i in range(nd)])
+
+
+def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint training,
+             dict pool=None):
     """Allocates outputs and buffers, runs forward_typed; returns
-    ``(out, h_n, c_n, workspace)`` (c_n None for the RNN)."""
+    ``(out, h_n, c_n, workspace)`` (c_n None for the RNN). ``pool``: see pooled()."""
     cdef bint lstm = cell == "lstm"
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
@@ -599,9 +624,11 @@ def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint train
     n_slots = T + 1 if training else 2
     gates = hs = cs = workspace = None
     if training:        # the BPTT workspace; in inference these come from the scratch block
-        gates = np.empty((T, B, G), dt)
-        hs = np.empty((n_slots, B, H), dt)
-        cs = np.empty((n_slots, B, H), dt) if lstm else None
+        dims[0], dims[1], dims[2] = T, B, G
+        gates = pooled(pool, "gates", 3, dims, is_float)
+        dims[0], dims[1], dims[2] = n_slots, B, H
+        hs = pooled(pool, "hs", 3, dims, is_float)
+        cs = pooled(pool, "cs", 3, dims, is_float) if lstm else None
         workspace = {"backend": "cython", "cell": cell, "batch_first": batch_first,
                      "dims": (B, T, H), "gates": gates, "hs": hs, "cs": cs}
         if not lstm:
@@ -618,7 +645,7 @@ def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint train
     sizes[5] = packed_size(is_float, D, G) if packed else 0         # WxP: Wx packed
     sizes[6] = a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0
     dims[0] = scratch_values(sizes, 7)
-    scratch = empty(1, dims, is_float)
+    scratch = pooled(pool, "forward scratch", 1, dims, is_float)
     dims[0], dims[1] = B, H
     h_n = empty(2, dims, is_float)
     c_n = empty(2, dims, is_float) if lstm else None
@@ -631,9 +658,10 @@ def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint train
     return out, h_n, c_n, workspace
 
 
-def _backward(cell, bint relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first):
+def _backward(cell, bint relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
+              dict pool=None):
     """Allocates gradients and scratch, runs backward_typed; returns
-    ``(dx, dh0, dc0, dWx, dWh, db)`` (dc0 None for the RNN)."""
+    ``(dx, dh0, dc0, dWx, dWh, db)`` (dc0 None for the RNN). ``pool``: see pooled()."""
     cdef bint lstm = cell == "lstm"
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
@@ -663,7 +691,7 @@ def _backward(cell, bint relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batc
     sizes[4] = packed_size(is_float, T * B, G) if deferred_packed else 0    # dGp: dG packed
     sizes[5] = packed_size(is_float, G, D) if deferred_packed else 0        # WxTp: Wx.T packed
     dims[0] = scratch_values(sizes, 6)
-    scratch = empty(1, dims, is_float)
+    scratch = pooled(pool, "backward scratch", 1, dims, is_float)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
     if is_float:
         backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, x, Wx, Wh, hs,
@@ -696,6 +724,42 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
     """Returns ``(dx, dh0, dc0, dWx, dWh, db)``. Overwrites the workspace's gates."""
     return _backward("lstm", False, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first)
+
+
+class BufferedKernels:
+    """The four kernels above, for one layer: the training workspace and the scratch
+    blocks are kept between calls and reused instead of allocated anew (outputs and
+    gradients are always new arrays). So a workspace is valid only until the next
+    training forward, and one object serves one thread at a time. Inference allocates
+    as the module functions do (an eval layer may be shared by threads)."""
+
+    def __init__(self):
+        self._pool = {}
+
+    def release(self):
+        """Drop the kept buffers (the next training call allocates them again)."""
+        self._pool.clear()
+
+    def rnn_forward(self, x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True,
+                    training=True):
+        out, h_n, _, workspace = _forward("rnn", nonlinearity == "relu", x, h0, None, Wx, Wh,
+                                          b, batch_first, training,
+                                          self._pool if training else None)
+        return out, h_n, workspace
+
+    def rnn_backward(self, dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh",
+                     batch_first=True):
+        dx, dh0, _, dWx, dWh, db = _backward("rnn", nonlinearity == "relu", dout, dh_n, None,
+                                             x, Wx, Wh, workspace, batch_first, self._pool)
+        return dx, dh0, dWx, dWh, db
+
+    def lstm_forward(self, x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
+        return _forward("lstm", False, x, h0, c0, Wx, Wh, b, batch_first, training,
+                        self._pool if training else None)
+
+    def lstm_backward(self, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
+        return _backward("lstm", False, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first,
+                         self._pool)
 
 
 def _tanh(x):

@@ -1,0 +1,127 @@
+"""A compiled training layer keeps its workspace and scratch between calls
+(_core.BufferedKernels): its results must be bitwise those of the module functions, which
+allocate afresh, whatever the order of shapes, and nothing it returns may be overwritten
+by a later call."""
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast import _core
+
+H, D = 64, 32
+CELLS = ["rnn-tanh", "rnn-relu", "lstm"]
+# (batch, seq_len): every workspace array above the pooling threshold (128 KiB), shrinking,
+# growing and coming back
+SHAPES = [(16, 100), (16, 40), (8, 130), (16, 100)]
+
+
+def make(cell, batch_first=True):
+    if cell == "lstm":
+        return rnnfast.LSTM(D, H, batch_first=batch_first, seed=1)
+    return rnnfast.RNN(D, H, cell.split("-")[1], batch_first=batch_first, seed=1)
+
+
+def problem(seed, B, T, batch_first):
+    rng = np.random.default_rng(seed)
+    shape = (B, T) if batch_first else (T, B)
+    x = rng.standard_normal(shape + (D,)).astype(np.float32)
+    dout = rng.standard_normal(shape + (H,)).astype(np.float32)
+    return x, dout
+
+
+def fresh(layer, x, dout):
+    """Forward and backward through the module functions (new buffers every call)."""
+    Wx, Wh, b = (layer.params[k] for k in ("Wx", "Wh", "b"))
+    if isinstance(layer, rnnfast.LSTM):
+        out, h_n, c_n, ws = _core.lstm_forward(x, None, None, Wx, Wh, b, layer.batch_first)
+        dx, _, _, dWx, dWh, db = _core.lstm_backward(dout, None, None, x, Wx, Wh, ws,
+                                                     layer.batch_first)
+        return out, dx, dWx, dWh, db
+    out, h_n, ws = _core.rnn_forward(x, None, Wx, Wh, b, layer.nonlinearity,
+                                     layer.batch_first)
+    dx, _, dWx, dWh, db = _core.rnn_backward(dout, None, x, Wx, Wh, ws, layer.nonlinearity,
+                                             layer.batch_first)
+    return out, dx, dWx, dWh, db
+
+
+def pooled(layer, x, dout):
+    out = layer(x)[0]
+    dx = layer.backward(dout)[0]
+    return out, dx, layer.grads["Wx"], layer.grads["Wh"], layer.grads["b"]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("cell", CELLS)
+def test_kept_buffers_give_the_fresh_results_and_never_overwrite_returned_arrays(cell,
+                                                                                batch_first):
+    layer = make(cell, batch_first)
+    returned = []
+    for i, (B, T) in enumerate(SHAPES):
+        x, dout = problem(i, B, T, batch_first)
+        got = pooled(layer, x, dout)
+        assert layer._kernels._pool, "the layer kept no buffers: nothing was tested"
+        for name, g, want in zip(["out", "dx", "dWx", "dWh", "db"], got, fresh(layer, x, dout)):
+            np.testing.assert_array_equal(g, want, err_msg=f"call {i}: {name}")
+        returned.append([a.copy() for a in got] + [got])
+    for i, entry in enumerate(returned):     # later calls left earlier results alone
+        copies, arrays = entry[:-1], entry[-1]
+        for c, a in zip(copies, arrays):
+            np.testing.assert_array_equal(a, c, err_msg=f"call {i}'s result was overwritten")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_second_forward_supersedes_the_first(cell):
+    layer = make(cell)
+    x1, _ = problem(1, 16, 100, True)
+    x2, dout = problem(2, 16, 100, True)
+    layer(x1)
+    got = pooled(layer, x2, dout)
+    for g, want in zip(got, fresh(layer, x2, dout)):
+        np.testing.assert_array_equal(g, want)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_callers_x_is_copied_and_the_copy_reused(cell):
+    layer = make(cell)
+    x, dout = problem(3, 16, 100, True)
+    want = fresh(layer, x.copy(), dout)
+    layer(x)
+    copy = layer._x_copy
+    x[...] = 0                               # the caller reuses its array before backward
+    dx = layer.backward(dout)[0]
+    np.testing.assert_array_equal(dx, want[1])
+    np.testing.assert_array_equal(layer.grads["Wx"], want[2])
+    x, dout = problem(4, 16, 100, True)
+    layer(x)
+    assert layer._x_copy is copy             # same shape: the buffer was reused
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_refused_call_leaves_the_pending_backward_intact(cell):
+    layer = make(cell)
+    x, dout = problem(5, 16, 100, True)
+    want = fresh(layer, x, dout)
+    layer(x)
+    with pytest.raises(ValueError):
+        layer(np.zeros((16, 100, D + 1), np.float32))
+    dx = layer.backward(dout)[0]
+    np.testing.assert_array_equal(dx, want[1])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_eval_and_release_free_the_kept_buffers(cell):
+    layer = make(cell)
+    x, dout = problem(6, 16, 100, True)
+    pooled(layer, x, dout)
+    assert layer._kernels._pool and layer._x_copy is not None
+    layer.release_buffers()
+    assert not layer._kernels._pool and layer._x_copy is None
+    with pytest.raises(ValueError, match="without a training forward"):
+        layer.backward(dout)
+    pooled(layer, x, dout)
+    assert layer._kernels._pool
+    out_train = layer(x)[0]
+    layer.eval()
+    assert not layer._kernels._pool and layer._x_copy is None
+    np.testing.assert_array_equal(layer(x)[0], out_train)
+    assert not layer._kernels._pool          # inference keeps nothing (threads may share it)
