@@ -358,9 +358,12 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
      * block of W is read from L3 once, for all row chunks. */
     const int k_blocks = (k + RF_KC - 1) / RF_KC, row_chunks = (m + RF_MC - 1) / RF_MC;
     const int rows_outer = !prefetch_next;
-    for (int block = 0; block < k_blocks * row_chunks; block++) {
-        const int p0 = (rows_outer ? block % k_blocks : block / row_chunks) * RF_KC;
-        const int i0 = (rows_outer ? block / k_blocks : block % row_chunks) * RF_MC;
+    const int n_outer = rows_outer ? row_chunks : k_blocks;
+    const int n_inner = rows_outer ? k_blocks : row_chunks;
+    for (int outer = 0; outer < n_outer; outer++)
+    for (int inner = 0; inner < n_inner; inner++) {
+        const int p0 = (rows_outer ? inner : outer) * RF_KC;
+        const int i0 = (rows_outer ? outer : inner) * RF_MC;
         const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
         const int acc = accumulate || p0 > 0;
         {
