@@ -203,6 +203,17 @@ def _sample(fn, number):
 # rnnfast's single-threaded medium RNN forward 2.4x slower right after a NumPy sample).
 # Each sample then waits this long after another implementation's sample.
 SETTLE_S = 0.2
+# After that sleep the core is idle and comes back slow: the first milliseconds of a sample
+# ran up to 1.4x slower (tiny and small cells at 2 threads: rnnfast 0.69-0.73x "its own
+# 1-thread time", the same code, because entering the 1-thread context did some work
+# between sleep and sample). So every sample is preceded by this much busy waiting.
+WAKE_S = 0.02
+
+
+def _busy_wait(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
@@ -248,6 +259,8 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
                     time.sleep(settle)
                     slept += settle
                 with within(name):
+                    if settle > 0 and len(fns) > 1:
+                        _busy_wait(WAKE_S)
                     samples[name].append(_sample(fn, number[name]) / number[name])
             rounds += 1
     finally:
