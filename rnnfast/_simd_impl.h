@@ -366,37 +366,35 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
         const int i0 = (rows_outer ? outer : inner) * RF_MC;
         const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
         const int acc = accumulate || p0 > 0;
-        {
-            const int mc = m - i0 < RF_MC ? m - i0 : RF_MC;
-            const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
-            REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
-            if (interleave) {
-                for (int i = 0; i + 8 <= mc; i += 8) {
-                    REAL* restrict dst = a_packed + (ptrdiff_t)i * kc;
-                    if (a_transposed)           /* A's 8 rows are 8 neighbours in a */
-                        for (int p = 0; p < kc; p++)
-                            for (int r = 0; r < 8; r++) dst[p * 8 + r] = ac[i + r + p * ks];
-                    else
-                        for (int r = 0; r < 8; r++)
-                            for (int p = 0; p < kc; p++) dst[p * 8 + r] = ac[(i + r) * rs + p];
-                }
+        const int mc = m - i0 < RF_MC ? m - i0 : RF_MC;
+        const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
+        REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
+        if (interleave) {
+            for (int i = 0; i + 8 <= mc; i += 8) {
+                REAL* restrict dst = a_packed + (ptrdiff_t)i * kc;
+                if (a_transposed)           /* A's 8 rows are 8 neighbours in a */
+                    for (int p = 0; p < kc; p++)
+                        for (int r = 0; r < 8; r++) dst[p * 8 + r] = ac[i + r + p * ks];
+                else
+                    for (int r = 0; r < 8; r++)
+                        for (int p = 0; p < kc; p++) dst[p * 8 + r] = ac[(i + r) * rs + p];
             }
-            /* (no parallel region at all for one thread: even an inactive one costs ~1 us,
-             * as much as a whole batch-1 step) */
-            if (threads > 1) {
-                #pragma omp parallel for num_threads(threads) schedule(static)
-                for (int q = 0; q < panels; q++)
-                    SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
-                                         prefetch_next, ac,
-                                         rs, ks, a_packed,
-                                         wp, cc, ldc);
-            } else {
-                for (int q = 0; q < panels; q++)
-                    SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
-                                         prefetch_next, ac,
-                                         rs, ks, a_packed,
-                                         wp, cc, ldc);
-            }
+        }
+        /* (no parallel region at all for one thread: even an inactive one costs ~1 us,
+         * as much as a whole batch-1 step) */
+        if (threads > 1) {
+            #pragma omp parallel for num_threads(threads) schedule(static)
+            for (int q = 0; q < panels; q++)
+                SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
+                                     prefetch_next, ac,
+                                     rs, ks, a_packed,
+                                     wp, cc, ldc);
+        } else {
+            for (int q = 0; q < panels; q++)
+                SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
+                                     prefetch_next, ac,
+                                     rs, ks, a_packed,
+                                     wp, cc, ldc);
         }
     }
 }
