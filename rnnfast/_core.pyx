@@ -442,16 +442,20 @@ cdef enum:
     RED_ZONE = 16       # values between two carved buffers (poisoned in ASan builds)
 
 
+cdef inline Py_ssize_t carved_values(Py_ssize_t n) noexcept nogil:
+    """Values a buffer of n takes in a scratch block: rounded up to 16, then a red zone."""
+    return (n + 15) // 16 * 16 + RED_ZONE
+
+
 cdef inline floating* carve(floating* scratch, Py_ssize_t* used, Py_ssize_t n) noexcept nogil:
-    """The next n values of a scratch block (NULL for n = 0): each buffer is rounded up to
-    16 values and followed by a red zone of RED_ZONE values, poisoned for AddressSanitizer
-    (scratch_values sizes the block; the caller unpoisons it after the kernel)."""
+    """The next n values of a scratch block (NULL for n = 0), followed up to
+    carved_values(n) by padding and a red zone poisoned for AddressSanitizer (scratch_values
+    sizes the block; the caller unpoisons it after the kernel)."""
     if n == 0:
         return NULL
     cdef floating* p = scratch + used[0]
-    cdef Py_ssize_t rounded = (n + 15) // 16 * 16
-    rf_asan_poison(p + n, <size_t> (rounded - n + RED_ZONE) * sizeof(floating))
-    used[0] += rounded + RED_ZONE
+    rf_asan_poison(p + n, <size_t> (carved_values(n) - n) * sizeof(floating))
+    used[0] += carved_values(n)
     return p
 
 
@@ -588,7 +592,7 @@ cdef Py_ssize_t scratch_values(Py_ssize_t* sizes, int n) noexcept:
     cdef int i
     for i in range(n):
         if sizes[i] > 0:
-            total += (sizes[i] + 15) // 16 * 16 + RED_ZONE
+            total += carved_values(sizes[i])
     return total
 
 

@@ -297,7 +297,7 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
 /* One panel q of rf_packed_gemm's current k block and row chunk: C[:, q-th NR columns]
  * (+)= A chunk @ panel block. */
 static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
-        int q, int panels, int n, int k, int p0, int kc, int mc, int acc, int wide,
+        int q, int panels, int n, int p0, int kc, int mc, int acc, int wide,
         int interleaved, int prefetch_next,
         const REAL* restrict ac, ptrdiff_t rs, ptrdiff_t ks, const REAL* restrict a_packed,
         const REAL* restrict wp, REAL* restrict cc, int ldc) {
@@ -385,16 +385,12 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
         if (threads > 1) {
             #pragma omp parallel for num_threads(threads) schedule(static)
             for (int q = 0; q < panels; q++)
-                SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
-                                     prefetch_next, ac,
-                                     rs, ks, a_packed,
-                                     wp, cc, ldc);
+                SFX(rf_packed_panel)(q, panels, n, p0, kc, mc, acc, wide, interleave,
+                                     prefetch_next, ac, rs, ks, a_packed, wp, cc, ldc);
         } else {
             for (int q = 0; q < panels; q++)
-                SFX(rf_packed_panel)(q, panels, n, k, p0, kc, mc, acc, wide, interleave,
-                                     prefetch_next, ac,
-                                     rs, ks, a_packed,
-                                     wp, cc, ldc);
+                SFX(rf_packed_panel)(q, panels, n, p0, kc, mc, acc, wide, interleave,
+                                     prefetch_next, ac, rs, ks, a_packed, wp, cc, ldc);
         }
     }
 }
