@@ -759,6 +759,14 @@ class BufferedKernels:
         """Drop the kept buffers (the next training call allocates them again)."""
         self._pool.clear()
 
+    def kept_copy(self, cnp.ndarray x):
+        """A copy of the checked input x, for backward, in a kept buffer: valid, like the
+        workspace, until the next training forward."""
+        copy = pooled(self._pool, "x", cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
+                      x.dtype.itemsize == 4)
+        np.copyto(copy, x)
+        return copy
+
     def rnn_forward(self, x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True,
                     training=True):
         out, h_n, _, workspace = _forward("rnn", nonlinearity == "relu", x, h0, None, Wx, Wh,

@@ -28,7 +28,6 @@ class _Recurrent:
         self._kernels = functional.kernels(self.backend)
         if self.backend == "cython":    # training buffers kept between calls (see there)
             self._kernels = self._kernels.BufferedKernels()
-        self._x_copy = None
         gh = _checks.GATES[self._cell] * self.hidden_size
         # a layer no call could run (one row already too wide for 32-bit BLAS) is refused
         # before its parameters are allocated and filled
@@ -58,7 +57,6 @@ class _Recurrent:
         the compiled backend's scratch and the copy of x: about ``T*B*(G+2)*H`` values for
         an LSTM). ``eval()`` does this; the next training forward allocates them again."""
         self._cache = None
-        self._x_copy = None
         release = getattr(self._kernels, "release", None)
         if release is not None:
             release()
@@ -110,13 +108,10 @@ class _Recurrent:
         x, states, Wx, Wh, b = _checks.check_forward(self._cell, x, states, Wx, Wh, b,
                                                      self.batch_first, weights_checked=True)
         if self.training and np.may_share_memory(x, x_user):
-            # backward needs x as it was: keep our own copy, not the caller's array, in
-            # the buffer of the previous copy when it fits (its forward is superseded)
-            copy = self._x_copy
-            if copy is None or copy.shape != x.shape or copy.dtype != x.dtype:
-                copy = self._x_copy = np.empty(x.shape, x.dtype)
-            np.copyto(copy, x)
-            x = copy
+            # backward needs x as it was: keep our own copy, not the caller's array (the
+            # compiled backend keeps it with its workspace, reused by the next forward)
+            kept_copy = getattr(self._kernels, "kept_copy", None)
+            x = x.copy() if kept_copy is None else kept_copy(x)
         self._cache = None     # checks passed: this forward replaces the previous cache
         return x, states, Wx, Wh, b
 
