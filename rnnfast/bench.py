@@ -233,6 +233,7 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
     """
     contexts = contexts or {}
     within = lambda name: contexts.get(name, contextlib.nullcontext)()  # noqa: E731
+    settling = settle > 0 and len(fns) > 1
     first, number = {}, {}
     for name, fn in fns.items():
         if on_start is not None:
@@ -255,11 +256,11 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
                                            time.perf_counter() - start - slept
                                            < budget * len(fns)):
             for name, fn in fns.items():
-                if settle > 0 and len(fns) > 1:
+                if settling:
                     time.sleep(settle)
                     slept += settle
                 with within(name):
-                    if settle > 0 and len(fns) > 1:
+                    if settling:
                         _busy_wait(WAKE_S)
                     samples[name].append(_sample(fn, number[name]) / number[name])
             rounds += 1
