@@ -110,28 +110,31 @@ RF_CLONES static void SFX(rf_rnn_backward_row)(int n, int relu, const REAL* rest
 
 /* LSTM forward, one row. gates: in x_t Wx + h_{t-1} Wh (4n, no bias), out the
  * activated i, f, g, o (kept for BPTT). c_prev, c: the cell state before and
- * after; h: the new hidden state, also copied to the user's output row h_out. */
+ * after; h: the new hidden state, also copied to the user's output row h_out.
+ *
+ * Gate by gate, then the state: one loop computing all five transcendentals of a unit
+ * chains them (c needs i, f, g; h needs tanh(c)), ~170 cycles of latency per vector,
+ * which the out-of-order core could not hide (5.4 ns per unit, 3x the throughput of five
+ * exp). Here each loop's iterations are independent. Same operations per value. */
 RF_CLONES static void SFX(rf_lstm_forward_row)(int n, REAL* restrict gates, const REAL* restrict b,
                                                 const REAL* restrict c_prev, REAL* restrict c,
                                                 REAL* restrict h, REAL* restrict h_out) {
-    REAL* restrict gi = gates;
-    REAL* restrict gf = gates + n;
-    REAL* restrict gg = gates + 2 * n;
-    REAL* restrict go = gates + 3 * n;
+    for (int j = 0; j < 2 * n; j++)                              /* i, f */
+        gates[j] = SFX(rf_sigmoid)(gates[j] + b[j]);
+    for (int j = 2 * n; j < 3 * n; j++)                          /* g */
+        gates[j] = SFX(rf_tanh)(gates[j] + b[j]);
+    for (int j = 3 * n; j < 4 * n; j++)                          /* o */
+        gates[j] = SFX(rf_sigmoid)(gates[j] + b[j]);
+    const REAL* restrict gi = gates;
+    const REAL* restrict gf = gates + n;
+    const REAL* restrict gg = gates + 2 * n;
+    const REAL* restrict go = gates + 3 * n;
     for (int j = 0; j < n; j++) {
-        const REAL i = SFX(rf_sigmoid)(gi[j] + b[j]);
-        const REAL f = SFX(rf_sigmoid)(gf[j] + b[n + j]);
-        const REAL g = SFX(rf_tanh)(gg[j] + b[2 * n + j]);
-        const REAL o = SFX(rf_sigmoid)(go[j] + b[3 * n + j]);
-        const REAL c_new = f * c_prev[j] + i * g;
-        const REAL h_new = o * SFX(rf_tanh)(c_new);
+        const REAL c_new = gf[j] * c_prev[j] + gi[j] * gg[j];
+        const REAL h_new = go[j] * SFX(rf_tanh)(c_new);
         c[j] = c_new;
         h[j] = h_new;
         h_out[j] = h_new;
-        gi[j] = i;
-        gf[j] = f;
-        gg[j] = g;
-        go[j] = o;
     }
 }
 
