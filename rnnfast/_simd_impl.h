@@ -297,6 +297,32 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
                             ncols, accumulate, c);
 }
 
+/* One row, four panels at once (a batch-1 LSTM's step product: G = 4 * 32): each a[p]
+ * feeds eight FMAs, and eight independent accumulators cover the FMA latency with one
+ * broadcast per eight loads of W, where rf_micro_1 needs one per two. The panels are
+ * panel_stride values apart; n_left: C's columns from the first panel's on. */
+static inline __attribute__((always_inline)) void SFX(rf_micro_1x4)(
+        int k, const REAL* restrict a, ptrdiff_t a_ks, const REAL* restrict panel,
+        ptrdiff_t panel_stride, int n_left, int accumulate, REAL* restrict c) {
+    SFX(rf_vec) acc[4][2];
+    _Pragma("GCC unroll 4")
+    for (int u = 0; u < 4; u++) { acc[u][0] = (SFX(rf_vec)){0}; acc[u][1] = (SFX(rf_vec)){0}; }
+    for (int p = 0; p < k; p++) {
+        const REAL ap = a[p * a_ks];
+        _Pragma("GCC unroll 4")
+        for (int u = 0; u < 4; u++) {
+            const REAL* restrict wk = panel + u * panel_stride + (ptrdiff_t)p * RF_NR;
+            acc[u][0] += ap * *(const SFX(rf_vec_u)*)wk;
+            acc[u][1] += ap * *(const SFX(rf_vec_u)*)(wk + RF_NR / 2);
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int u = 0; u < 4; u++) {
+        const int ncols = n_left - u * RF_NR < RF_NR ? n_left - u * RF_NR : RF_NR;
+        SFX(rf_store_block_row)(acc[u][0], acc[u][1], ncols, accumulate, c + u * RF_NR);
+    }
+}
+
 /* One panel q of rf_packed_gemm's current k block and row chunk: C[:, q-th NR columns]
  * (+)= A chunk @ panel block. */
 static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
@@ -327,6 +353,24 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
     for (; i < mc; i++)
         SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
                         cc + (ptrdiff_t)i * ldc + col, ldc);
+}
+
+/* Panels q0 .. q1-1 (those below `panels`) of the current k block and row chunk: four at
+ * once while they last when the chunk is a single row, else one by one. */
+static inline __attribute__((always_inline)) void SFX(rf_packed_group)(
+        int q0, int q1, int panels, int n, int p0, int kc, int mc, int acc, int wide,
+        int interleaved, int prefetch_next,
+        const REAL* restrict ac, ptrdiff_t rs, ptrdiff_t ks, const REAL* restrict a_packed,
+        const REAL* restrict wp, REAL* restrict cc, int ldc) {
+    int q = q0;
+    q1 = q1 < panels ? q1 : panels;
+    if (mc == 1)
+        for (; q + 4 <= q1; q += 4)
+            SFX(rf_micro_1x4)(kc, ac, ks, wp + SFX(rf_panel_offset)(n, p0, q, kc),
+                              (ptrdiff_t)kc * RF_NR, n - q * RF_NR, acc, cc + q * RF_NR);
+    for (; q < q1; q++)
+        SFX(rf_packed_panel)(q, panels, n, p0, kc, mc, acc, wide, interleaved, prefetch_next,
+                             ac, rs, ks, a_packed, wp, cc, ldc);
 }
 
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels; A may be given
@@ -383,17 +427,23 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
                         for (int p = 0; p < kc; p++) dst[p * 8 + r] = ac[(i + r) * rs + p];
             }
         }
-        /* (no parallel region at all for one thread: even an inactive one costs ~1 us,
-         * as much as a whole batch-1 step) */
+        /* Panels in groups, shared out among threads: a single row takes four panels at
+         * a time (rf_micro_1x4), with any thread count, so that each panel's sums do not
+         * depend on it. (No parallel region at all for one thread: even an inactive one
+         * costs ~1 us, as much as a whole batch-1 step.) */
+        const int group = mc == 1 ? 4 : 1;
+        const int groups = (panels + group - 1) / group;
         if (threads > 1) {
             #pragma omp parallel for num_threads(threads) schedule(static)
-            for (int q = 0; q < panels; q++)
-                SFX(rf_packed_panel)(q, panels, n, p0, kc, mc, acc, wide, interleave,
-                                     prefetch_next, ac, rs, ks, a_packed, wp, cc, ldc);
+            for (int g = 0; g < groups; g++)
+                SFX(rf_packed_group)(g * group, g * group + group, panels, n, p0, kc, mc, acc,
+                                     wide, interleave, prefetch_next, ac, rs, ks, a_packed,
+                                     wp, cc, ldc);
         } else {
-            for (int q = 0; q < panels; q++)
-                SFX(rf_packed_panel)(q, panels, n, p0, kc, mc, acc, wide, interleave,
-                                     prefetch_next, ac, rs, ks, a_packed, wp, cc, ldc);
+            for (int g = 0; g < groups; g++)
+                SFX(rf_packed_group)(g * group, g * group + group, panels, n, p0, kc, mc, acc,
+                                     wide, interleave, prefetch_next, ac, rs, ks, a_packed,
+                                     wp, cc, ldc);
         }
     }
 }
