@@ -393,6 +393,12 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
     const int wide = rf_have_avx512();
     const int threads = parallel && (long long)m * n * k >= RF_THREADS_MIN_WORK
                         ? rf_max_threads() : 1;
+    if (m == 1 && k <= RF_KC && threads == 1) {   /* a batch-1 step: none of the blocking */
+        for (int q = 0; q < panels; q += 4)
+            SFX(rf_packed_group)(q, q + 4, panels, n, 0, k, 1, accumulate, wide, 0, 0, a, rs,
+                                 ks, a_packed, wp, c, ldc);
+        return;
+    }
     const int prefetch_next = (long long)k * n * (ptrdiff_t)sizeof(REAL) > RF_W_IN_CACHE;
     /* The 8-row blocks read A interleaved (a_packed) when it is given transposed (its rows
      * are then columns of a) or when its rows are a multiple of 4 KiB apart (they would
