@@ -222,8 +222,9 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
 
     Each gets one warm-up call and (if fast) an inner loop calibrated so that one sample
     lasts ``>= min_sample`` seconds. Then the samples are taken round-robin, one per
-    callable per round, so that a burst of other work on the machine hits every
-    implementation alike rather than whichever was being timed. Rounds stop at ``repeat``,
+    callable per round, starting one callable later each round, so that a burst of other
+    work on the machine, or the one before it in the order, hits every implementation alike
+    rather than whichever was being timed. Rounds stop at ``repeat``,
     or once ``budget`` seconds per callable went by with at least ``min_samples`` rounds.
     The garbage collector is off while sampling, as in ``timeit``. ``on_start(name)`` is
     called before each warm-up (progress). ``settle``: seconds to wait before a sample that
@@ -255,7 +256,12 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
         while rounds < max(repeat, 1) and (rounds < min_samples or
                                            time.perf_counter() - start - slept
                                            < budget * len(fns)):
-            for name, fn in fns.items():
+            # the order rotates by one each round: a sample's predecessor (whose worker
+            # threads may still spin) is not always the same implementation (the 1-thread
+            # rnnfast sample always followed PyTorch's, the 2-thread one always rnnfast's)
+            names = list(fns)
+            for name in names[rounds % len(names):] + names[:rounds % len(names)]:
+                fn = fns[name]
                 if settling:
                     time.sleep(settle)
                     slept += settle
@@ -655,9 +661,10 @@ def format_markdown(report):
         "cores and the timings are noisy (see also the `noise` column)",
         f"- Timing: dtype {report['dtype']}; per cell, after a warm-up of each "
         f"implementation, up to {report['repeat']} rounds of one sample per implementation "
-        f"(round-robin, so that load from other processes hits all alike; at least 3 rounds, "
-        f"fewer past {report['budget']} s per implementation); each sample >= 1 ms (inner "
-        "loop for fast calls); the median is reported. With more than one thread, each "
+        "(round-robin, starting one implementation later each round, so that load from "
+        "other processes and the previous sample's spinning threads hit all alike; at least "
+        f"3 rounds, fewer past {report['budget']} s per implementation); each sample >= 1 "
+        "ms (inner loop for fast calls); the median is reported. With more than one thread, each "
         f"sample waits {SETTLE_S} s after the previous implementation's, so that its idle "
         "worker threads (which spin for a while after a call) have gone to sleep",
         "",
