@@ -174,6 +174,11 @@ RF_CLONES static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
  * C in registers while it streams the panel. NR * sizeof(REAL) = 128 bytes:
  * two AVX-512 registers per row of the block. */
 
+/* GCC vector types, 64 bytes: one AVX-512 register, two AVX2 or four SSE ones; half a
+ * panel row (RF_NR / 2 values). _u: unaligned. */
+typedef REAL SFX(rf_vec) __attribute__((vector_size(64)));
+typedef REAL SFX(rf_vec_u) __attribute__((vector_size(64), aligned(sizeof(REAL))));
+
 static inline int SFX(rf_packed_size)(int k, int n) {
     return k * ((n + RF_NR - 1) / RF_NR) * RF_NR;
 }
@@ -204,6 +209,15 @@ RF_CLONES static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, 
                     const REAL* restrict src = w + (ptrdiff_t)(col0 + j) * ldw + p0;
                     for (int p = 0; p < kc; p++) pan[(ptrdiff_t)p * RF_NR + j] = src[p];
                 }
+            } else if (ncols == RF_NR) {                /* whole rows of the panel: two vectors
+                                                         * (the loop below became a memcpy call
+                                                         * per 128 bytes: 3% of a small fwd+bwd) */
+                for (int p = 0; p < kc; p++) {
+                    const REAL* restrict src = w + (ptrdiff_t)(p0 + p) * ldw + col0;
+                    SFX(rf_vec_u)* dst = (SFX(rf_vec_u)*)(pan + (ptrdiff_t)p * RF_NR);
+                    dst[0] = *(const SFX(rf_vec_u)*)src;
+                    dst[1] = *(const SFX(rf_vec_u)*)(src + RF_NR / 2);
+                }
             } else {
                 for (int p = 0; p < kc; p++) {
                     const REAL* restrict src = w + (ptrdiff_t)(p0 + p) * ldw + col0;
@@ -215,10 +229,7 @@ RF_CLONES static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, 
 }
 
 /* One MR x NR block: acc = A[0:MR, :] @ panel, then C (+)= acc on the first ncols.
- * GCC vector types (64 bytes: one AVX-512 register, two AVX2 or four SSE ones)
- * hold the accumulators, so that they stay in registers. */
-typedef REAL SFX(rf_vec) __attribute__((vector_size(64)));
-typedef REAL SFX(rf_vec_u) __attribute__((vector_size(64), aligned(sizeof(REAL))));
+ * The accumulators are rf_vec values (see above), so that they stay in registers. */
 
 /* c[0:ncols] (+)= the NR values of (v0, v1): whole vectors for a full panel. */
 static inline __attribute__((always_inline)) void SFX(rf_store_block_row)(
