@@ -41,6 +41,8 @@ SHAPES = [
     (2, 9, 16, 64),
     (16, 5, 8, 64),
     (1, 3, 129, 200),  # batch 1 through BLAS too
+    (1, 4, 3, 30),     # batch 1, LSTM: four panels of gates, the last one partial
+    (1, 3, 5, 300),    # batch 1, hidden > one k block (256): the blocked single-row path
     (600, 2, 3, 4),    # a batch larger than the compiled inference's chunk of rows
 ]
 SHAPE_ID = "B%d-T%d-D%d-H%d"
