@@ -213,16 +213,20 @@ def test_repeatable_for_a_fixed_blas_thread_count(dtype, cell, blas_threads):
 # (_simd.h RF_THREADS_MIN_WORK): there the products' panels and the elementwise pass's batch
 # rows are shared among OpenMP's threads. Odd batch and hidden sizes: uneven row parts and
 # partial panels.
+# Batch 1: a single-row product, whose panels go four at a time (rf_micro_1x4) at any thread
+# count; hidden over one k block (256), and a partial last panel.
 THREADED_SHAPES = {"tanh": (40, 4, 17, 241), "relu": (40, 4, 17, 241), "lstm": (33, 4, 17, 130)}
+THREADED_BATCH_1 = {"tanh": (1, 3, 5, 1450), "relu": (1, 3, 5, 1450), "lstm": (1, 3, 5, 730)}
 
 
+@pytest.mark.parametrize("batch", ["odd", "one"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_openmp_split_products_match_one_thread_and_the_twin(dtype, cell):
+def test_openmp_split_products_match_one_thread_and_the_twin(dtype, cell, batch):
     """The threaded per-step path (2 OpenMP threads) gives bitwise the 1-thread result (each
     output value is computed by one thread, in the same order) and the NumPy twin's."""
     from threadpoolctl import threadpool_limits
 
-    shape = THREADED_SHAPES[cell]
+    shape = (THREADED_SHAPES if batch == "odd" else THREADED_BATCH_1)[cell]
     B, _, _, H = shape
     assert B * H * H * (4 if cell == "lstm" else 1) >= 2**21
     inputs = data(cell, dtype, seed=500, shape=shape)
