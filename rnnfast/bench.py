@@ -224,8 +224,8 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
     lasts ``>= min_sample`` seconds. Then the samples are taken round-robin, one per
     callable per round, starting one callable later each round, so that a burst of other
     work on the machine, or the one before it in the order, hits every implementation alike
-    rather than whichever was being timed. Rounds stop at ``repeat``,
-    or once ``budget`` seconds per callable went by with at least ``min_samples`` rounds.
+    rather than whichever was being timed. Rounds stop at ``repeat``, or once ``budget``
+    seconds per callable went by with at least ``min_samples`` rounds.
     The garbage collector is off while sampling, as in ``timeit``. ``on_start(name)`` is
     called before each warm-up (progress). ``settle``: seconds to wait before a sample that
     follows another callable's (SETTLE_S; not counted in ``budget``). ``contexts``:
@@ -249,6 +249,7 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
                     number[name] = max(2 * number[name], math.ceil(
                         1.2 * number[name] * min_sample / max(t, 1e-9)))
     samples = {name: [] for name in fns}
+    names = list(fns)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -259,7 +260,6 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
             # the order rotates by one each round: a sample's predecessor (whose worker
             # threads may still spin) is not always the same implementation (the 1-thread
             # rnnfast sample always followed PyTorch's, the 2-thread one always rnnfast's)
-            names = list(fns)
             for name in names[rounds % len(names):] + names[:rounds % len(names)]:
                 fn = fns[name]
                 if settling:

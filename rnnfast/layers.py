@@ -50,8 +50,7 @@ class _Recurrent:
         """Training mode (the default): forward keeps the workspace ``backward`` needs."""
         self.training = bool(mode)
         if not self.training:
-            self._cache = None
-            self.release_buffers()
+            self.release_buffers()          # (which also drops the BPTT cache)
         return self
 
     def release_buffers(self):
