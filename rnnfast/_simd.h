@@ -117,9 +117,8 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LN2_HI 0.693359375f
 #define RF_LN2_LO (-2.12194440e-4f)
 #define RF_LOG2E 1.44269504088896341f
-#define RF_TANH_SMALL 0.125f
+#define RF_TANH_SATURATE 10.0f  /* tanh(10) rounds to 1 in float */
 #define RF_EXP_DEGREE 7
-#define RF_TANH_DEGREE 7
 #define RF_NR 32
 #include "_simd_impl.h"    /* (undefines the parameters above) */
 
@@ -131,9 +130,8 @@ static inline double rf_pow2_from_shifted_d(double t) {
 #define RF_LN2_HI 6.93147180369123816490e-01
 #define RF_LN2_LO 1.90821492927058770002e-10
 #define RF_LOG2E 1.44269504088896338700
-#define RF_TANH_SMALL 0.125
+#define RF_TANH_SATURATE 20.0   /* tanh(20) rounds to 1 in double */
 #define RF_EXP_DEGREE 13
-#define RF_TANH_DEGREE 15
 #define RF_NR 16
 #include "_simd_impl.h"    /* (undefines the parameters above) */
 
