@@ -39,6 +39,7 @@ cdef extern from "_simd.h" nogil:
     const long long RF_THREADS_MIN_WORK
     const int RF_MC
     const int RF_KC
+    const int RF_KC_STREAMED
     int rf_max_threads()
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
@@ -563,8 +564,9 @@ def _state_or_zeros(s, B, H, dtype):
 packed_max_work = 1 << 62
 
 
-# rf_packed_gemm's scratch for the interleaved rows of its left operand: at most RF_MC * RF_KC
-A_PACKED_SIZE = RF_MC * RF_KC
+# rf_packed_gemm's scratch for the interleaved rows of its left operand: at most RF_MC rows of
+# a k block (RF_KC terms, or up to RF_KC_STREAMED for weights streamed from L3)
+A_PACKED_SIZE = RF_MC * RF_KC_STREAMED
 
 
 cdef bint use_packed(long long step_work, bint is_float):
@@ -583,7 +585,7 @@ cdef inline Py_ssize_t packed_size(bint is_float, int K, int N) noexcept:
 
 cdef inline Py_ssize_t a_packed_size(Py_ssize_t max_rows, Py_ssize_t max_k) noexcept:
     """rf_packed_gemm's scratch for products of at most max_rows rows and max_k terms."""
-    return min(<Py_ssize_t> RF_MC, max_rows) * min(<Py_ssize_t> RF_KC, max_k)
+    return min(<Py_ssize_t> RF_MC, max_rows) * min(<Py_ssize_t> RF_KC_STREAMED, max_k)
 
 
 cdef Py_ssize_t scratch_values(Py_ssize_t* sizes, int n) noexcept:
