@@ -39,7 +39,6 @@ cdef extern from "_simd.h" nogil:
     const long long RF_THREADS_MIN_WORK
     const int RF_MC
     const int RF_KC
-    const int RF_KC_STREAMED
     int rf_max_threads()
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
@@ -67,8 +66,6 @@ cdef extern from "_simd.h" nogil:
                                 const double* dout, const double* dh_rec, double* dc)
     int rf_packed_size_f(int k, int n)
     int rf_packed_size_d(int k, int n)
-    int rf_k_block_f(int k, int n)
-    int rf_k_block_d(int k, int n)
     void rf_pack_panels_f(int k, int n, const float* w, int ldw, int transposed, float* wp)
     void rf_pack_panels_d(int k, int n, const double* w, int ldw, int transposed, double* wp)
     void rf_packed_gemm_f(int m, int n, int k, const float* a, int lda, int a_transposed,
@@ -566,9 +563,8 @@ def _state_or_zeros(s, B, H, dtype):
 packed_max_work = 1 << 62
 
 
-# rf_packed_gemm's scratch for the interleaved rows of its left operand: at most RF_MC rows of
-# a k block (RF_KC terms, or up to RF_KC_STREAMED for weights streamed from L3)
-A_PACKED_SIZE = RF_MC * RF_KC_STREAMED
+# rf_packed_gemm's scratch for the interleaved rows of its left operand: at most RF_MC * RF_KC
+A_PACKED_SIZE = RF_MC * RF_KC
 
 
 cdef bint use_packed(long long step_work, bint is_float):
@@ -585,15 +581,9 @@ cdef inline Py_ssize_t packed_size(bint is_float, int K, int N) noexcept:
     return rf_packed_size_f(K, N) if is_float else rf_packed_size_d(K, N)
 
 
-cdef inline Py_ssize_t k_block(bint is_float, int k, int n) noexcept:
-    """Terms of k per block in rf_packed_gemm's product with weights W(k, n) (at most k)."""
-    return min(k, rf_k_block_f(k, n) if is_float else rf_k_block_d(k, n))
-
-
-cdef inline Py_ssize_t a_packed_size(Py_ssize_t max_rows, Py_ssize_t max_k_block) noexcept:
-    """rf_packed_gemm's scratch for products of at most max_rows rows whose k blocks have at
-    most max_k_block terms."""
-    return min(<Py_ssize_t> RF_MC, max_rows) * max_k_block
+cdef inline Py_ssize_t a_packed_size(Py_ssize_t max_rows, Py_ssize_t max_k) noexcept:
+    """rf_packed_gemm's scratch for products of at most max_rows rows and max_k terms."""
+    return min(<Py_ssize_t> RF_MC, max_rows) * min(<Py_ssize_t> RF_KC, max_k)
 
 
 cdef Py_ssize_t scratch_values(Py_ssize_t* sizes, int n) noexcept:
@@ -672,9 +662,7 @@ def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint train
     sizes[3] = chunk * B * D if batch_first and B > 1 else 0        # xbuf: x time-major
     sizes[4] = packed_size(is_float, H, G) if packed else 0         # Wp: Wh packed
     sizes[5] = packed_size(is_float, D, G) if packed else 0         # WxP: Wx packed
-    sizes[6] = (a_packed_size(max(B, chunk * B),                    # a_scratch
-                              max(k_block(is_float, H, G), k_block(is_float, D, G)))
-                if packed else 0)
+    sizes[6] = a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0
     dims[0] = scratch_values(sizes, 7)
     scratch = pooled(pool, "forward scratch", 1, dims, is_float)
     dims[0], dims[1] = B, H
@@ -717,9 +705,7 @@ def _backward(cell, bint relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batc
     sizes[0] = H                                                    # zero_row: dout's stand-in
     sizes[1] = T * B * D if batch_first and B > 1 else 0            # xbuf: x (and dx) time-major
     sizes[2] = packed_size(is_float, G, H) if packed else 0         # WpT: Wh.T packed
-    sizes[3] = (a_packed_size(max(B, D, H, T * B),                  # a_scratch
-                              max(k_block(is_float, G, H), k_block(is_float, T * B, G),
-                                  k_block(is_float, G, D)))
+    sizes[3] = (a_packed_size(max(B, D, H, T * B), max(G, T * B))   # a_scratch
                 if packed else 0)
     sizes[4] = packed_size(is_float, T * B, G) if deferred_packed else 0    # dGp: dG packed
     sizes[5] = packed_size(is_float, G, D) if deferred_packed else 0        # WxTp: Wx.T packed

@@ -91,10 +91,6 @@ static inline int rf_max_threads(void) { return 1; }
 #ifndef RF_W_IN_CACHE
 #define RF_W_IN_CACHE (1 << 20)
 #endif
-/* ... and, up to this many terms of k, taken in a single k block (see rf_k_block). */
-#ifndef RF_KC_STREAMED
-#define RF_KC_STREAMED 1024
-#endif
 
 /* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
  * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the

@@ -205,24 +205,14 @@ static inline ptrdiff_t SFX(rf_panel_offset)(int n, int p0, int q, int kc) {
     return ((ptrdiff_t)p0 * panels + (ptrdiff_t)q * kc) * RF_NR;
 }
 
-/* Terms of k per block of a product with weights W(k, n): RF_KC, or all of k (up to
- * RF_KC_STREAMED) when W is too large for L2 and streams from L3 at every step. Each k
- * block sweeps the whole of C, and with W passing through L2 that C cannot stay there:
- * one block instead of four halved those sweeps for the large step products. */
-static inline int SFX(rf_k_block)(int k, int n) {
-    const int streamed = (long long)k * n * (ptrdiff_t)sizeof(REAL) > RF_W_IN_CACHE;
-    return streamed && k <= RF_KC_STREAMED ? k : RF_KC;
-}
-
 RF_CLONES static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, int transposed,
                                 REAL* restrict wp) {
     /* W(k, n) is w[p * ldw + j], or w[j * ldw + p] when transposed. Stored in the order
-     * rf_packed_gemm reads it: k block by k block (rf_k_block rows), panel by panel within
-     * a block, so that a product streams the packed weights front to back. */
+     * rf_packed_gemm reads it: k block by k block (RF_KC rows), panel by panel within a
+     * block, so that a product streams the packed weights front to back. */
     const int panels = (n + RF_NR - 1) / RF_NR;
-    const int k_block = SFX(rf_k_block)(k, n);
-    for (int p0 = 0; p0 < k; p0 += k_block) {
-        const int kc = k - p0 < k_block ? k - p0 : k_block;
+    for (int p0 = 0; p0 < k; p0 += RF_KC) {
+        const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
         for (int q = 0; q < panels; q++) {
             REAL* restrict pan = wp + SFX(rf_panel_offset)(n, p0, q, kc);
             const int col0 = q * RF_NR;
@@ -413,13 +403,13 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_group)(
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels; A may be given
  * transposed (the weight gradients x.T @ dG).
  *
- * Blocked as a GEMM: k in blocks of rf_k_block terms, each summed into C (a sum of 10^4
+ * Blocked as a GEMM: k in blocks of RF_KC terms, each summed into C (a sum of 10^4
  * terms in one register would lose accuracy, and a block of W panels stays in
  * cache); rows in chunks of RF_MC; within those, panel by panel, so a panel block
  * (RF_KC x RF_NR, in L1) is reused by every row block of the chunk, and panels are
  * shared out among threads for large products. Blocks of 8 rows of the A chunk are
- * interleaved into a_packed (room for RF_MC * RF_KC_STREAMED values) first: rows k
- * values apart would alias in L1 when k is a multiple of 1024 (4 KiB). */
+ * interleaved into a_packed (room for RF_MC * RF_KC values) first: rows k values
+ * apart would alias in L1 when k is a multiple of 1024 (4 KiB). */
 RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
                                            int a_transposed, const REAL* restrict wp,
                                            int accumulate, REAL* restrict c, int ldc,
@@ -430,8 +420,7 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
     const int wide = rf_have_avx512();
     const int threads = parallel && (long long)m * n * k >= RF_THREADS_MIN_WORK
                         ? rf_max_threads() : 1;
-    const int k_block = SFX(rf_k_block)(k, n);
-    if (m == 1 && k <= k_block && threads == 1) {  /* a batch-1 step: none of the blocking */
+    if (m == 1 && k <= RF_KC && threads == 1) {   /* a batch-1 step: none of the blocking */
         for (int q = 0; q < panels; q += 4)
             SFX(rf_packed_group)(q, q + 4, panels, n, 0, k, 1, accumulate, wide, 0, 0, a, rs,
                                  ks, a_packed, wp, c, ldc);
@@ -442,20 +431,20 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
      * are then columns of a) or when its rows are a multiple of 4 KiB apart (they would
      * alias in L1); else straight from a, saving a copy as large as A. */
     const int interleave = wide && (a_transposed || (lda * sizeof(REAL)) % 4096 == 0);
-    /* Blocks of (RF_MC rows, k_block terms), k blocks in ascending order for every row chunk
+    /* Blocks of (RF_MC rows, RF_KC terms), k blocks in ascending order for every row chunk
      * (so either order below sums alike). When all of W fits in L2, row chunk by row chunk:
      * a chunk's C stays in cache through its k blocks (dG @ Wx.T over all steps: 3200 x
      * 1024 x 128, C swept once instead of k / RF_KC times). Else k block by k block: each
      * block of W is read from L3 once, for all row chunks. */
-    const int k_blocks = (k + k_block - 1) / k_block, row_chunks = (m + RF_MC - 1) / RF_MC;
+    const int k_blocks = (k + RF_KC - 1) / RF_KC, row_chunks = (m + RF_MC - 1) / RF_MC;
     const int rows_outer = !prefetch_next;
     const int n_outer = rows_outer ? row_chunks : k_blocks;
     const int n_inner = rows_outer ? k_blocks : row_chunks;
     for (int outer = 0; outer < n_outer; outer++)
     for (int inner = 0; inner < n_inner; inner++) {
-        const int p0 = (rows_outer ? inner : outer) * k_block;
+        const int p0 = (rows_outer ? inner : outer) * RF_KC;
         const int i0 = (rows_outer ? outer : inner) * RF_MC;
-        const int kc = k - p0 < k_block ? k - p0 : k_block;
+        const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
         const int acc = accumulate || p0 > 0;
         const int mc = m - i0 < RF_MC ? m - i0 : RF_MC;
         const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */

@@ -43,7 +43,7 @@ SHAPES = [
     (1, 3, 129, 200),  # batch 1 through BLAS too
     (1, 4, 3, 30),     # batch 1, LSTM: four panels of gates, the last one partial
     (1, 3, 5, 300),    # batch 1, hidden > one k block (256): the blocked single-row path
-    (11, 2, 3, 300),   # LSTM: Wh (1.4 MB) past L2's share, all 300 terms of k in one block
+    (11, 2, 3, 300),   # LSTM: Wh (1.4 MB) past L2's share, streamed; k blocks of 256 + 44
     (600, 2, 3, 4),    # a batch larger than the compiled inference's chunk of rows
 ]
 SHAPE_ID = "B%d-T%d-D%d-H%d"
@@ -171,9 +171,9 @@ def test_parity_shapes(cell, nl, shape, batch_first, dtype):
     assert np.abs(twin["dWx"]).max() > 0 and np.abs(twin["dx"]).max() > 0
 
 
-# LSTM weights far past L2's share (Wh: 16 MiB): the step product takes all 1024 terms of k
-# in one block, with A's rows 4 KiB apart interleaved; dh = dG @ Wh.T sums 4096 terms in 16
-# blocks. (At this hidden size a float32 tanh RNN's dh0 differs from the twin's by the
+# LSTM weights far past L2's share (Wh: 16 MiB), streamed from L3 k block by k block, with
+# A's rows 4 KiB apart interleaved; dh = dG @ Wh.T sums 4096 terms in 16 blocks of 256.
+# (At this hidden size a float32 tanh RNN's dh0 differs from the twin's by the
 # rounding of 1024-term sums, 1.2e-6 where they cancel, beyond the fixed atol of 1e-6.)
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 def test_parity_streamed_weights(batch_first, dtype):
