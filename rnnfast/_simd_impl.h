@@ -6,17 +6,10 @@
  * rows hold 4n values in the order i, f, g, o. The expressions follow
  * rnnfast/reference.py term by term so both round alike. */
 
-/* exp(x): x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial
- * (float: degree 7, double: degree 13; both under one ulp on that range),
- * times 2^n built from bits. Clamped so that exp(-inf) is a normal tiny number
- * and exp(+large) is +inf; NaN stays NaN (the clamps compare false). */
-static inline __attribute__((always_inline)) REAL SFX(rf_exp)(REAL x) {
-    x = x < RF_EXP_LO ? RF_EXP_LO : x;
-    x = x > RF_EXP_HI ? RF_EXP_HI : x;
-    const REAL shifted = x * RF_LOG2E + RF_SHIFTER;   /* round(x / ln2) in the low bits */
-    const REAL n = shifted - RF_SHIFTER;
-    REAL r = x - n * RF_LN2_HI;                       /* Cody-Waite: exact for |n| < 2^10 */
-    r = r - n * RF_LN2_LO;
+/* (exp(r) - 1) / r = 1 + r/2! + r^2/3! + ... for a reduced argument |r| <= ln2/2, by Horner:
+ * the Taylor polynomial of exp(r) is 1 + r * this (float: degree 7, double: degree 13; both
+ * under one ulp on that range), and that of expm1(r), without the 1 that cancels, r * this. */
+static inline __attribute__((always_inline)) REAL SFX(rf_expm1_over_r)(REAL r) {
 #if RF_EXP_DEGREE == 13
     REAL p = (REAL)(1.0 / 6227020800.0);              /* 1/13! */
     p = p * r + (REAL)(1.0 / 479001600.0);
@@ -33,45 +26,40 @@ static inline __attribute__((always_inline)) REAL SFX(rf_exp)(REAL x) {
     p = p * r + (REAL)(1.0 / 24.0);
     p = p * r + (REAL)(1.0 / 6.0);
     p = p * r + (REAL)0.5;
-    p = p * r + (REAL)1.0;
-    p = p * r + (REAL)1.0;
-    return p * SFX(rf_pow2_from_shifted)(shifted);
+    return p * r + (REAL)1.0;
+}
+
+/* exp(x): x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial, times 2^n built
+ * from bits. Clamped so that exp(-inf) is a normal tiny number and exp(+large) is +inf; NaN
+ * stays NaN (the clamps compare false). */
+static inline __attribute__((always_inline)) REAL SFX(rf_exp)(REAL x) {
+    x = x < RF_EXP_LO ? RF_EXP_LO : x;
+    x = x > RF_EXP_HI ? RF_EXP_HI : x;
+    const REAL shifted = x * RF_LOG2E + RF_SHIFTER;   /* round(x / ln2) in the low bits */
+    const REAL n = shifted - RF_SHIFTER;
+    REAL r = x - n * RF_LN2_HI;                       /* Cody-Waite: exact for |n| < 2^10 */
+    r = r - n * RF_LN2_LO;
+    const REAL exp_r = SFX(rf_expm1_over_r)(r) * r + 1;
+    return exp_r * SFX(rf_pow2_from_shifted)(shifted);
 }
 
 /* tanh(x) = expm1(2x) / (expm1(2x) + 2), with expm1(2x) = 2^n (1 + q) - 1 computed as
- * 2^n q + (2^n - 1), 2x = n ln2 + 2s, q = expm1(2s) by its Taylor polynomial (same degree
- * as rf_exp). Near 0 (n = 0) this is q itself, so nothing cancels and no second formula is
- * needed for small arguments; 2^n - 1 is exact for the n that matter. One branch-free path:
- * ~19 operations where 1 - 2/(exp(2|x|) + 1) beside a small-argument polynomial took ~30,
- * and a third of the error (float 2.4e-7 relative, double 4.4e-16; measured against tanhl
- * over every float and 2e7 doubles). |x| is clamped where tanh rounds to exactly +-1;
- * NaN stays NaN (the clamps compare false). */
+ * 2^n q + (2^n - 1), 2x = n ln2 + r, q = expm1(r) by its Taylor polynomial (as in rf_exp).
+ * Near 0 (n = 0) this is q itself, so nothing cancels and no second formula is needed for
+ * small arguments; 2^n - 1 is exact for the n that matter. One branch-free path: ~20
+ * operations where 1 - 2/(exp(2|x|) + 1) beside a small-argument polynomial took ~30, and
+ * a third of the error (float 2.4e-7 relative, double 4.4e-16; measured against tanhl over
+ * every float and 2e7 doubles). |x| is clamped where tanh rounds to exactly +-1; NaN stays
+ * NaN (the clamps compare false). */
 static inline __attribute__((always_inline)) REAL SFX(rf_tanh)(REAL x) {
     x = x < -RF_TANH_SATURATE ? -RF_TANH_SATURATE : x;
     x = x > RF_TANH_SATURATE ? RF_TANH_SATURATE : x;
-    const REAL shifted = x * (2 * RF_LOG2E) + RF_SHIFTER;  /* round(2x / ln2) in the low bits */
+    const REAL two_x = x + x;
+    const REAL shifted = two_x * RF_LOG2E + RF_SHIFTER;    /* round(2x / ln2) in the low bits */
     const REAL n = shifted - RF_SHIFTER;
-    REAL s = x - n * (RF_LN2_HI / 2);                      /* s = x - n ln2 / 2, exact ... */
-    s = s - n * (RF_LN2_LO / 2);                           /* ... |s| <= ln2 / 4 */
-    /* q = expm1(2s) = sum over k of 2^k s^k / k! */
-#if RF_EXP_DEGREE == 13
-    REAL p = (REAL)(8192.0 / 6227020800.0);                /* 2^13 / 13! */
-    p = p * s + (REAL)(4096.0 / 479001600.0);
-    p = p * s + (REAL)(2048.0 / 39916800.0);
-    p = p * s + (REAL)(1024.0 / 3628800.0);
-    p = p * s + (REAL)(512.0 / 362880.0);
-    p = p * s + (REAL)(256.0 / 40320.0);
-    p = p * s + (REAL)(128.0 / 5040.0);
-#else
-    REAL p = (REAL)(128.0 / 5040.0);                       /* 2^7 / 7! */
-#endif
-    p = p * s + (REAL)(64.0 / 720.0);
-    p = p * s + (REAL)(32.0 / 120.0);
-    p = p * s + (REAL)(16.0 / 24.0);
-    p = p * s + (REAL)(8.0 / 6.0);
-    p = p * s + (REAL)2.0;
-    p = p * s + (REAL)2.0;
-    const REAL q = p * s;
+    REAL r = two_x - n * RF_LN2_HI;                        /* as in rf_exp */
+    r = r - n * RF_LN2_LO;
+    const REAL q = SFX(rf_expm1_over_r)(r) * r;
     const REAL two_n = SFX(rf_pow2_from_shifted)(shifted);
     const REAL expm1_2x = two_n * q + (two_n - 1);
     return expm1_2x / (expm1_2x + 2);
