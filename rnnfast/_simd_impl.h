@@ -256,16 +256,18 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_##MR)(           
                                       int k, const REAL* restrict a, ptrdiff_t a_rs,           \
                                       ptrdiff_t a_ks,                                          \
                                       const REAL* restrict panel, int ncols, int accumulate,   \
-                                      REAL* restrict c, int ldc, const REAL* prefetch) {       \
+                                      REAL* restrict c, int ldc, const REAL* prefetch,         \
+                                      int prefetch_every) {  /* a power of two */              \
     SFX(rf_vec) acc[MR][2];                                                                    \
     _Pragma("GCC unroll 8")                                                                    \
     for (int m = 0; m < MR; m++) { acc[m][0] = (SFX(rf_vec)){0}; acc[m][1] = (SFX(rf_vec)){0}; } \
     for (int p = 0; p < k; p++) {                                                              \
         const SFX(rf_vec) w0 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR);          \
         const SFX(rf_vec) w1 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR + RF_NR / 2); \
-        if (prefetch) {                     /* the next panel's row p: its two cache lines */  \
-            __builtin_prefetch(prefetch + (ptrdiff_t)p * RF_NR, 0, 2);                             \
-            __builtin_prefetch(prefetch + (ptrdiff_t)p * RF_NR + RF_NR / 2, 0, 2);                \
+        if (prefetch && (p & (prefetch_every - 1)) == 0) {  /* next panel's row: 2 lines */ \
+            __builtin_prefetch(prefetch, 0, 2);                                                \
+            __builtin_prefetch(prefetch + RF_NR / 2, 0, 2);                                    \
+            prefetch += RF_NR;                                                                 \
         }                                                                                      \
         _Pragma("GCC unroll 8")                                                                \
         for (int m = 0; m < MR; m++) {                                                         \
@@ -348,23 +350,35 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
     const REAL* restrict pan = wp + SFX(rf_panel_offset)(n, p0, q, kc);
     const int col = q * RF_NR;
     const int ncols = n - col < RF_NR ? n - col : RF_NR;
-    /* Weights too big for L2 come from L3 at each step: the first row block fetches the
-     * next panel block into cache while it works on this one. */
+    /* Weights too big for L2 come from L3 at each step, so the row blocks fetch the next
+     * panel block into cache while they work on this one. The work is shared: with nb
+     * blocks, block j fetches its rows j * rows_each .. of the next panel, one row (two
+     * lines) every `every` steps of k. (All of it from the first block, two lines per
+     * step, ran the 64 x 1024 x 4096 product 8-17% slower: too many misses at once.) */
     const REAL* next = q + 1 < panels && prefetch_next ? pan + (ptrdiff_t)kc * RF_NR : NULL;
+    const int block_rows = wide ? 8 : 2;
+    const int nb = mc / block_rows;
+    int every = 1;
+    while (every * 2 <= nb && every < 8) every *= 2;
+    const int rows_each = (kc + every - 1) / every;
+#define RF_PREFETCH_FOR(i) (next && (i) / block_rows * rows_each < kc                           \
+                            ? next + (ptrdiff_t)((i) / block_rows * rows_each) * RF_NR : NULL)
     int i = 0;
     if (wide) {  /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
         for (; i + 8 <= mc; i += 8) {
             if (interleaved)
                 SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
-                                cc + (ptrdiff_t)i * ldc + col, ldc, i == 0 ? next : NULL);
+                                cc + (ptrdiff_t)i * ldc + col, ldc, RF_PREFETCH_FOR(i), every);
             else
                 SFX(rf_micro_8)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                                cc + (ptrdiff_t)i * ldc + col, ldc, i == 0 ? next : NULL);
+                                cc + (ptrdiff_t)i * ldc + col, ldc, RF_PREFETCH_FOR(i), every);
         }
     }
     for (; i + 2 <= mc; i += 2)
         SFX(rf_micro_2)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                        cc + (ptrdiff_t)i * ldc + col, ldc, i == 0 ? next : NULL);
+                        cc + (ptrdiff_t)i * ldc + col, ldc, wide ? NULL : RF_PREFETCH_FOR(i),
+                        every);
+#undef RF_PREFETCH_FOR
     for (; i < mc; i++)
         SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
                         cc + (ptrdiff_t)i * ldc + col, ldc);
