@@ -340,6 +340,14 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1x4)(
     }
 }
 
+/* Row block j's share of the next panel's prefetch (rows j * rows_each on), or NULL when
+ * there is no next panel or the earlier blocks already cover its kc rows. */
+static inline const REAL* SFX(rf_prefetch_share)(const REAL* next, int j, int rows_each,
+                                                  int kc) {
+    const int first_row = j * rows_each;
+    return next && first_row < kc ? next + (ptrdiff_t)first_row * RF_NR : NULL;
+}
+
 /* One panel q of rf_packed_gemm's current k block and row chunk: C[:, q-th NR columns]
  * (+)= A chunk @ panel block. */
 static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
@@ -354,31 +362,31 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
      * panel block into cache while they work on this one. The work is shared: with nb
      * blocks, block j fetches its rows j * rows_each .. of the next panel, one row (two
      * lines) every `every` steps of k. (All of it from the first block, two lines per
-     * step, ran the 64 x 1024 x 4096 product 8-17% slower: too many misses at once.) */
+     * step, ran the 64 x 1024 x 4096 product 8-17% slower: too many misses at once.)
+     * The sharing blocks are the 8-row ones when there are any, else the 2-row ones. */
     const REAL* next = q + 1 < panels && prefetch_next ? pan + (ptrdiff_t)kc * RF_NR : NULL;
-    const int block_rows = wide ? 8 : 2;
+    const int block_rows = wide && mc >= 8 ? 8 : 2;
     const int nb = mc / block_rows;
     int every = 1;
     while (every * 2 <= nb && every < 8) every *= 2;
     const int rows_each = (kc + every - 1) / every;
-#define RF_PREFETCH_FOR(i) (next && (i) / block_rows * rows_each < kc                           \
-                            ? next + (ptrdiff_t)((i) / block_rows * rows_each) * RF_NR : NULL)
     int i = 0;
     if (wide) {  /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
         for (; i + 8 <= mc; i += 8) {
+            const REAL* share = SFX(rf_prefetch_share)(next, i / 8, rows_each, kc);
             if (interleaved)
                 SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
-                                cc + (ptrdiff_t)i * ldc + col, ldc, RF_PREFETCH_FOR(i), every);
+                                cc + (ptrdiff_t)i * ldc + col, ldc, share, every);
             else
                 SFX(rf_micro_8)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                                cc + (ptrdiff_t)i * ldc + col, ldc, RF_PREFETCH_FOR(i), every);
+                                cc + (ptrdiff_t)i * ldc + col, ldc, share, every);
         }
     }
-    for (; i + 2 <= mc; i += 2)
+    for (; i + 2 <= mc; i += 2)   /* (after 8-row blocks: the remainder, not sharing) */
         SFX(rf_micro_2)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                        cc + (ptrdiff_t)i * ldc + col, ldc, wide ? NULL : RF_PREFETCH_FOR(i),
-                        every);
-#undef RF_PREFETCH_FOR
+                        cc + (ptrdiff_t)i * ldc + col, ldc,
+                        block_rows == 2 ? SFX(rf_prefetch_share)(next, i / 2, rows_each, kc)
+                                        : NULL, every);
     for (; i < mc; i++)
         SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
                         cc + (ptrdiff_t)i * ldc + col, ldc);
