@@ -39,7 +39,14 @@ cdef extern from "_simd.h" nogil:
     const long long RF_THREADS_MIN_WORK
     const int RF_MC
     const int RF_KC
-    int rf_max_threads()
+    int rf_team_threads()
+    int rf_get_policy()
+    void rf_set_policy(int policy)
+    int rf_get_calls_in_flight()
+    long long rf_get_late_regions()
+    void rf_go_solo_for(long long ns)
+    void rf_call_begin()
+    void rf_call_end()
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
     unsigned int rf_denormals_off()
@@ -266,14 +273,19 @@ cdef void backward_rows(bint lstm, bint relu, Layout lay, int t, int b0, int b1,
                              hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
 
 
-cdef inline int step_threads(int B, int H, int G, bint* parallel) noexcept nogil:
-    """Threads sharing out a step's batch rows (at most one per row), and in ``parallel``
-    whether the step's products may use OpenMP's threads: only when the per-step product
-    has RF_THREADS_MIN_WORK multiply-adds. All or nothing: after a parallel product the idle
-    worker spins for milliseconds, on a core a serial step loop does not use but whose
-    load slowed the loop down (medium RNN forward: 1.1-1.6x at 2 threads)."""
-    parallel[0] = <long long> B * H * G >= RF_THREADS_MIN_WORK
-    return min(rf_max_threads(), B) if parallel[0] else 1
+cdef inline bint step_parallel(int B, int H, int G) noexcept nogil:
+    """Whether a step's products and row pass may be shared among threads: only when the
+    per-step product has RF_THREADS_MIN_WORK multiply-adds. All or nothing: after a
+    parallel product the idle worker spins for milliseconds, on a core a serial step loop
+    does not use but whose load slowed the loop down (medium RNN forward: 1.1-1.6x at 2
+    threads)."""
+    return <long long> B * H * G >= RF_THREADS_MIN_WORK
+
+
+cdef inline int row_threads(int B, bint parallel) noexcept nogil:
+    """Threads sharing out this step's batch rows (at most one per row): asked anew at
+    every step, since the thread policy (_threads.h) may change its answer mid-call."""
+    return min(rf_team_threads(), B) if parallel else 1
 
 
 cdef inline bint threads_for_once(long long work) noexcept nogil:
@@ -310,8 +322,8 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
-    cdef bint parallel
-    cdef int threads = step_threads(B, H, G, &parallel)
+    cdef bint parallel = step_parallel(B, H, G)
+    cdef int threads
     cdef int t, t0, s, n, part
     cdef const floating* x_chunk
     cdef floating* gates_chunk
@@ -345,6 +357,7 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
             if lstm:
                 c_prev = cs + <Py_ssize_t> (t % n_slots) * B * H
                 c_next = cs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
+            threads = row_threads(B, parallel)
             if threads > 1:
                 for part in prange(threads, num_threads=threads, schedule="static"):
                     forward_rows(lstm, relu, lay, t, split_rows(B, threads, part),
@@ -378,8 +391,8 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
     """
     cdef int T = lay.T, B = lay.B
     cdef int G = (4 if lstm else 1) * H
-    cdef bint parallel
-    cdef int threads = step_threads(B, H, G, &parallel)
+    cdef bint parallel = step_parallel(B, H, G)
+    cdef int threads
     cdef int t, part
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
     cdef floating* gates_t
@@ -389,6 +402,7 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
         pack_panels(G, H, Wh, G, True, WpT)
     for t in range(T - 1, -1, -1):
         gates_t = gates + <Py_ssize_t> t * B * G
+        threads = row_threads(B, parallel)
         if threads > 1:
             for part in prange(threads, num_threads=threads, schedule="static"):
                 backward_rows(lstm, relu, lay, t, split_rows(B, threads, part),
@@ -490,11 +504,13 @@ cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, in
     cdef floating* a_scratch_p = carve(base, &used, sizes[6])
     cdef unsigned int csr
     with nogil:
+        rf_call_begin()                 # (the thread policy counts the calls in flight)
         csr = rf_denormals_off()
         forward_loop(lstm, relu, lay, D, H, x_p, h0_p, c0_p, Wx_p, Wh_p, b_p, gates_p, chunk,
                      xbuf_p, hs_p, cs_p, n_slots, out_p, h_n_p, c_n_p, Wp_p, WxP_p,
                      a_scratch_p)
         rf_denormals_restore(csr)
+        rf_call_end()
         rf_asan_unpoison(base, <size_t> used * sizeof(floating))
 
 
@@ -530,11 +546,13 @@ cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, i
     cdef unsigned int csr
     with nogil:
         memset(zero_row_p, 0, <size_t> H * sizeof(floating))
+        rf_call_begin()
         csr = rf_denormals_off()
         backward_loop(lstm, relu, lay, D, H, dout_p, zero_row_p, x_p, Wx_p, Wh_p, WpT_p,
                       a_scratch_p, hs_p, cs_p, gates_p, dh_rec_p, dc_p, xbuf_p, dx_p, dWx_p,
                       dWh_p, db_p, dGp_p, WxTp_p, deferred_scratch_p)
         rf_denormals_restore(csr)
+        rf_call_end()
         rf_asan_unpoison(base, <size_t> used * sizeof(floating))
 
 
@@ -787,6 +805,60 @@ class BufferedKernels:
     def lstm_backward(self, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
         return _backward("lstm", False, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first,
                          self._pool)
+
+
+# ----------------------------------------------------------------------------- thread policy
+# See _threads.h for what each policy does and why.
+
+THREAD_POLICIES = ("adaptive", "static")
+
+
+def set_thread_policy(policy):
+    """How large problems share OpenMP's threads (at most OMP_NUM_THREADS / threadpoolctl's
+    limit): ``"adaptive"`` (the default) uses one thread per call while another rnnfast call
+    is in flight, and for a while after a thread was found late at a step's barrier (another
+    process busy on its core); ``"static"`` always uses them all. Results are bitwise the
+    same either way. Returns the previous policy."""
+    if policy not in THREAD_POLICIES:
+        raise ValueError(f"thread policy must be one of {THREAD_POLICIES}, got {policy!r}")
+    previous = thread_policy()
+    rf_set_policy(THREAD_POLICIES.index(policy))
+    rf_go_solo_for(0)               # a fresh start: no back-off carried over
+    return previous
+
+
+def thread_policy():
+    """The thread policy in force: "adaptive" or "static"."""
+    return THREAD_POLICIES[rf_get_policy()]
+
+
+def _thread_state():
+    """For tests and benchmarks: calls in flight, threads a step would get now, and how
+    many shared regions were found late since the module was loaded."""
+    return {"calls_in_flight": rf_get_calls_in_flight(), "team_threads": rf_team_threads(),
+            "late_regions": rf_get_late_regions()}
+
+
+def _go_solo_for(double seconds):
+    """For tests: act as if a thread had just been found late (steps solo for ``seconds``;
+    0 ends it)."""
+    rf_go_solo_for(<long long> (seconds * 1e9))
+
+
+def _policy_from_environment():
+    import os
+    import warnings
+    policy = os.environ.get("RNNFAST_THREAD_POLICY", "").strip().lower()
+    if policy == "":
+        return
+    if policy not in THREAD_POLICIES:
+        warnings.warn(f"RNNFAST_THREAD_POLICY={policy!r} is not one of {THREAD_POLICIES}; "
+                      f"using 'adaptive'", RuntimeWarning, stacklevel=2)
+        return
+    set_thread_policy(policy)
+
+
+_policy_from_environment()
 
 
 def _tanh(x):

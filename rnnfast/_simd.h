@@ -60,16 +60,12 @@ static inline int rf_have_avx512(void) {
 #endif
 }
 
-/* Threads for the packed products: OpenMP's count, which OMP_NUM_THREADS and
- * threadpoolctl set, only for products of at least RF_THREADS_MIN_WORK multiply-adds
- * (about 30 us on one core; a parallel region costs a few us): below that, waking a
+/* Threads for the packed products: only products of at least RF_THREADS_MIN_WORK
+ * multiply-adds (about 30 us on one core; a parallel region costs a few us) use more than
+ * one, as many as the thread policy gives (_threads.h: OpenMP's count, which OMP_NUM_THREADS
+ * and threadpoolctl set, unless the machine or the process is busy): below that, waking a
  * second thread risks more than it saves. */
-#ifdef _OPENMP
-#include <omp.h>
-static inline int rf_max_threads(void) { return omp_get_max_threads(); }
-#else
-static inline int rf_max_threads(void) { return 1; }
-#endif
+#include "_threads.h"
 #ifndef RF_THREADS_MIN_WORK
 #define RF_THREADS_MIN_WORK (1LL << 21)
 #endif

@@ -429,7 +429,7 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
     const int panels = (n + RF_NR - 1) / RF_NR;
     const int wide = rf_have_avx512();
     const int threads = parallel && (long long)m * n * k >= RF_THREADS_MIN_WORK
-                        ? rf_max_threads() : 1;
+                        ? rf_team_threads() : 1;
     if (m == 1 && k <= RF_KC && threads == 1) {   /* a batch-1 step: none of the blocking */
         for (int q = 0; q < panels; q += 4)
             SFX(rf_packed_group)(q, q + 4, panels, n, 0, k, 1, accumulate, wide, 0, 0, a, rs,
@@ -476,12 +476,19 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
          * costs ~1 us, as much as a whole batch-1 step.) */
         const int group = mc == 1 ? 4 : 1;
         const int groups = (panels + group - 1) / group;
-        if (threads > 1) {
-            #pragma omp parallel for num_threads(threads) schedule(static)
-            for (int g = 0; g < groups; g++)
-                SFX(rf_packed_group)(g * group, g * group + group, panels, n, p0, kc, mc, acc,
-                                     wide, interleave, prefetch_next, ac, rs, ks, a_packed,
-                                     wp, cc, ldc);
+        if (threads > 1) {     /* timed: a late thread sends the next steps solo */
+            rf_team_timer timer;
+            rf_team_start(&timer, threads);
+            #pragma omp parallel num_threads(threads)
+            {
+                #pragma omp for schedule(static) nowait
+                for (int g = 0; g < groups; g++)
+                    SFX(rf_packed_group)(g * group, g * group + group, panels, n, p0, kc, mc,
+                                         acc, wide, interleave, prefetch_next, ac, rs, ks,
+                                         a_packed, wp, cc, ldc);
+                rf_team_done(&timer);
+            }
+            rf_team_end(&timer);
         } else {
             for (int g = 0; g < groups; g++)
                 SFX(rf_packed_group)(g * group, g * group + group, panels, n, p0, kc, mc, acc,

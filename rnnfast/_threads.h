@@ -1,0 +1,138 @@
+/* The thread policy of rnnfast's compiled kernels: how many OpenMP threads a step may use.
+ *
+ * OpenMP's count (OMP_NUM_THREADS, threadpoolctl) is the most a product may use, and only
+ * products of at least RF_THREADS_MIN_WORK multiply-adds use more than one (see _simd.h).
+ * A step shared between threads ends at a barrier, so a step is as slow as its slowest
+ * thread. On a machine where anything else runs, a thread that the OS has descheduled
+ * holds the barrier for the rest of a time slice (milliseconds, where a step takes tens of
+ * microseconds): with one of two cores busy, a default-threaded forward ran 3x slower on
+ * the median and up to 100x on single calls than on one thread. And two calls in flight
+ * at once each start a team of their own: four threads on two cores. So by default
+ * ("adaptive") a step uses one thread
+ *   - while another rnnfast call is in flight in the process (calls then run side by
+ *     side, each on a core of its own), and
+ *   - for a while after a shared region found a thread late: the team's threads share
+ *     equal work, and the last one finished more than half the fastest one's work (plus
+ *     100 us) after the first. That while starts at 10 ms and doubles, up to 1 s, each
+ *     time the next shared region (the probe) is late again; an on-time one resets it.
+ * "static" keeps OpenMP's count for every large step (a dedicated machine, benchmarks).
+ * The split never changes a result: every value is computed by one thread, in the same
+ * order, whatever the count (tests/test_threads.py). */
+#ifndef RNNFAST_THREADS_H
+#define RNNFAST_THREADS_H
+
+#include <stdint.h>
+#include <time.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int rf_max_threads(void) { return omp_get_max_threads(); }
+static inline int rf_thread_num(void) { return omp_get_thread_num(); }
+#else
+static inline int rf_max_threads(void) { return 1; }
+static inline int rf_thread_num(void) { return 0; }
+#endif
+
+enum { RF_POLICY_ADAPTIVE = 0, RF_POLICY_STATIC = 1 };
+#define RF_LATE_SLACK_NS 100000LL          /* 100 us: wake-ups and imbalance stay below */
+#define RF_BACKOFF_MIN_NS 10000000LL       /* 10 ms */
+#define RF_BACKOFF_MAX_NS 1000000000LL     /* 1 s */
+#define RF_TEAM_MAX 64                     /* threads whose finish times a region records */
+
+/* Process-wide state, read and written with relaxed atomics (a stale value costs at most
+ * one step at the other thread count, never a different result). */
+static int rf_policy = RF_POLICY_ADAPTIVE;
+static int rf_calls_in_flight = 0;
+static int64_t rf_solo_until_ns = 0;       /* steps use one thread until then */
+static int64_t rf_backoff_ns = RF_BACKOFF_MIN_NS;
+static int64_t rf_late_regions = 0;        /* shared regions found late, for reports */
+
+static inline int64_t rf_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void rf_set_policy(int policy) {
+    __atomic_store_n(&rf_policy, policy, __ATOMIC_RELAXED);
+}
+static inline int rf_get_policy(void) { return __atomic_load_n(&rf_policy, __ATOMIC_RELAXED); }
+static inline int rf_get_calls_in_flight(void) {
+    return __atomic_load_n(&rf_calls_in_flight, __ATOMIC_RELAXED);
+}
+static inline long long rf_get_late_regions(void) {
+    return __atomic_load_n(&rf_late_regions, __ATOMIC_RELAXED);
+}
+
+/* Every kernel call (forward or backward) is counted while it runs. */
+static inline void rf_call_begin(void) {
+    __atomic_add_fetch(&rf_calls_in_flight, 1, __ATOMIC_RELAXED);
+}
+static inline void rf_call_end(void) {
+    __atomic_sub_fetch(&rf_calls_in_flight, 1, __ATOMIC_RELAXED);
+}
+
+/* Steps use one thread for the next `ns` nanoseconds (0: from now on, as OpenMP says);
+ * the tests simulate a late thread so. */
+static inline void rf_go_solo_for(long long ns) {
+    __atomic_store_n(&rf_solo_until_ns, ns > 0 ? rf_now_ns() + ns : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&rf_backoff_ns, RF_BACKOFF_MIN_NS, __ATOMIC_RELAXED);
+}
+
+/* Threads a step (or a product run once per call) may use now: OpenMP's count, or 1 under
+ * the adaptive policy while another call is in flight or after a late thread. */
+static inline int rf_team_threads(void) {
+    const int most = rf_max_threads();
+    if (most <= 1 || rf_get_policy() == RF_POLICY_STATIC) return most;
+    if (rf_get_calls_in_flight() > 1) return 1;
+    if (rf_now_ns() < __atomic_load_n(&rf_solo_until_ns, __ATOMIC_RELAXED)) return 1;
+    return most;
+}
+
+/* The timing of one shared region: when it started and when each thread finished. */
+typedef struct {
+    int64_t start_ns;
+    int64_t done_ns[RF_TEAM_MAX];
+    int threads;
+} rf_team_timer;
+
+static inline void rf_team_start(rf_team_timer* timer, int threads) {
+    timer->threads = threads < RF_TEAM_MAX ? threads : RF_TEAM_MAX;
+    for (int i = 0; i < timer->threads; i++) timer->done_ns[i] = 0;
+    timer->start_ns = rf_now_ns();
+}
+
+/* Called by each thread of the region when its share is done. */
+static inline void rf_team_done(rf_team_timer* timer) {
+    const int i = rf_thread_num();
+    if (i < timer->threads) timer->done_ns[i] = rf_now_ns();
+}
+
+/* After the region: was a thread late? The threads share equal work, so they should finish
+ * together; when the last finished more than half the fastest one's work (plus slack)
+ * after the first, one of them was descheduled or slowed (possibly the calling thread).
+ * Then steps go solo for the back-off time, which doubles while probes stay late; an
+ * on-time region resets it. */
+static inline void rf_team_end(rf_team_timer* timer) {
+    if (rf_get_policy() == RF_POLICY_STATIC || timer->threads < 2) return;
+    int64_t first = INT64_MAX, last = 0;
+    for (int i = 0; i < timer->threads; i++) {
+        const int64_t t = timer->done_ns[i];
+        if (t == 0) continue;                                   /* (did not report) */
+        first = t < first ? t : first;
+        last = t > last ? t : last;
+    }
+    if (last == 0) return;
+    const int64_t fastest = first - timer->start_ns;
+    if (last - first > fastest / 2 + RF_LATE_SLACK_NS) {
+        int64_t backoff = __atomic_load_n(&rf_backoff_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&rf_solo_until_ns, last + backoff, __ATOMIC_RELAXED);
+        backoff = backoff * 2 < RF_BACKOFF_MAX_NS ? backoff * 2 : RF_BACKOFF_MAX_NS;
+        __atomic_store_n(&rf_backoff_ns, backoff, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&rf_late_regions, 1, __ATOMIC_RELAXED);
+    } else {
+        __atomic_store_n(&rf_backoff_ns, RF_BACKOFF_MIN_NS, __ATOMIC_RELAXED);
+    }
+}
+
+#endif
