@@ -176,12 +176,20 @@ RF_CLONES static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
  * once per forward/backward call, in panels of RF_NR columns (Wp[p][k][0:NR],
  * zero-padded), and a register-blocked micro-kernel keeps an MR x NR block of
  * C in registers while it streams the panel. NR * sizeof(REAL) = 128 bytes:
- * two AVX-512 registers per row of the block. */
+ * two AVX-512 registers per row of the block, or four AVX2 ones.
+ *
+ * The micro-kernels come in two widths, chosen at run time (`wide`: the CPU has AVX-512):
+ * 64-byte vectors for AVX-512 and 32-byte ones for AVX2 (and baseline). One width for
+ * both was wrong: in an AVX2 build GCC keeps 64-byte vector variables (no register holds
+ * one) in memory, so every multiply-add went through the stack: 0.8-0.9 GFLOP/s on an
+ * AVX2-only Zen 3, 100x below its peak. The sums are the same in both widths (each value of
+ * C gathers its terms in the same order), only the register blocking differs. */
 
-/* GCC vector types, 64 bytes: one AVX-512 register, two AVX2 or four SSE ones; half a
- * panel row (RF_NR / 2 values). _u: unaligned. */
-typedef REAL SFX(rf_vec) __attribute__((vector_size(64)));
-typedef REAL SFX(rf_vec_u) __attribute__((vector_size(64), aligned(sizeof(REAL))));
+/* GCC vector types of 64 and 32 bytes; _u: unaligned. */
+typedef REAL SFX(rf_v64) __attribute__((vector_size(64)));
+typedef REAL SFX(rf_v64_u) __attribute__((vector_size(64), aligned(sizeof(REAL))));
+typedef REAL SFX(rf_v32) __attribute__((vector_size(32)));
+typedef REAL SFX(rf_v32_u) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 
 static inline int SFX(rf_packed_size)(int k, int n) {
     return k * ((n + RF_NR - 1) / RF_NR) * RF_NR;
@@ -218,9 +226,9 @@ RF_CLONES static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, 
                                                          * per 128 bytes: 3% of a small fwd+bwd) */
                 for (int p = 0; p < kc; p++) {
                     const REAL* restrict src = w + (ptrdiff_t)(p0 + p) * ldw + col0;
-                    SFX(rf_vec_u)* dst = (SFX(rf_vec_u)*)(pan + (ptrdiff_t)p * RF_NR);
-                    dst[0] = *(const SFX(rf_vec_u)*)src;
-                    dst[1] = *(const SFX(rf_vec_u)*)(src + RF_NR / 2);
+                    SFX(rf_v64_u)* dst = (SFX(rf_v64_u)*)(pan + (ptrdiff_t)p * RF_NR);
+                    dst[0] = *(const SFX(rf_v64_u)*)src;
+                    dst[1] = *(const SFX(rf_v64_u)*)(src + RF_NR / 2);
                 }
             } else {
                 for (int p = 0; p < kc; p++) {
@@ -232,38 +240,50 @@ RF_CLONES static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, 
     }
 }
 
-/* One MR x NR block: acc = A[0:MR, :] @ panel, then C (+)= acc on the first ncols.
- * The accumulators are rf_vec values (see above), so that they stay in registers. */
+/* The micro-kernels, for vectors of W bytes (64 or 32): NV = RF_NR * sizeof(REAL) / W
+ * vectors of VL values cover a panel row. Accumulators are arrays of vectors indexed with
+ * constants after full unrolling, so that they live in registers. */
 
-/* c[0:ncols] (+)= the NR values of (v0, v1): whole vectors for a full panel. */
-static inline __attribute__((always_inline)) void SFX(rf_store_block_row)(
-        SFX(rf_vec) v0, SFX(rf_vec) v1, int ncols, int accumulate, REAL* restrict c) {
-    SFX(rf_vec_u)* cv = (SFX(rf_vec_u)*)c;
-    if (ncols == RF_NR) {
-        if (accumulate) { cv[0] += v0; cv[1] += v1; }
-        else            { cv[0] = v0; cv[1] = v1; }
-        return;
-    }
-    REAL out[RF_NR];
-    *(SFX(rf_vec_u)*)out = v0;
-    *(SFX(rf_vec_u)*)(out + RF_NR / 2) = v1;
-    if (accumulate) { for (int j = 0; j < ncols; j++) c[j] += out[j]; }
-    else            { for (int j = 0; j < ncols; j++) c[j] = out[j]; }
-}
+/* c[0:ncols] (+)= the NR values of acc[0:NV]: whole vectors for a full panel. */
+#define RF_STORE_BLOCK_ROW(W, acc, ncols, accumulate, c)                                     \
+    do {                                                                                     \
+        enum { NV_ = RF_NR * (int)sizeof(REAL) / W, VL_ = W / (int)sizeof(REAL) };           \
+        REAL* restrict c_ = (c);                                                             \
+        if ((ncols) == RF_NR) {                                                              \
+            _Pragma("GCC unroll 4")                                                          \
+            for (int v = 0; v < NV_; v++) {                                                  \
+                SFX(rf_v##W##_u)* cv = (SFX(rf_v##W##_u)*)(c_ + v * VL_);                    \
+                if (accumulate) *cv += (acc)[v]; else *cv = (acc)[v];                        \
+            }                                                                                \
+        } else {                                                                             \
+            REAL out_[RF_NR];                                                                \
+            _Pragma("GCC unroll 4")                                                          \
+            for (int v = 0; v < NV_; v++) *(SFX(rf_v##W##_u)*)(out_ + v * VL_) = (acc)[v];   \
+            if (accumulate) { for (int j = 0; j < (ncols); j++) c_[j] += out_[j]; }          \
+            else            { for (int j = 0; j < (ncols); j++) c_[j] = out_[j]; }           \
+        }                                                                                    \
+    } while (0)
 
-#define RF_DEFINE_MICRO(MR)                                                                    \
-static inline __attribute__((always_inline)) void SFX(rf_micro_##MR)(                       \
+/* One MR x NR block: acc = A[0:MR, :] @ panel, then C (+)= acc on the first ncols. */
+#define RF_DEFINE_MICRO(MR, W)                                                                 \
+static inline __attribute__((always_inline)) void SFX(rf_micro_##MR##_##W)(                  \
                                       int k, const REAL* restrict a, ptrdiff_t a_rs,           \
                                       ptrdiff_t a_ks,                                          \
                                       const REAL* restrict panel, int ncols, int accumulate,   \
                                       REAL* restrict c, int ldc, const REAL* prefetch,         \
                                       int prefetch_every) {  /* a power of two */              \
-    SFX(rf_vec) acc[MR][2];                                                                    \
+    enum { NV = RF_NR * (int)sizeof(REAL) / W, VL = W / (int)sizeof(REAL) };                   \
+    SFX(rf_v##W) acc[MR][NV];                                                                  \
     _Pragma("GCC unroll 8")                                                                    \
-    for (int m = 0; m < MR; m++) { acc[m][0] = (SFX(rf_vec)){0}; acc[m][1] = (SFX(rf_vec)){0}; } \
+    for (int m = 0; m < MR; m++) {                                                             \
+        _Pragma("GCC unroll 4")                                                                \
+        for (int v = 0; v < NV; v++) acc[m][v] = (SFX(rf_v##W)){0};                            \
+    }                                                                                          \
     for (int p = 0; p < k; p++) {                                                              \
-        const SFX(rf_vec) w0 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR);          \
-        const SFX(rf_vec) w1 = *(const SFX(rf_vec_u)*)(panel + (ptrdiff_t)p * RF_NR + RF_NR / 2); \
+        SFX(rf_v##W) w[NV];                                                                    \
+        _Pragma("GCC unroll 4")                                                                \
+        for (int v = 0; v < NV; v++)                                                           \
+            w[v] = *(const SFX(rf_v##W##_u)*)(panel + (ptrdiff_t)p * RF_NR + v * VL);          \
         if (prefetch && (p & (prefetch_every - 1)) == 0) {  /* next panel's row: 2 lines */ \
             __builtin_prefetch(prefetch, 0, 2);                                                \
             __builtin_prefetch(prefetch + RF_NR / 2, 0, 2);                                    \
@@ -272,71 +292,108 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_##MR)(           
         _Pragma("GCC unroll 8")                                                                \
         for (int m = 0; m < MR; m++) {                                                         \
             const REAL am = a[m * a_rs + p * a_ks];                                            \
-            acc[m][0] += am * w0;                                                              \
-            acc[m][1] += am * w1;                                                              \
+            _Pragma("GCC unroll 4")                                                            \
+            for (int v = 0; v < NV; v++) acc[m][v] += am * w[v];                               \
         }                                                                                      \
     }                                                                                          \
+    _Pragma("GCC unroll 8")                                                                    \
     for (int m = 0; m < MR; m++)                                                               \
-        SFX(rf_store_block_row)(acc[m][0], acc[m][1], ncols, accumulate,                       \
-                                c + (ptrdiff_t)m * ldc);                                       \
+        RF_STORE_BLOCK_ROW(W, acc[m], ncols, accumulate, c + (ptrdiff_t)m * ldc);              \
 }
-RF_DEFINE_MICRO(8)
-RF_DEFINE_MICRO(2)
+RF_DEFINE_MICRO(8, 64)      /* 8 x 2 accumulators: AVX-512's 32 registers hold them */
+RF_DEFINE_MICRO(2, 64)
+RF_DEFINE_MICRO(2, 32)      /* 2 x 4: AVX2's 16 */
 #undef RF_DEFINE_MICRO
 
-/* One row (batch 1, the smallest problems): two accumulators would wait on the FMA
- * latency at every step of k, so four steps of k go to four separate pairs. */
-static inline __attribute__((always_inline)) void SFX(rf_micro_1)(
-        int k, const REAL* restrict a, ptrdiff_t a_rs, ptrdiff_t a_ks,
-        const REAL* restrict panel, int ncols, int accumulate, REAL* restrict c, int ldc) {
-    (void)a_rs; (void)ldc;
-    SFX(rf_vec) acc[4][2];
-    _Pragma("GCC unroll 4")
-    for (int u = 0; u < 4; u++) { acc[u][0] = (SFX(rf_vec)){0}; acc[u][1] = (SFX(rf_vec)){0}; }
-    int p = 0;
-    for (; p + 4 <= k; p += 4) {
-        _Pragma("GCC unroll 4")
-        for (int u = 0; u < 4; u++) {
-            const REAL* restrict wk = panel + (ptrdiff_t)(p + u) * RF_NR;
-            const REAL ap = a[(p + u) * a_ks];
-            acc[u][0] += ap * *(const SFX(rf_vec_u)*)wk;
-            acc[u][1] += ap * *(const SFX(rf_vec_u)*)(wk + RF_NR / 2);
-        }
-    }
-    for (; p < k; p++) {
-        const REAL* restrict wk = panel + (ptrdiff_t)p * RF_NR;
-        const REAL ap = a[p * a_ks];
-        acc[0][0] += ap * *(const SFX(rf_vec_u)*)wk;
-        acc[0][1] += ap * *(const SFX(rf_vec_u)*)(wk + RF_NR / 2);
-    }
-    SFX(rf_store_block_row)((acc[0][0] + acc[1][0]) + (acc[2][0] + acc[3][0]),
-                            (acc[0][1] + acc[1][1]) + (acc[2][1] + acc[3][1]),
-                            ncols, accumulate, c);
+/* One row (batch 1, the smallest problems): one accumulator per vector would wait on the
+ * FMA latency at every step of k, so U steps of k go to U separate sets (U * NV = 8
+ * accumulators), summed at the end. */
+#define RF_DEFINE_MICRO_1(W, U)                                                                \
+static inline __attribute__((always_inline)) void SFX(rf_micro_1_##W)(                       \
+        int k, const REAL* restrict a, ptrdiff_t a_rs, ptrdiff_t a_ks,                         \
+        const REAL* restrict panel, int ncols, int accumulate, REAL* restrict c, int ldc) {   \
+    (void)a_rs; (void)ldc;                                                                     \
+    enum { NV = RF_NR * (int)sizeof(REAL) / W, VL = W / (int)sizeof(REAL) };                   \
+    SFX(rf_v##W) acc[U][NV];                                                                   \
+    _Pragma("GCC unroll 4")                                                                    \
+    for (int u = 0; u < U; u++) {                                                              \
+        _Pragma("GCC unroll 4")                                                                \
+        for (int v = 0; v < NV; v++) acc[u][v] = (SFX(rf_v##W)){0};                            \
+    }                                                                                          \
+    int p = 0;                                                                                 \
+    for (; p + U <= k; p += U) {                                                               \
+        _Pragma("GCC unroll 4")                                                                \
+        for (int u = 0; u < U; u++) {                                                          \
+            const REAL* restrict wk = panel + (ptrdiff_t)(p + u) * RF_NR;                      \
+            const REAL ap = a[(p + u) * a_ks];                                                 \
+            _Pragma("GCC unroll 4")                                                            \
+            for (int v = 0; v < NV; v++)                                                       \
+                acc[u][v] += ap * *(const SFX(rf_v##W##_u)*)(wk + v * VL);                     \
+        }                                                                                      \
+    }                                                                                          \
+    for (; p < k; p++) {                                                                       \
+        const REAL* restrict wk = panel + (ptrdiff_t)p * RF_NR;                                \
+        const REAL ap = a[p * a_ks];                                                           \
+        _Pragma("GCC unroll 4")                                                                \
+        for (int v = 0; v < NV; v++) acc[0][v] += ap * *(const SFX(rf_v##W##_u)*)(wk + v * VL); \
+    }                                                                                          \
+    SFX(rf_v##W) sum[NV];                                                                      \
+    _Pragma("GCC unroll 4")                                                                    \
+    for (int v = 0; v < NV; v++)                                                               \
+        sum[v] = U == 4 ? (acc[0][v] + acc[1 % U][v]) + (acc[2 % U][v] + acc[3 % U][v])      \
+                        : acc[0][v] + acc[1 % U][v];                                           \
+    RF_STORE_BLOCK_ROW(W, sum, ncols, accumulate, c);                                          \
 }
+RF_DEFINE_MICRO_1(64, 4)
+RF_DEFINE_MICRO_1(32, 2)
+#undef RF_DEFINE_MICRO_1
 
-/* One row, four panels at once (a batch-1 LSTM's step product: G = 4 * 32): each a[p]
- * feeds eight FMAs, and eight independent accumulators cover the FMA latency with one
- * broadcast per eight loads of W, where rf_micro_1 needs one per two. The panels are
- * panel_stride values apart; n_left: C's columns from the first panel's on. */
+/* One row, P panels at once (a batch-1 LSTM's step product: G = 4 * 32): each a[p] feeds
+ * P * NV FMAs, with one broadcast per P * NV loads of W where rf_micro_1 needs one per NV
+ * (P * NV = 8 accumulators). The panels are panel_stride values apart; n_left: C's
+ * columns from the first panel's on. */
+#define RF_DEFINE_MICRO_1XP(W, P)                                                              \
+static inline __attribute__((always_inline)) void SFX(rf_micro_1x##P##_##W)(                 \
+        int k, const REAL* restrict a, ptrdiff_t a_ks, const REAL* restrict panel,            \
+        ptrdiff_t panel_stride, int n_left, int accumulate, REAL* restrict c) {               \
+    enum { NV = RF_NR * (int)sizeof(REAL) / W, VL = W / (int)sizeof(REAL) };                   \
+    SFX(rf_v##W) acc[P][NV];                                                                   \
+    _Pragma("GCC unroll 4")                                                                    \
+    for (int u = 0; u < P; u++) {                                                              \
+        _Pragma("GCC unroll 4")                                                                \
+        for (int v = 0; v < NV; v++) acc[u][v] = (SFX(rf_v##W)){0};                            \
+    }                                                                                          \
+    for (int p = 0; p < k; p++) {                                                              \
+        const REAL ap = a[p * a_ks];                                                           \
+        _Pragma("GCC unroll 4")                                                                \
+        for (int u = 0; u < P; u++) {                                                          \
+            const REAL* restrict wk = panel + u * panel_stride + (ptrdiff_t)p * RF_NR;         \
+            _Pragma("GCC unroll 4")                                                            \
+            for (int v = 0; v < NV; v++)                                                       \
+                acc[u][v] += ap * *(const SFX(rf_v##W##_u)*)(wk + v * VL);                     \
+        }                                                                                      \
+    }                                                                                          \
+    _Pragma("GCC unroll 4")                                                                    \
+    for (int u = 0; u < P; u++) {                                                              \
+        const int ncols = n_left - u * RF_NR < RF_NR ? n_left - u * RF_NR : RF_NR;             \
+        RF_STORE_BLOCK_ROW(W, acc[u], ncols, accumulate, c + u * RF_NR);                       \
+    }                                                                                          \
+}
+RF_DEFINE_MICRO_1XP(64, 4)
+RF_DEFINE_MICRO_1XP(32, 2)
+#undef RF_DEFINE_MICRO_1XP
+
+/* Four panels of one row: one pass of rf_micro_1x4_64, or two of rf_micro_1x2_32 (each
+ * value of C sums its terms alike either way). */
 static inline __attribute__((always_inline)) void SFX(rf_micro_1x4)(
-        int k, const REAL* restrict a, ptrdiff_t a_ks, const REAL* restrict panel,
+        int wide, int k, const REAL* restrict a, ptrdiff_t a_ks, const REAL* restrict panel,
         ptrdiff_t panel_stride, int n_left, int accumulate, REAL* restrict c) {
-    SFX(rf_vec) acc[4][2];
-    _Pragma("GCC unroll 4")
-    for (int u = 0; u < 4; u++) { acc[u][0] = (SFX(rf_vec)){0}; acc[u][1] = (SFX(rf_vec)){0}; }
-    for (int p = 0; p < k; p++) {
-        const REAL ap = a[p * a_ks];
-        _Pragma("GCC unroll 4")
-        for (int u = 0; u < 4; u++) {
-            const REAL* restrict wk = panel + u * panel_stride + (ptrdiff_t)p * RF_NR;
-            acc[u][0] += ap * *(const SFX(rf_vec_u)*)wk;
-            acc[u][1] += ap * *(const SFX(rf_vec_u)*)(wk + RF_NR / 2);
-        }
-    }
-    _Pragma("GCC unroll 4")
-    for (int u = 0; u < 4; u++) {
-        const int ncols = n_left - u * RF_NR < RF_NR ? n_left - u * RF_NR : RF_NR;
-        SFX(rf_store_block_row)(acc[u][0], acc[u][1], ncols, accumulate, c + u * RF_NR);
+    if (wide) {
+        SFX(rf_micro_1x4_64)(k, a, a_ks, panel, panel_stride, n_left, accumulate, c);
+    } else {
+        SFX(rf_micro_1x2_32)(k, a, a_ks, panel, panel_stride, n_left, accumulate, c);
+        SFX(rf_micro_1x2_32)(k, a, a_ks, panel + 2 * panel_stride, panel_stride,
+                             n_left - 2 * RF_NR, accumulate, c + 2 * RF_NR);
     }
 }
 
@@ -375,21 +432,31 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
         for (; i + 8 <= mc; i += 8) {
             const REAL* share = SFX(rf_prefetch_share)(next, i / 8, rows_each, kc);
             if (interleaved)
-                SFX(rf_micro_8)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
+                SFX(rf_micro_8_64)(kc, a_packed + (ptrdiff_t)i * kc, 1, 8, pan, ncols, acc,
                                 cc + (ptrdiff_t)i * ldc + col, ldc, share, every);
             else
-                SFX(rf_micro_8)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                SFX(rf_micro_8_64)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
                                 cc + (ptrdiff_t)i * ldc + col, ldc, share, every);
         }
     }
-    for (; i + 2 <= mc; i += 2)   /* (after 8-row blocks: the remainder, not sharing) */
-        SFX(rf_micro_2)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                        cc + (ptrdiff_t)i * ldc + col, ldc,
-                        block_rows == 2 ? SFX(rf_prefetch_share)(next, i / 2, rows_each, kc)
-                                        : NULL, every);
-    for (; i < mc; i++)
-        SFX(rf_micro_1)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
-                        cc + (ptrdiff_t)i * ldc + col, ldc);
+    for (; i + 2 <= mc; i += 2) { /* (after 8-row blocks: the remainder, not sharing) */
+        const REAL* share = block_rows == 2 ? SFX(rf_prefetch_share)(next, i / 2, rows_each, kc)
+                                            : NULL;
+        if (wide)
+            SFX(rf_micro_2_64)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                               cc + (ptrdiff_t)i * ldc + col, ldc, share, every);
+        else
+            SFX(rf_micro_2_32)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                               cc + (ptrdiff_t)i * ldc + col, ldc, share, every);
+    }
+    for (; i < mc; i++) {
+        if (wide)
+            SFX(rf_micro_1_64)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                               cc + (ptrdiff_t)i * ldc + col, ldc);
+        else
+            SFX(rf_micro_1_32)(kc, ac + i * rs, rs, ks, pan, ncols, acc,
+                               cc + (ptrdiff_t)i * ldc + col, ldc);
+    }
 }
 
 /* Panels q0 .. q1-1 (those below `panels`) of the current k block and row chunk: four at
@@ -403,7 +470,7 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_group)(
     q1 = q1 < panels ? q1 : panels;
     if (mc == 1)
         for (; q + 4 <= q1; q += 4)
-            SFX(rf_micro_1x4)(kc, ac, ks, wp + SFX(rf_panel_offset)(n, p0, q, kc),
+            SFX(rf_micro_1x4)(wide, kc, ac, ks, wp + SFX(rf_panel_offset)(n, p0, q, kc),
                               (ptrdiff_t)kc * RF_NR, n - q * RF_NR, acc, cc + q * RF_NR);
     for (; q < q1; q++)
         SFX(rf_packed_panel)(q, panels, n, p0, kc, mc, acc, wide, interleaved, prefetch_next,
