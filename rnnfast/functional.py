@@ -7,7 +7,8 @@ and convert their inputs (``rnnfast._checks``) and run the compiled core unless
 """
 from . import _checks, reference
 
-__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "kernels"]
+__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "kernels",
+           "release_buffers"]
 
 
 def kernels(backend):
@@ -16,6 +17,17 @@ def kernels(backend):
         return reference
     from . import _core
     return _core
+
+
+def release_buffers():
+    """Free the buffers the compiled core keeps for these functions between calls.
+
+    A compiled call borrows its scratch (and a training forward its workspace, until the
+    backward that consumes it) from a small process-wide stock of buffers instead of
+    allocating them, so that their pages stay mapped (at most 16 buffers, 256 MiB in all).
+    """
+    from . import _core
+    _core.release_shared_buffers()
 
 
 def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True,

@@ -1,0 +1,187 @@
+"""Threads against a busy machine and against each other (issue: threads never slower).
+
+Three measurements, each against rnnfast's own 1-thread time in the same process:
+
+1. ``busy``: another process keeps one of the two cores busy (a Python spin loop). Call
+   times of the default threading and of 1 thread (threadpoolctl, every library), taken
+   alternately, median and 90th percentile, for LSTM(8, 64) on a (450, 8, 8) batch (eval
+   forward, training forward, forward+backward) and the medium and large grid cells.
+2. ``concurrent``: two Python threads calling one shared ``eval()`` layer (LSTM(64, 128),
+   (32, 100, 64) batches), and two threads with layers of their own, against the same calls
+   made one after another: throughput ratio (> 1: the threads overlap).
+3. ``policy``: the same contention with ``set_thread_policy("static")`` (threads always
+   shared, the behaviour before the adaptive policy) for comparison.
+
+Run from anywhere with the package installed: ``python bench/contention.py`` (``--quick``
+for fewer samples, ``--cases`` to pick). Prints a Markdown table.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import rnnfast
+from rnnfast import _core
+
+SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
+
+
+def busy_process(seconds):
+    """A process spinning on one core for ``seconds`` (or until killed)."""
+    return subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=seconds)])
+
+
+def make_case(name, seed=0):
+    """(label, callable) for one case; the callable runs one call."""
+    rng = np.random.default_rng(seed)
+    sizes = {"medium": (32, 100, 128, 256), "large": (64, 50, 512, 1024)}
+    if name.startswith("digits-"):             # LSTM(8, 64) on a (450, 8, 8) batch
+        B, T, D, H, kind = 450, 8, 8, 64, "lstm"
+        mode = name.split("-", 1)[1]
+    else:
+        size, kind, mode = name.split("-")
+        B, T, D, H = sizes[size]
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    layer = (rnnfast.LSTM(D, H, seed=seed) if kind == "lstm"
+             else rnnfast.RNN(D, H, seed=seed))
+    if mode == "eval":
+        layer.eval()
+        return lambda: layer(x)
+    if mode == "fwd":
+        return lambda: layer(x)                  # a training forward
+    dout = np.ones((B, T, H), np.float32)
+
+    def fwd_bwd():
+        layer(x)
+        layer.backward(dout)
+    return fwd_bwd
+
+
+def time_alternating(fns, samples, min_seconds=0.02):
+    """Per-call times (seconds) of each callable, sampled in turn so that both see the
+    same machine; a sample repeats a fast call until it lasts min_seconds."""
+    for fn in fns.values():
+        fn()                                     # warm-up (buffers, first-call costs)
+    number = {}
+    for k, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        number[k] = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-7)))
+    out = {k: [] for k in fns}
+    for _ in range(samples):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(number[k]):
+                fn()
+            out[k].append((time.perf_counter() - t0) / number[k])
+    return out
+
+
+def p90(values):
+    return float(np.percentile(values, 90))
+
+
+def one_thread(fn):
+    def run():
+        with threadpool_limits(1):
+            fn()
+    return run
+
+
+def busy_table(cases, samples, policy):
+    rows = []
+    previous = _core.set_thread_policy(policy)
+    spinner = busy_process(3600)
+    time.sleep(0.5)
+    try:
+        for name in cases:
+            fn = make_case(name)
+            late_before = _core._thread_state()["late_regions"]
+            t = time_alternating({"default": fn, "1 thread": one_thread(fn)}, samples)
+            late = _core._thread_state()["late_regions"] - late_before
+            d, s = t["default"], t["1 thread"]
+            rows.append((name, statistics.median(d), p90(d), statistics.median(s), p90(s),
+                         statistics.median(d) / statistics.median(s), p90(d) / p90(s), late))
+    finally:
+        spinner.kill()
+        spinner.wait()
+        _core.set_thread_policy(previous)
+    return rows
+
+
+def concurrent_table(calls):
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((32, 100, 64)).astype(np.float32) for _ in range(2)]
+    shared = rnnfast.LSTM(64, 128, seed=0).eval()
+    own = [rnnfast.LSTM(64, 128, seed=i).eval() for i in range(2)]
+    rows = []
+    for label, layers in (("one shared eval layer", [shared, shared]),
+                          ("own eval layers", own)):
+        for layer, x in zip(layers, xs):
+            layer(x)
+
+        def work(i, layers=layers):
+            for _ in range(calls):
+                layers[i](xs[i])
+
+        best_serial = best_threads = float("inf")
+        for _ in range(3):                              # best of 3 of each, alternated
+            t0 = time.perf_counter()
+            work(0)
+            work(1)
+            best_serial = min(best_serial, time.perf_counter() - t0)
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+            t0 = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            best_threads = min(best_threads, time.perf_counter() - t0)
+        rows.append((label, 2 * calls / best_serial, 2 * calls / best_threads,
+                     best_serial / best_threads))
+    return rows
+
+
+def ms(s):
+    return f"{s * 1e3:.3g}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer samples")
+    p.add_argument("--cases", default=None, help="comma-separated busy cases")
+    p.add_argument("--no-static", action="store_true", help="skip the static-policy table")
+    args = p.parse_args(argv)
+    cases = (args.cases.split(",") if args.cases else
+             ["digits-eval", "digits-fwd", "digits-fwdbwd", "medium-lstm-eval",
+              "medium-lstm-fwdbwd", "medium-rnn-eval", "medium-rnn-fwdbwd", "large-lstm-eval",
+              "large-lstm-fwdbwd", "large-rnn-eval", "large-rnn-fwdbwd"])
+    samples = 9 if args.quick else 21
+    print(f"rnnfast {rnnfast.__version__}, {os.cpu_count()} cores, OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, policy {_core.thread_policy()}")
+    policies = ["adaptive"] if args.no_static else ["adaptive", "static"]
+    for policy in policies:
+        print(f"\n### One core busy with another process, policy {policy!r} "
+              f"({samples} alternated samples; ms per call)\n")
+        print("| case | default median | default p90 | 1-thread median | 1-thread p90 | "
+              "median ratio | p90 ratio | late regions |")
+        print("|---|--:|--:|--:|--:|--:|--:|--:|")
+        for r in busy_table(cases, samples, policy):
+            print(f"| {r[0]} | {ms(r[1])} | {ms(r[2])} | {ms(r[3])} | {ms(r[4])} | "
+                  f"{r[5]:.2f}x | {r[6]:.2f}x | {r[7]} |")
+    print("\n### Two Python threads, idle machine (LSTM(64, 128) eval, (32, 100, 64) "
+          "batches; calls per second, best of 3)\n")
+    print("| case | serial | 2 threads | throughput ratio |")
+    print("|---|--:|--:|--:|")
+    for label, serial, threaded, ratio in concurrent_table(10 if args.quick else 30):
+        print(f"| {label} | {serial:.0f} | {threaded:.0f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
