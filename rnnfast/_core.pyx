@@ -48,6 +48,12 @@ cdef extern from "_simd.h" nogil:
     void rf_go_solo_for(long long ns)
     void rf_call_begin()
     void rf_call_end()
+    ctypedef struct rf_team_timer:
+        long long start_ns
+        long long done_ns[64]
+        int threads
+    void rf_team_start(rf_team_timer* timer, int threads)
+    void rf_team_end(rf_team_timer* timer)
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
     unsigned int rf_denormals_off()
@@ -944,6 +950,20 @@ def _go_solo_for(double seconds):
     """For tests: act as if a thread had just been found late (steps solo for ``seconds``;
     0 ends it)."""
     rf_go_solo_for(<long long> (seconds * 1e9))
+
+
+def _judge_region(finish_after_start_ns):
+    """For tests: judge a made-up shared region whose threads finished these many
+    nanoseconds after it started, as rf_team_end judges a real one; returns whether it was
+    found late (the steps then go solo for the back-off time)."""
+    cdef rf_team_timer timer
+    cdef int i
+    cdef long long before = rf_get_late_regions()
+    rf_team_start(&timer, len(finish_after_start_ns))
+    for i in range(timer.threads):
+        timer.done_ns[i] = timer.start_ns + <long long> finish_after_start_ns[i]
+    rf_team_end(&timer)
+    return rf_get_late_regions() > before
 
 
 def _policy_from_environment():

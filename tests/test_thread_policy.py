@@ -1,0 +1,133 @@
+"""The thread policy (rnnfast/_threads.h): when a step may share OpenMP's threads.
+
+None of these tests times anything: the rule that judges a region late is tested on
+made-up finish times, the calls-in-flight count by observing overlapping calls, and the
+results by comparing bits (whatever the policy decides, the results must not change).
+"""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import rnnfast
+from rnnfast import _core
+from test_threads import THREADED_SHAPES, assert_bitwise, data, make_layer, train_step
+
+
+@pytest.fixture(autouse=True)
+def fresh_policy():
+    previous = _core.set_thread_policy("adaptive")
+    yield
+    _core.set_thread_policy(previous)
+
+
+def test_unknown_policy_is_a_value_error_naming_the_choices():
+    with pytest.raises(ValueError, match="adaptive.*static.*got 'fast'"):
+        _core.set_thread_policy("fast")
+    assert _core.thread_policy() == "adaptive"
+
+
+def test_set_policy_returns_the_previous_one():
+    assert _core.set_thread_policy("static") == "adaptive"
+    assert _core.thread_policy() == "static"
+    assert rnnfast.thread_policy() == "static"
+    assert rnnfast.set_thread_policy("adaptive") == "static"
+
+
+@pytest.mark.parametrize("value, expected, warns", [
+    ("static", "static", False), ("ADAPTIVE", "adaptive", False), ("bogus", "adaptive", True)])
+def test_environment_variable(value, expected, warns):
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "import rnnfast._core as c; print(c.thread_policy())")
+    env = dict(os.environ, RNNFAST_THREAD_POLICY=value)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, cwd="/", timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == expected
+    assert ("RuntimeWarning" in run.stderr and "RNNFAST_THREAD_POLICY" in run.stderr) == warns
+
+
+def test_the_late_region_rule():
+    """Equal finishing times are on time; one thread finishing long after the others
+    (descheduled) is late, and then steps go solo until the back-off has passed."""
+    with threadpool_limits(2, user_api="openmp"):
+        _core._go_solo_for(0)
+        us = 1000
+        assert not _core._judge_region([50 * us, 52 * us])        # balanced
+        assert not _core._judge_region([50 * us, 80 * us])        # under half + 100 us late
+        assert _core._thread_state()["team_threads"] == 2
+        assert _core._judge_region([50 * us, 5000 * us])          # 5 ms late: descheduled
+        assert _core._thread_state()["team_threads"] == 1
+        assert _core._judge_region([5000 * us, 50 * us])          # the caller itself slowed
+        _core._go_solo_for(0)
+        assert _core._thread_state()["team_threads"] == 2
+        _core.set_thread_policy("static")                          # static never goes solo
+        assert not _core._judge_region([50 * us, 5000 * us])
+        assert _core._thread_state()["team_threads"] == 2
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+def test_results_do_not_depend_on_what_the_policy_decides(dtype, cell):
+    """The threaded shapes, with the steps solo (as after a late thread), shared (static)
+    and at 1 thread: bitwise the same."""
+    shape = THREADED_SHAPES[cell]
+    inputs = data(cell, dtype, seed=600, shape=shape)
+    results = {}
+    with threadpool_limits(2, user_api="openmp"):
+        _core.set_thread_policy("static")
+        results["static"] = train_step(make_layer(cell, dtype, seed=6, shape=shape), *inputs)
+        _core.set_thread_policy("adaptive")
+        _core._go_solo_for(3600)
+        assert _core._thread_state()["team_threads"] == 1
+        results["solo"] = train_step(make_layer(cell, dtype, seed=6, shape=shape), *inputs)
+        _core._go_solo_for(0)
+    with threadpool_limits(1, user_api="openmp"):
+        results["1 thread"] = train_step(make_layer(cell, dtype, seed=6, shape=shape), *inputs)
+    assert_bitwise(results["solo"], results["static"])
+    assert_bitwise(results["1 thread"], results["static"])
+
+
+def test_overlapping_calls_run_single_threaded():
+    """While two calls are in flight, a step gets one thread; afterwards, none is in flight.
+    The calls are lengthened until one lasts 0.2 s (as in the GIL test), so they overlap."""
+    from test_threads import _long_call
+
+    with threadpool_limits(1):
+        layer, x = _long_call()
+    seen = []
+    barrier = threading.Barrier(3)
+    done = []
+
+    def call():
+        barrier.wait()
+        layer(x)
+        done.append(1)
+
+    with threadpool_limits(2, user_api="openmp"):
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        while len(done) < 2:
+            state = _core._thread_state()
+            if state["calls_in_flight"] == 2:
+                seen.append(state["team_threads"])
+        for t in threads:
+            t.join()
+        assert seen, "the two calls never overlapped"
+        assert set(seen) == {1}, seen
+        assert _core._thread_state()["calls_in_flight"] == 0
+        _core._go_solo_for(0)
+        assert _core._thread_state()["team_threads"] == 2
+
+
+def test_no_call_left_counted_after_errors():
+    layer = rnnfast.LSTM(4, 8)
+    with pytest.raises(ValueError):
+        layer(np.zeros((2, 3, 5), np.float32))
+    layer(np.zeros((2, 3, 4), np.float32))
+    assert _core._thread_state()["calls_in_flight"] == 0
