@@ -62,13 +62,13 @@ cdef extern from "_simd.h" nogil:
     void rf_tanh_array_d(Py_ssize_t n, const double* x, double* y)
     void rf_sigmoid_array_f(Py_ssize_t n, const float* x, float* y)
     void rf_sigmoid_array_d(Py_ssize_t n, const double* x, double* y)
-    void rf_rnn_forward_row_f(int n, int relu, const float* a, const float* b, float* h,
+    void rf_rnn_forward_row_f(int n, int act, const float* a, const float* b, float* h,
                               float* h_out)
-    void rf_rnn_forward_row_d(int n, int relu, const double* a, const double* b, double* h,
+    void rf_rnn_forward_row_d(int n, int act, const double* a, const double* b, double* h,
                               double* h_out)
-    void rf_rnn_backward_row_f(int n, int relu, const float* dout, const float* dh_rec,
+    void rf_rnn_backward_row_f(int n, int act, const float* dout, const float* dh_rec,
                                const float* h, float* dpre)
-    void rf_rnn_backward_row_d(int n, int relu, const double* dout, const double* dh_rec,
+    void rf_rnn_backward_row_d(int n, int act, const double* dout, const double* dh_rec,
                                const double* h, double* dpre)
     void rf_lstm_forward_row_f(int n, float* gates, const float* b, const float* c_prev,
                                float* c, float* h, float* h_out)
@@ -78,6 +78,15 @@ cdef extern from "_simd.h" nogil:
                                 const float* dout, const float* dh_rec, float* dc)
     void rf_lstm_backward_row_d(int n, double* gates, const double* c, const double* c_prev,
                                 const double* dout, const double* dh_rec, double* dc)
+    void rf_gru_forward_row_f(int n, float* gates, float* hgates, const float* b,
+                              const float* b_hn, const float* h_prev, float* h, float* h_out)
+    void rf_gru_forward_row_d(int n, double* gates, double* hgates, const double* b,
+                              const double* b_hn, const double* h_prev, double* h,
+                              double* h_out)
+    void rf_gru_backward_row_f(int n, float* gates, float* hgates, const float* h_prev,
+                               const float* dout, float* dh_rec)
+    void rf_gru_backward_row_d(int n, double* gates, double* hgates, const double* h_prev,
+                               const double* dout, double* dh_rec)
     int rf_packed_size_f(int k, int n)
     int rf_packed_size_d(int k, int n)
     void rf_pack_panels_f(int k, int n, const float* w, int ldw, int transposed, float* wp)
@@ -105,24 +114,46 @@ cdef enum:
     BLAS_CHUNK_ROWS = 512
 
 
-# ----------------------------------------------------------------------------- row helpers
-# Fused front doors to the C row functions of _simd.h.
+# ----------------------------------------------------------------------------- cells
+# The kinds of cell the kernels know, in the order of rnnfast.cells (KINDS): the RNN's
+# activation code in the C rows is its kind (tanh 0, relu 1, sigmoid 2).
 
-cdef inline void rnn_forward_row(int n, bint relu, const floating* a, const floating* b,
+cdef enum Kind:
+    KIND_RNN_TANH = 0
+    KIND_RNN_RELU = 1
+    KIND_RNN_SIGMOID = 2
+    KIND_LSTM = 3
+    KIND_GRU = 4
+
+KINDS = ("rnn_tanh", "rnn_relu", "rnn_sigmoid", "lstm", "gru")
+
+
+cdef struct Cell:
+    int kind        # Kind
+    int D           # input features
+    int H           # hidden units
+    int G           # gate columns: gates x hidden
+
+
+# ----------------------------------------------------------------------------- row helpers
+# Fused front doors to the C row functions of _simd.h: each cell's row math is there, a
+# forward row and its backward row side by side.
+
+cdef inline void rnn_forward_row(int n, int act, const floating* a, const floating* b,
                                  floating* h, floating* h_out) noexcept nogil:
     if floating is float:
-        rf_rnn_forward_row_f(n, relu, a, b, h, h_out)
+        rf_rnn_forward_row_f(n, act, a, b, h, h_out)
     else:
-        rf_rnn_forward_row_d(n, relu, a, b, h, h_out)
+        rf_rnn_forward_row_d(n, act, a, b, h, h_out)
 
 
-cdef inline void rnn_backward_row(int n, bint relu, const floating* dout,
+cdef inline void rnn_backward_row(int n, int act, const floating* dout,
                                   const floating* dh_rec, const floating* h,
                                   floating* dpre) noexcept nogil:
     if floating is float:
-        rf_rnn_backward_row_f(n, relu, dout, dh_rec, h, dpre)
+        rf_rnn_backward_row_f(n, act, dout, dh_rec, h, dpre)
     else:
-        rf_rnn_backward_row_d(n, relu, dout, dh_rec, h, dpre)
+        rf_rnn_backward_row_d(n, act, dout, dh_rec, h, dpre)
 
 
 cdef inline void lstm_forward_row(int n, floating* gates, const floating* b,
@@ -141,6 +172,24 @@ cdef inline void lstm_backward_row(int n, floating* gates, const floating* c,
         rf_lstm_backward_row_f(n, gates, c, c_prev, dout, dh_rec, dc)
     else:
         rf_lstm_backward_row_d(n, gates, c, c_prev, dout, dh_rec, dc)
+
+
+cdef inline void gru_forward_row(int n, floating* gates, floating* hgates, const floating* b,
+                                 const floating* b_hn, const floating* h_prev, floating* h,
+                                 floating* h_out) noexcept nogil:
+    if floating is float:
+        rf_gru_forward_row_f(n, gates, hgates, b, b_hn, h_prev, h, h_out)
+    else:
+        rf_gru_forward_row_d(n, gates, hgates, b, b_hn, h_prev, h, h_out)
+
+
+cdef inline void gru_backward_row(int n, floating* gates, floating* hgates,
+                                  const floating* h_prev, const floating* dout,
+                                  floating* dh_rec) noexcept nogil:
+    if floating is float:
+        rf_gru_backward_row_f(n, gates, hgates, h_prev, dout, dh_rec)
+    else:
+        rf_gru_backward_row_d(n, gates, hgates, h_prev, dout, dh_rec)
 
 
 cdef inline void add_column_sums(Py_ssize_t rows, int n, const floating* src, Py_ssize_t ld,
@@ -246,37 +295,44 @@ cdef void scatter_time_major(Layout lay, int width, const floating* src,
 # The elementwise pass of one step over batch rows b0 .. b1-1; with several threads the
 # rows are shared out (split_rows) in the same way as the products' panels.
 
-cdef void forward_rows(bint lstm, bint relu, Layout lay, int t, int b0, int b1, int H,
-                       floating* gates_t, const floating* b, const floating* c_prev,
-                       floating* c_next, floating* h_next, floating* out) noexcept nogil:
-    cdef int G = (4 if lstm else 1) * H
+cdef void forward_rows(Cell cell, Layout lay, int t, int b0, int b1, floating* gates_t,
+                       floating* hgates_t, const floating* b, const floating* b_hn,
+                       const floating* h_prev, const floating* c_prev, floating* c_next,
+                       floating* h_next, floating* out) noexcept nogil:
+    cdef int H = cell.H, G = cell.G
     cdef int bb
+    cdef floating* out_row
     for bb in range(b0, b1):
-        if lstm:
+        out_row = out + user_row(lay, t, bb) * H
+        if cell.kind == KIND_LSTM:
             lstm_forward_row(H, gates_t + bb * G, b, c_prev + bb * H, c_next + bb * H,
-                             h_next + bb * H, out + user_row(lay, t, bb) * H)
+                             h_next + bb * H, out_row)
+        elif cell.kind == KIND_GRU:
+            gru_forward_row(H, gates_t + bb * G, hgates_t + bb * G, b, b_hn, h_prev + bb * H,
+                            h_next + bb * H, out_row)
         else:
-            rnn_forward_row(H, relu, gates_t + bb * G, b, h_next + bb * H,
-                            out + user_row(lay, t, bb) * H)
+            rnn_forward_row(H, cell.kind, gates_t + bb * G, b, h_next + bb * H, out_row)
 
 
-cdef void backward_rows(bint lstm, bint relu, Layout lay, int t, int b0, int b1, int H,
+cdef void backward_rows(Cell cell, Layout lay, int t, int b0, int b1,
                         const floating* dout, const floating* zero_row, const floating* hs,
-                        const floating* cs, floating* gates_t, floating* dh_rec,
-                        floating* dc) noexcept nogil:
-    cdef int B = lay.B
-    cdef int G = (4 if lstm else 1) * H
+                        const floating* cs, floating* gates_t, floating* hgates_t,
+                        floating* dh_rec, floating* dc) noexcept nogil:
+    cdef int B = lay.B, H = cell.H, G = cell.G
     cdef int bb
     cdef const floating* dout_row
     for bb in range(b0, b1):
         dout_row = zero_row if dout == NULL else dout + user_row(lay, t, bb) * H
-        if lstm:
+        if cell.kind == KIND_LSTM:
             lstm_backward_row(H, gates_t + bb * G,
                               cs + (<Py_ssize_t> (t + 1) * B + bb) * H,
                               cs + (<Py_ssize_t> t * B + bb) * H,
                               dout_row, dh_rec + bb * H, dc + bb * H)
+        elif cell.kind == KIND_GRU:
+            gru_backward_row(H, gates_t + bb * G, hgates_t + bb * G,
+                             hs + (<Py_ssize_t> t * B + bb) * H, dout_row, dh_rec + bb * H)
         else:
-            rnn_backward_row(H, relu, dout_row, dh_rec + bb * H,
+            rnn_backward_row(H, cell.kind, dout_row, dh_rec + bb * H,
                              hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
 
 
@@ -311,30 +367,59 @@ cdef inline int split_rows(int B, int parts, int part) noexcept nogil:
 
 # ----------------------------------------------------------------------------- forward
 
-cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const floating* x,
-                       const floating* h0, const floating* c0, const floating* Wx,
-                       const floating* Wh, const floating* b, floating* gates, int chunk,
-                       floating* xbuf, floating* hs, floating* cs, int n_slots, floating* out,
-                       floating* h_n, floating* c_n, floating* Wp, floating* WxP,
-                       floating* a_scratch) noexcept nogil:
-    """The forward of both cells.
+cdef struct ForwardArgs:
+    # A forward's arrays, untyped (the fused loops cast them). States h0, c0 may be NULL.
+    void* x
+    void* h0
+    void* c0
+    void* Wx
+    void* Wh
+    void* b
+    void* b_hn          # GRU only
+    void* out
+    void* h_n
+    void* c_n           # LSTM only
+    # gates: x_t @ Wx of `chunk` steps, reused chunk after chunk, or in training all T steps
+    # (the BPTT workspace: the activated gates). hgates (GRU): h_{t-1} @ Wh of one step, or
+    # in training of all T steps (kept: the reset gate multiplies its n part).
+    void* gates
+    void* hgates
+    void* hs            # n_slots (B, H) states: T + 1 in training (h_{-1} .. h_{T-1}), else 2
+    void* cs            # the same for the LSTM's cell state
+    void* xbuf          # chunk steps of x, time-major, when batch-first
+    void* Wp            # Wh packed, or NULL (BLAS)
+    void* WxP           # Wx packed, or NULL
+    void* a_scratch     # rf_packed_gemm's scratch for the interleaved rows of A
+    int chunk
+    int n_slots
 
-    gates holds ``chunk`` steps, reused chunk after chunk, or in training (n_slots = T + 1)
-    all T steps, the BPTT workspace, filled chunk by chunk;
-    hs and cs hold ``n_slots`` (B, H) states: T + 1 in training (h_{-1} .. h_{T-1},
-    kept for BPTT), 2 in inference (ping-pong). xbuf: ``chunk`` steps of x when
-    batch-first. cs is unused (NULL) for the RNN. Wp, WxP: room for the packed Wh and
-    Wx (the products then run in rf_packed_gemm, with a_scratch for chunk * B rows of
-    x), or NULL (BLAS).
-    """
-    cdef int T = lay.T, B = lay.B
-    cdef int G = (4 if lstm else 1) * H
+
+cdef void forward_loop(floating tag, Cell cell, Layout lay,
+                       ForwardArgs* a) noexcept nogil:
+    """The forward of every cell: per chunk of steps one product x @ Wx, per step one
+    product h @ Wh (into the gates, or for the GRU into its own buffer) and the row pass."""
+    cdef int T = lay.T, B = lay.B, D = cell.D, H = cell.H, G = cell.G
+    cdef bint training = a.n_slots == T + 1
+    cdef bint gru = cell.kind == KIND_GRU
+    cdef bint lstm = cell.kind == KIND_LSTM
     cdef bint parallel = step_parallel(B, H, G)
-    cdef int threads
-    cdef int t, t0, s, n, part
+    cdef int threads, t, t0, s, n, part
+    cdef floating* gates = <floating*> a.gates
+    cdef floating* hgates = <floating*> a.hgates
+    cdef floating* hs = <floating*> a.hs
+    cdef floating* cs = <floating*> a.cs
+    cdef floating* Wp = <floating*> a.Wp
+    cdef floating* WxP = <floating*> a.WxP
+    cdef floating* a_scratch = <floating*> a.a_scratch
+    cdef const floating* Wx = <const floating*> a.Wx
+    cdef const floating* Wh = <const floating*> a.Wh
+    cdef const floating* b = <const floating*> a.b
+    cdef const floating* b_hn = <const floating*> a.b_hn
+    cdef floating* out = <floating*> a.out
     cdef const floating* x_chunk
     cdef floating* gates_chunk
     cdef floating* gates_t
+    cdef floating* hgates_t = NULL
     cdef floating* h_prev
     cdef floating* h_next
     cdef floating* c_prev
@@ -342,87 +427,135 @@ cdef void forward_loop(bint lstm, bint relu, Layout lay, int D, int H, const flo
     if Wp != NULL:
         pack_panels(H, G, Wh, G, False, Wp)
         pack_panels(D, G, Wx, G, False, WxP)
-    copy_state(B, H, h0, hs)                                # slot 0: h_{-1}
+    copy_state(B, H, <const floating*> a.h0, hs)            # slot 0: h_{-1}
     if lstm:
-        copy_state(B, H, c0, cs)
+        copy_state(B, H, <const floating*> a.c0, cs)
     t0 = 0
     while t0 < T:                                           # chunk by chunk
-        n = min(chunk, T - t0)
-        x_chunk = steps_time_major(lay, t0, n, D, x, xbuf)
-        gates_chunk = gates + (<Py_ssize_t> t0 * B * G if n_slots == T + 1 else 0)
+        n = min(a.chunk, T - t0)
+        x_chunk = steps_time_major(lay, t0, n, D, <const floating*> a.x,
+                                   <floating*> a.xbuf)
+        gates_chunk = gates + (<Py_ssize_t> t0 * B * G if training else 0)
         # gates_chunk = x_chunk @ Wx, every step of the chunk at once
         step_product(n * B, G, D, x_chunk, Wx, False, WxP, False, gates_chunk, a_scratch,
                      parallel)
         for s in range(n):
             t = t0 + s
             gates_t = gates_chunk + <Py_ssize_t> s * B * G
-            h_prev = hs + <Py_ssize_t> (t % n_slots) * B * H
-            h_next = hs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
-            # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
-            step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch, parallel)
+            h_prev = hs + <Py_ssize_t> (t % a.n_slots) * B * H
+            h_next = hs + <Py_ssize_t> ((t + 1) % a.n_slots) * B * H
+            if gru:
+                # hgates_t = h_prev @ Wh (apart from the gates: r multiplies its n part)
+                hgates_t = hgates + (<Py_ssize_t> t * B * G if training else 0)
+                step_product(B, G, H, h_prev, Wh, False, Wp, False, hgates_t, a_scratch,
+                             parallel)
+            else:
+                # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
+                step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch,
+                             parallel)
             c_prev = c_next = NULL
             if lstm:
-                c_prev = cs + <Py_ssize_t> (t % n_slots) * B * H
-                c_next = cs + <Py_ssize_t> ((t + 1) % n_slots) * B * H
+                c_prev = cs + <Py_ssize_t> (t % a.n_slots) * B * H
+                c_next = cs + <Py_ssize_t> ((t + 1) % a.n_slots) * B * H
             threads = row_threads(B, parallel)
             if threads > 1:
                 for part in prange(threads, num_threads=threads, schedule="static"):
-                    forward_rows(lstm, relu, lay, t, split_rows(B, threads, part),
-                                 split_rows(B, threads, part + 1), H, gates_t, b, c_prev,
-                                 c_next, h_next, out)
+                    forward_rows(cell, lay, t, split_rows(B, threads, part),
+                                 split_rows(B, threads, part + 1), gates_t, hgates_t, b,
+                                 b_hn, h_prev, c_prev, c_next, h_next, out)
             else:
-                forward_rows(lstm, relu, lay, t, 0, B, H, gates_t, b, c_prev, c_next, h_next,
-                             out)
+                forward_rows(cell, lay, t, 0, B, gates_t, hgates_t, b, b_hn, h_prev, c_prev,
+                             c_next, h_next, out)
         t0 += n
-    memcpy(h_n, hs + <Py_ssize_t> (T % n_slots) * B * H, <size_t> B * H * sizeof(floating))
+    memcpy(a.h_n, hs + <Py_ssize_t> (T % a.n_slots) * B * H, <size_t> B * H * sizeof(floating))
     if lstm:
-        memcpy(c_n, cs + <Py_ssize_t> (T % n_slots) * B * H, <size_t> B * H * sizeof(floating))
+        memcpy(a.c_n, cs + <Py_ssize_t> (T % a.n_slots) * B * H,
+               <size_t> B * H * sizeof(floating))
 
 
 # ----------------------------------------------------------------------------- backward
 
-cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const floating* dout,
-                        const floating* zero_row, const floating* x, const floating* Wx,
-                        const floating* Wh, floating* WpT, floating* a_scratch,
-                        const floating* hs, const floating* cs, floating* gates,
-                        floating* dh_rec, floating* dc, floating* xbuf, floating* dx,
-                        floating* dWx, floating* dWh, floating* db, floating* dGp,
-                        floating* WxTp, floating* deferred_scratch) noexcept nogil:
-    """BPTT of both cells, overwriting the workspace gates with their gradients dG.
+cdef struct BackwardArgs:
+    # A backward's arrays, untyped (the fused loops cast them).
+    void* dout          # NULL: no gradient on the outputs (zero_row stands in)
+    void* zero_row
+    void* x
+    void* Wx
+    void* Wh
+    void* hs            # the forward's workspace: states, gates (overwritten by dG) ...
+    void* cs
+    void* gates
+    void* hgates        # ... and the GRU's hidden-side gates (overwritten by dGh)
+    void* dh_rec        # in: dL/dh_{T-1} (dh_n), out: dh0
+    void* dc            # in: dc_n, out: dc0 (LSTM)
+    void* xbuf          # (T, B, D) scratch when batch-first: x, then dx, time-major
+    void* dx
+    void* dWx
+    void* dWh
+    void* db
+    void* db_hn         # GRU
+    void* WpT           # Wh.T packed (with a_scratch), or NULL (BLAS)
+    void* a_scratch
+    void* dGp           # dG packed for the deferred products, or NULL (BLAS) ...
+    void* WxTp          # ... and Wx.T packed
+    void* deferred_scratch
 
-    dh_rec (and dc) enter holding dL/dh_{T-1} (dL/dc_{T-1}) from the final state
-    and leave holding dh0 (dc0). dout NULL: no gradient on the outputs (zero_row
-    stands in). WpT: room for the packed Wh.T (with a_scratch (B, G*H)), or NULL
-    (BLAS). xbuf: (T, B, D) scratch when batch-first. dGp, WxTp, deferred_scratch: room
-    for the packed dG and Wx.T, for the deferred products in rf_packed_gemm, or NULL (BLAS).
-    """
-    cdef int T = lay.T, B = lay.B
-    cdef int G = (4 if lstm else 1) * H
+
+cdef void backward_loop(floating tag, Cell cell, Layout lay,
+                        BackwardArgs* a) noexcept nogil:
+    """BPTT of every cell, overwriting the workspace gates with their gradients dG (and the
+    GRU's hidden-side gates with dGh, which differs from dG in the n slice: r scales it).
+    Per step the row pass and ``dh_rec (+)= dGh_t @ Wh.T``; then the weight gradients and
+    dx as products over all steps."""
+    cdef int T = lay.T, B = lay.B, D = cell.D, H = cell.H, G = cell.G
+    cdef bint gru = cell.kind == KIND_GRU
     cdef bint parallel = step_parallel(B, H, G)
-    cdef int threads
-    cdef int t, part
+    cdef int threads, t, part
     cdef Py_ssize_t rows = <Py_ssize_t> T * B
+    cdef floating* gates = <floating*> a.gates
+    cdef floating* hgates = <floating*> a.hgates
+    cdef floating* dh_rec = <floating*> a.dh_rec
+    cdef floating* WpT = <floating*> a.WpT
+    cdef floating* dGp = <floating*> a.dGp
+    cdef floating* WxTp = <floating*> a.WxTp
+    cdef floating* a_scratch = <floating*> a.a_scratch
+    cdef floating* deferred_scratch = <floating*> a.deferred_scratch
+    cdef floating* xbuf = <floating*> a.xbuf
+    cdef floating* dWx = <floating*> a.dWx
+    cdef floating* dWh = <floating*> a.dWh
+    cdef floating* db = <floating*> a.db
+    cdef const floating* Wx = <const floating*> a.Wx
+    cdef const floating* Wh = <const floating*> a.Wh
+    cdef const floating* hs = <const floating*> a.hs
+    # the hidden side's gate gradients: the gates' own, but for the GRU
+    cdef floating* dGh = hgates if gru else gates
     cdef floating* gates_t
+    cdef floating* hgates_t = NULL
     cdef const floating* xs
     cdef floating* dx_tm
     if WpT != NULL:
         pack_panels(G, H, Wh, G, True, WpT)
     for t in range(T - 1, -1, -1):
         gates_t = gates + <Py_ssize_t> t * B * G
+        if gru:
+            hgates_t = hgates + <Py_ssize_t> t * B * G
         threads = row_threads(B, parallel)
         if threads > 1:
             for part in prange(threads, num_threads=threads, schedule="static"):
-                backward_rows(lstm, relu, lay, t, split_rows(B, threads, part),
-                              split_rows(B, threads, part + 1), H, dout, zero_row, hs, cs,
-                              gates_t, dh_rec, dc)
+                backward_rows(cell, lay, t, split_rows(B, threads, part),
+                              split_rows(B, threads, part + 1), <const floating*> a.dout,
+                              <const floating*> a.zero_row, hs, <const floating*> a.cs,
+                              gates_t, hgates_t, dh_rec, <floating*> a.dc)
         else:
-            backward_rows(lstm, relu, lay, t, 0, B, H, dout, zero_row, hs, cs, gates_t,
-                          dh_rec, dc)
-        # dh_rec = dG_t @ Wh.T
-        step_product(B, H, G, gates_t, Wh, True, WpT, False, dh_rec, a_scratch, parallel)
-    # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dG, dx = dG @ Wx.T
-    xs = steps_time_major(lay, 0, T, D, x, xbuf)
-    dx_tm = xbuf if xs == xbuf else dx    # batch-first: dx time-major first, then scatter
+            backward_rows(cell, lay, t, 0, B, <const floating*> a.dout,
+                          <const floating*> a.zero_row, hs, <const floating*> a.cs, gates_t,
+                          hgates_t, dh_rec, <floating*> a.dc)
+        # dh_rec = dG_t @ Wh.T; the GRU's rows left dh * z there, its product adds
+        step_product(B, H, G, dGh + <Py_ssize_t> t * B * G, Wh, True, WpT, gru, dh_rec,
+                     a_scratch, parallel)
+    # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dGh, dx = dG @ Wx.T
+    xs = steps_time_major(lay, 0, T, D, <const floating*> a.x, xbuf)
+    dx_tm = xbuf if xs == xbuf else <floating*> a.dx   # batch-first: dx time-major first
     if dGp != NULL:
         # our kernel rather than BLAS (BLAS's threads cost more than they bring at these
         # sizes); OpenMP threads when large: these products end the call, no serial step
@@ -430,6 +563,8 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
         pack_panels(<int> rows, G, gates, G, False, dGp)          # dG as the right operand
         packed_gemm(D, G, <int> rows, xs, True, dGp, False, dWx, deferred_scratch,
                     threads_for_once(rows * G * D))
+        if gru:
+            pack_panels(<int> rows, G, dGh, G, False, dGp)        # (dG is done with)
         packed_gemm(H, G, <int> rows, hs, True, dGp, False, dWh, deferred_scratch,
                     threads_for_once(rows * G * H))
         pack_panels(G, D, Wx, G, True, WxTp)                      # Wx.T
@@ -438,14 +573,17 @@ cdef void backward_loop(bint lstm, bint relu, Layout lay, int D, int H, const fl
     else:
         gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0,
              dWx, G)
-        gemm(True, False, H, G, <int> rows, <floating> 1, hs, H, gates, G, <floating> 0,
+        gemm(True, False, H, G, <int> rows, <floating> 1, hs, H, dGh, G, <floating> 0,
              dWh, G)
         gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
              dx_tm, D)
     if dx_tm == xbuf:
-        scatter_time_major(lay, D, xbuf, dx)
+        scatter_time_major(lay, D, xbuf, <floating*> a.dx)
     memset(db, 0, <size_t> G * sizeof(floating))
     add_column_sums(rows, G, gates, G, db)                  # db = dG.sum(axis=0)
+    if gru:                                                 # db_hn = dGh[:, 2H:].sum(axis=0)
+        memset(a.db_hn, 0, <size_t> H * sizeof(floating))
+        add_column_sums(rows, H, dGh + 2 * H, G, <floating*> a.db_hn)
 
 
 # ----------------------------------------------------------------------------- typed entries
@@ -468,99 +606,120 @@ cdef inline Py_ssize_t carved_values(Py_ssize_t n) noexcept nogil:
     return (n + 15) // 16 * 16 + RED_ZONE
 
 
-cdef inline floating* carve(floating* scratch, Py_ssize_t* used, Py_ssize_t n) noexcept nogil:
+cdef inline void* carve(bint is_float, char* scratch, Py_ssize_t* used,
+                        Py_ssize_t n) noexcept nogil:
     """The next n values of a scratch block (NULL for n = 0), followed up to
-    carved_values(n) by padding and a red zone poisoned for AddressSanitizer (scratch_values
-    sizes the block; the caller unpoisons it after the kernel)."""
+    carved_values(n) by padding and a red zone poisoned for AddressSanitizer (the plan's
+    total sizes the block; the caller unpoisons it after the kernel)."""
     if n == 0:
         return NULL
-    cdef floating* p = scratch + used[0]
-    rf_asan_poison(p + n, <size_t> (carved_values(n) - n) * sizeof(floating))
+    cdef size_t item = 4 if is_float else 8
+    cdef char* p = scratch + used[0] * item
+    rf_asan_poison(p + n * item, <size_t> (carved_values(n) - n) * item)
     used[0] += carved_values(n)
     return p
 
 
-cdef void forward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
-                        int D, int H, x, h0, c0, Wx, Wh, b, gates, hs, cs, int chunk,
-                        int n_slots, out, h_n, c_n, scratch, Py_ssize_t* sizes):
-    """``gates``, ``hs``, ``cs``: the training workspace's arrays, or None (inference): then
-    they are carved, like every other buffer, from ``scratch``; ``sizes``: the values of
-    gates, hs, cs, xbuf, Wp, WxP, a_scratch (0: not used)."""
-    cdef Layout lay = make_layout(T, B, batch_first)
-    cdef const floating* x_p = <const floating*> data(x)
-    cdef const floating* h0_p = <const floating*> data(h0)
-    cdef const floating* c0_p = <const floating*> data(c0)
-    cdef const floating* Wx_p = <const floating*> data(Wx)
-    cdef const floating* Wh_p = <const floating*> data(Wh)
-    cdef const floating* b_p = <const floating*> data(b)
-    cdef floating* out_p = <floating*> data(out)
-    cdef floating* h_n_p = <floating*> data(h_n)
-    cdef floating* c_n_p = <floating*> data(c_n)
-    cdef floating* base = <floating*> data(scratch)
+# The buffer plans: how many values each internal buffer of a call takes (0: not used).
+# One scratch block holds them all, carved in this order.
+
+cdef struct ForwardPlan:
+    Py_ssize_t gates        # inference only (training: the workspace's)
+    Py_ssize_t hgates
+    Py_ssize_t hs
+    Py_ssize_t cs
+    Py_ssize_t xbuf
+    Py_ssize_t Wp
+    Py_ssize_t WxP
+    Py_ssize_t a_scratch
+
+
+cdef struct BackwardPlan:
+    Py_ssize_t zero_row
+    Py_ssize_t xbuf
+    Py_ssize_t WpT
+    Py_ssize_t a_scratch
+    Py_ssize_t dGp
+    Py_ssize_t WxTp
+
+
+cdef inline Py_ssize_t planned(Py_ssize_t n) noexcept:
+    return carved_values(n) if n > 0 else 0
+
+
+cdef Py_ssize_t forward_plan_values(ForwardPlan* p) noexcept:
+    """Values of the scratch block that holds a forward plan's buffers."""
+    return (planned(p.gates) + planned(p.hgates) + planned(p.hs) + planned(p.cs)
+            + planned(p.xbuf) + planned(p.Wp) + planned(p.WxP) + planned(p.a_scratch))
+
+
+cdef Py_ssize_t backward_plan_values(BackwardPlan* p) noexcept:
+    """Values of the scratch block that holds a backward plan's buffers."""
+    return (planned(p.zero_row) + planned(p.xbuf) + planned(p.WpT) + planned(p.a_scratch)
+            + planned(p.dGp) + planned(p.WxTp))
+
+
+cdef void run_forward(Cell cell, Layout lay, ForwardArgs* a, ForwardPlan* plan, bint is_float,
+                      scratch):
+    """Carves the plan's buffers from ``scratch`` (a workspace buffer already set in ``a``
+    is kept) and runs forward_loop without the GIL."""
+    cdef char* base = <char*> data(scratch)
     cdef Py_ssize_t used = 0
-    cdef floating* gates_p = <floating*> data(gates)
-    cdef floating* hs_p = <floating*> data(hs)
-    cdef floating* cs_p = <floating*> data(cs)
-    if gates is None:
-        gates_p = carve(base, &used, sizes[0])
-        hs_p = carve(base, &used, sizes[1])
-        cs_p = carve(base, &used, sizes[2])
-    cdef floating* xbuf_p = carve(base, &used, sizes[3])
-    cdef floating* Wp_p = carve(base, &used, sizes[4])
-    cdef floating* WxP_p = carve(base, &used, sizes[5])
-    cdef floating* a_scratch_p = carve(base, &used, sizes[6])
+    cdef void* p
+    p = carve(is_float, base, &used, plan.gates)
+    if plan.gates:
+        a.gates = p
+    p = carve(is_float, base, &used, plan.hgates)
+    if plan.hgates:
+        a.hgates = p
+    p = carve(is_float, base, &used, plan.hs)
+    if plan.hs:
+        a.hs = p
+    p = carve(is_float, base, &used, plan.cs)
+    if plan.cs:
+        a.cs = p
+    a.xbuf = carve(is_float, base, &used, plan.xbuf)
+    a.Wp = carve(is_float, base, &used, plan.Wp)
+    a.WxP = carve(is_float, base, &used, plan.WxP)
+    a.a_scratch = carve(is_float, base, &used, plan.a_scratch)
     cdef unsigned int csr
     with nogil:
         rf_call_begin()                 # (the thread policy counts the calls in flight)
         csr = rf_denormals_off()
-        forward_loop(lstm, relu, lay, D, H, x_p, h0_p, c0_p, Wx_p, Wh_p, b_p, gates_p, chunk,
-                     xbuf_p, hs_p, cs_p, n_slots, out_p, h_n_p, c_n_p, Wp_p, WxP_p,
-                     a_scratch_p)
+        if is_float:
+            forward_loop(<float> 0, cell, lay, a)
+        else:
+            forward_loop(<double> 0, cell, lay, a)
         rf_denormals_restore(csr)
         rf_call_end()
-        rf_asan_unpoison(base, <size_t> used * sizeof(floating))
+        rf_asan_unpoison(base, <size_t> used * (4 if is_float else 8))
 
 
-cdef void backward_typed(floating tag, bint lstm, bint relu, bint batch_first, int T, int B,
-                         int D, int H, dout, x, Wx, Wh, hs, cs, gates, dh_rec, dc, dx, dWx,
-                         dWh, db, scratch, Py_ssize_t* sizes):
-    """``scratch``: one block for the internal buffers, of ``sizes`` values: zero_row,
-    xbuf, WpT, a_scratch, dGp, WxTp (0: not used; see _backward)."""
-    cdef Layout lay = make_layout(T, B, batch_first)
-    cdef const floating* dout_p = <const floating*> data(dout)
-    cdef const floating* x_p = <const floating*> data(x)
-    cdef const floating* Wx_p = <const floating*> data(Wx)
-    cdef const floating* Wh_p = <const floating*> data(Wh)
-    cdef const floating* hs_p = <const floating*> data(hs)
-    cdef const floating* cs_p = <const floating*> data(cs)
-    cdef floating* gates_p = <floating*> data(gates)
-    cdef floating* dh_rec_p = <floating*> data(dh_rec)
-    cdef floating* dc_p = <floating*> data(dc)
-    cdef floating* dx_p = <floating*> data(dx)
-    cdef floating* dWx_p = <floating*> data(dWx)
-    cdef floating* dWh_p = <floating*> data(dWh)
-    cdef floating* db_p = <floating*> data(db)
-    cdef floating* base = <floating*> data(scratch)
+cdef void run_backward(Cell cell, Layout lay, BackwardArgs* a, BackwardPlan* plan,
+                       bint is_float, scratch):
+    """Carves the plan's buffers from ``scratch`` and runs backward_loop without the GIL."""
+    cdef char* base = <char*> data(scratch)
     cdef Py_ssize_t used = 0
-    cdef floating* zero_row_p = carve(base, &used, sizes[0])
-    cdef floating* xbuf_p = carve(base, &used, sizes[1])
-    cdef floating* WpT_p = carve(base, &used, sizes[2])
-    cdef floating* a_scratch_p = carve(base, &used, sizes[3])
-    cdef floating* dGp_p = carve(base, &used, sizes[4])
-    cdef floating* WxTp_p = carve(base, &used, sizes[5])
+    a.zero_row = carve(is_float, base, &used, plan.zero_row)
+    a.xbuf = carve(is_float, base, &used, plan.xbuf)
+    a.WpT = carve(is_float, base, &used, plan.WpT)
+    a.a_scratch = carve(is_float, base, &used, plan.a_scratch)
+    a.dGp = carve(is_float, base, &used, plan.dGp)
+    a.WxTp = carve(is_float, base, &used, plan.WxTp)
     # the deferred products share the per-step products' A scratch (sized for both)
-    cdef floating* deferred_scratch_p = a_scratch_p if dGp_p != NULL else NULL
+    a.deferred_scratch = a.a_scratch if a.dGp != NULL else NULL
     cdef unsigned int csr
     with nogil:
-        memset(zero_row_p, 0, <size_t> H * sizeof(floating))
+        memset(a.zero_row, 0, <size_t> cell.H * (4 if is_float else 8))
         rf_call_begin()
         csr = rf_denormals_off()
-        backward_loop(lstm, relu, lay, D, H, dout_p, zero_row_p, x_p, Wx_p, Wh_p, WpT_p,
-                      a_scratch_p, hs_p, cs_p, gates_p, dh_rec_p, dc_p, xbuf_p, dx_p, dWx_p,
-                      dWh_p, db_p, dGp_p, WxTp_p, deferred_scratch_p)
+        if is_float:
+            backward_loop(<float> 0, cell, lay, a)
+        else:
+            backward_loop(<double> 0, cell, lay, a)
         rf_denormals_restore(csr)
         rf_call_end()
-        rf_asan_unpoison(base, <size_t> used * sizeof(floating))
+        rf_asan_unpoison(base, <size_t> used * (4 if is_float else 8))
 
 
 # ----------------------------------------------------------------------------- Python faces
@@ -609,16 +768,6 @@ cdef inline Py_ssize_t packed_size(bint is_float, int K, int N) noexcept:
 cdef inline Py_ssize_t a_packed_size(Py_ssize_t max_rows, Py_ssize_t max_k) noexcept:
     """rf_packed_gemm's scratch for products of at most max_rows rows and max_k terms."""
     return min(<Py_ssize_t> RF_MC, max_rows) * min(<Py_ssize_t> RF_KC, max_k)
-
-
-cdef Py_ssize_t scratch_values(Py_ssize_t* sizes, int n) noexcept:
-    """Values of one scratch block holding buffers of ``sizes`` values (see carve)."""
-    cdef Py_ssize_t total = 0
-    cdef int i
-    for i in range(n):
-        if sizes[i] > 0:
-            total += carved_values(sizes[i])
-    return total
 
 
 cdef inline cnp.ndarray empty(int nd, cnp.npy_intp* dims, bint is_float):
@@ -733,149 +882,179 @@ def _give_back_workspace(workspace):
         _shared.give_back(lent)
 
 
-def _forward(cell, bint relu, x, h0, c0, Wx, Wh, b, bint batch_first, bint training,
+_NONLINEARITY_KINDS = {"tanh": KIND_RNN_TANH, "relu": KIND_RNN_RELU,
+                       "sigmoid": KIND_RNN_SIGMOID}
+
+
+def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint training,
              dict pool=None):
-    """Allocates outputs and buffers, runs forward_typed; returns
-    ``(out, h_n, c_n, workspace)`` (c_n None for the RNN). ``pool``: see pooled(); without
-    one, the buffers are lent by SharedBuffers."""
-    cdef bint lstm = cell == "lstm"
+    """Allocates outputs and buffers, runs forward_loop; returns
+    ``(out, h_n, c_n, workspace)`` (c_n None but for the LSTM). ``pool``: see pooled();
+    without one, the buffers are lent by SharedBuffers."""
+    cdef bint lstm = kind == KIND_LSTM
+    cdef bint gru = kind == KIND_GRU
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
     cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G, chunk, n_slots
-    cdef Py_ssize_t sizes[7]
     cdef cnp.npy_intp dims[3]
+    cdef Cell cell = Cell(kind, D, H, G)
+    cdef ForwardPlan plan
+    cdef ForwardArgs a
     dt = Wx.dtype
     dims[0], dims[1], dims[2] = (B, T, H) if batch_first else (T, B, H)    # out: like x
     out = empty(3, dims, is_float)
     cdef bint packed = use_packed(<long long> B * H * G, is_float)   # else BLAS
     chunk = max(1, min(T, (CHUNK_ROWS if packed else BLAS_CHUNK_ROWS) // B))
     n_slots = T + 1 if training else 2
-    gates = hs = cs = workspace = None
+    gates = hgates = hs = cs = workspace = None
     # buffers lent by SharedBuffers when there is no pool: the workspace's, the scratch's
     kept = [] if pool is None else None
     lent = [] if pool is None else None
     if training:        # the BPTT workspace; in inference these come from the scratch block
         dims[0], dims[1], dims[2] = T, B, G
         gates = pooled(pool, "gates", 3, dims, is_float, kept)
+        hgates = pooled(pool, "hgates", 3, dims, is_float, kept) if gru else None
         dims[0], dims[1], dims[2] = n_slots, B, H
         hs = pooled(pool, "hs", 3, dims, is_float, kept)
         cs = pooled(pool, "cs", 3, dims, is_float, kept) if lstm else None
-        workspace = {"backend": "cython", "cell": cell, "batch_first": batch_first,
-                     "dims": (B, T, H), "gates": gates, "hs": hs, "cs": cs}
+        workspace = {"backend": "cython", "cell": KINDS[kind].split("_")[0],
+                     "batch_first": batch_first, "dims": (B, T, H), "gates": gates,
+                     "hs": hs, "cs": cs}
+        if gru:
+            workspace["hgates"] = hgates
         if kept:
             workspace["lent"] = kept
-        if not lstm:
-            workspace["nonlinearity"] = "relu" if relu else "tanh"
+        if kind <= KIND_RNN_SIGMOID:
+            workspace["nonlinearity"] = KINDS[kind].split("_")[1]
     if T == 0:
         return (out, _state_or_zeros(h0, B, H, dt),
                 _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
-    sizes[0] = 0 if training else chunk * B * G                     # gates
-    sizes[1] = 0 if training else n_slots * B * H                   # hs
-    sizes[2] = 0 if training or not lstm else n_slots * B * H       # cs
-    sizes[3] = chunk * B * D if batch_first and B > 1 else 0        # xbuf: x time-major
-    sizes[4] = packed_size(is_float, H, G) if packed else 0         # Wp: Wh packed
-    sizes[5] = packed_size(is_float, D, G) if packed else 0         # WxP: Wx packed
-    sizes[6] = a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0
-    dims[0] = scratch_values(sizes, 7)
+    plan.gates = 0 if training else chunk * B * G
+    plan.hgates = 0 if training or not gru else B * G
+    plan.hs = 0 if training else n_slots * B * H
+    plan.cs = 0 if training or not lstm else n_slots * B * H
+    plan.xbuf = chunk * B * D if batch_first and B > 1 else 0       # x time-major
+    plan.Wp = packed_size(is_float, H, G) if packed else 0          # Wh packed
+    plan.WxP = packed_size(is_float, D, G) if packed else 0         # Wx packed
+    plan.a_scratch = a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0
+    dims[0] = forward_plan_values(&plan)
     scratch = pooled(pool, "forward scratch", 1, dims, is_float, lent)
     dims[0], dims[1] = B, H
     h_n = empty(2, dims, is_float)
     c_n = empty(2, dims, is_float) if lstm else None
-    if is_float:
-        forward_typed[float](0, lstm, relu, batch_first, T, B, D, H, x, h0, c0, Wx, Wh, b,
-                             gates, hs, cs, chunk, n_slots, out, h_n, c_n, scratch, sizes)
-    else:
-        forward_typed[double](0, lstm, relu, batch_first, T, B, D, H, x, h0, c0, Wx, Wh, b,
-                              gates, hs, cs, chunk, n_slots, out, h_n, c_n, scratch, sizes)
+    a.x, a.h0, a.c0 = data(x), data(h0), data(c0)
+    a.Wx, a.Wh, a.b, a.b_hn = data(Wx), data(Wh), data(b), data(b_hn)
+    a.out, a.h_n, a.c_n = data(out), data(h_n), data(c_n)
+    a.gates, a.hgates, a.hs, a.cs = data(gates), data(hgates), data(hs), data(cs)
+    a.chunk, a.n_slots = chunk, n_slots
+    run_forward(cell, make_layout(T, B, batch_first), &a, &plan, is_float, scratch)
     if lent:
         del scratch
         _shared.give_back(lent)
     return out, h_n, c_n, workspace
 
 
-def _backward(cell, bint relu, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
+def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
               dict pool=None):
-    """Allocates gradients and scratch, runs backward_typed; returns
-    ``(dx, dh0, dc0, dWx, dWh, db)`` (dc0 None for the RNN). ``pool``: see pooled(); without
-    one, the scratch is lent by SharedBuffers, and the workspace's lent buffers go back to
-    it afterwards."""
+    """Allocates gradients and scratch, runs backward_loop; returns
+    ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the LSTM, db_hn but for the
+    GRU). ``pool``: see pooled(); without one, the scratch is lent by SharedBuffers, and the
+    workspace's lent buffers go back to it afterwards."""
     if workspace["hs"] is None:
         raise ValueError("this workspace was already used by a backward call")
-    cdef bint lstm = cell == "lstm"
+    cdef bint lstm = kind == KIND_LSTM
+    cdef bint gru = kind == KIND_GRU
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
     cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G
-    cdef Py_ssize_t sizes[6]
     cdef cnp.npy_intp dims[1]
+    cdef Cell cell = Cell(kind, D, H, G)
+    cdef BackwardPlan plan
+    cdef BackwardArgs a
     dt = Wx.dtype
     dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
     dc = _state_or_zeros(dc_n, B, H, dt) if lstm else None      # becomes dc0
     if T == 0:
         return (np.zeros(x.shape, dt), dh_rec, dc, np.zeros(Wx.shape, dt),
-                np.zeros(Wh.shape, dt), np.zeros(G, dt))
+                np.zeros(Wh.shape, dt), np.zeros(G, dt), np.zeros(H, dt) if gru else None)
     # every value of these is written by the kernels
     dx = np.empty(x.shape, dt)
     dWx = np.empty(Wx.shape, dt)
     dWh = np.empty(Wh.shape, dt)
     dims[0] = G
     db = empty(1, dims, is_float)
+    dims[0] = H
+    db_hn = empty(1, dims, is_float) if gru else None
     cdef bint packed = use_packed(<long long> B * H * G, is_float)   # else BLAS
     # the deferred products too (large problems: BLAS)
     cdef bint deferred_packed = packed and B * H * G < RF_PARALLEL_MIN_WORK
-    sizes[0] = H                                                    # zero_row: dout's stand-in
-    sizes[1] = T * B * D if batch_first and B > 1 else 0            # xbuf: x (and dx) time-major
-    sizes[2] = packed_size(is_float, G, H) if packed else 0         # WpT: Wh.T packed
-    sizes[3] = (a_packed_size(max(B, D, H, T * B), max(G, T * B))   # a_scratch
-                if packed else 0)
-    sizes[4] = packed_size(is_float, T * B, G) if deferred_packed else 0    # dGp: dG packed
-    sizes[5] = packed_size(is_float, G, D) if deferred_packed else 0        # WxTp: Wx.T packed
-    dims[0] = scratch_values(sizes, 6)
+    plan.zero_row = H                                               # dout's stand-in
+    plan.xbuf = T * B * D if batch_first and B > 1 else 0           # x (and dx) time-major
+    plan.WpT = packed_size(is_float, G, H) if packed else 0         # Wh.T packed
+    plan.a_scratch = (a_packed_size(max(B, D, H, T * B), max(G, T * B)) if packed else 0)
+    plan.dGp = packed_size(is_float, T * B, G) if deferred_packed else 0   # dG packed
+    plan.WxTp = packed_size(is_float, G, D) if deferred_packed else 0      # Wx.T packed
+    dims[0] = backward_plan_values(&plan)
     lent = [] if pool is None else None
     scratch = pooled(pool, "backward scratch", 1, dims, is_float, lent)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
-    if is_float:
-        backward_typed[float](0, lstm, relu, batch_first, T, B, D, H, dout, x, Wx, Wh, hs,
-                              cs, gates, dh_rec, dc, dx, dWx, dWh, db, scratch, sizes)
-    else:
-        backward_typed[double](0, lstm, relu, batch_first, T, B, D, H, dout, x, Wx, Wh, hs,
-                               cs, gates, dh_rec, dc, dx, dWx, dWh, db, scratch, sizes)
+    hgates = workspace["hgates"] if gru else None
+    a.dout, a.x, a.Wx, a.Wh = data(dout), data(x), data(Wx), data(Wh)
+    a.hs, a.cs, a.gates, a.hgates = data(hs), data(cs), data(gates), data(hgates)
+    a.dh_rec, a.dc = data(dh_rec), data(dc)
+    a.dx, a.dWx, a.dWh, a.db, a.db_hn = data(dx), data(dWx), data(dWh), data(db), data(db_hn)
+    run_backward(cell, make_layout(T, B, batch_first), &a, &plan, is_float, scratch)
     if pool is None:
-        del scratch, hs, cs, gates
+        del scratch, hs, cs, gates, hgates
         _shared.give_back(lent)
         _give_back_workspace(workspace)
-    return dx, dh_rec, dc, dWx, dWh, db
+    return dx, dh_rec, dc, dWx, dWh, db, db_hn
 
 
 def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True):
     """Returns ``(out, h_n, workspace)``; workspace is None unless ``training``."""
-    out, h_n, _, workspace = _forward("rnn", nonlinearity == "relu", x, h0, None, Wx, Wh, b,
-                                      batch_first, training)
+    out, h_n, _, workspace = _forward(_NONLINEARITY_KINDS[nonlinearity], x, h0, None, Wx, Wh,
+                                      b, None, batch_first, training)
     return out, h_n, workspace
 
 
 def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True):
     """Returns ``(dx, dh0, dWx, dWh, db)``. Overwrites the workspace's gates."""
-    dx, dh0, _, dWx, dWh, db = _backward("rnn", nonlinearity == "relu", dout, dh_n, None, x,
-                                         Wx, Wh, workspace, batch_first)
+    dx, dh0, _, dWx, dWh, db, _ = _backward(_NONLINEARITY_KINDS[nonlinearity], dout, dh_n,
+                                            None, x, Wx, Wh, workspace, batch_first)
     return dx, dh0, dWx, dWh, db
 
 
 def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
     """Returns ``(out, h_n, c_n, workspace)``; workspace is None unless ``training``."""
-    return _forward("lstm", False, x, h0, c0, Wx, Wh, b, batch_first, training)
+    return _forward(KIND_LSTM, x, h0, c0, Wx, Wh, b, None, batch_first, training)
 
 
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
     """Returns ``(dx, dh0, dc0, dWx, dWh, db)``. Overwrites the workspace's gates."""
-    return _backward("lstm", False, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first)
+    return _backward(KIND_LSTM, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first)[:6]
+
+
+def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
+    """Returns ``(out, h_n, workspace)``; workspace is None unless ``training``."""
+    out, h_n, _, workspace = _forward(KIND_GRU, x, h0, None, Wx, Wh, b, b_hn, batch_first,
+                                      training)
+    return out, h_n, workspace
+
+
+def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
+    """Returns ``(dx, dh0, dWx, dWh, db, db_hn)``. Overwrites the workspace's gates."""
+    dx, dh0, _, dWx, dWh, db, db_hn = _backward(KIND_GRU, dout, dh_n, None, x, Wx, Wh,
+                                                workspace, batch_first)
+    return dx, dh0, dWx, dWh, db, db_hn
 
 
 class BufferedKernels:
-    """The four kernels above, for one layer: the training workspace and the scratch
-    blocks are kept between calls and reused instead of allocated anew (outputs and
-    gradients are always new arrays). So a workspace is valid only until the next
-    training forward, and one object serves one thread at a time. Inference allocates
-    as the module functions do (an eval layer may be shared by threads)."""
+    """The kernels above, for one layer: the training workspace and the scratch blocks are
+    kept between calls and reused instead of allocated anew (outputs and gradients are
+    always new arrays). So a workspace is valid only until the next training forward, and
+    one object serves one thread at a time. Inference borrows from SharedBuffers as the
+    module functions do (an eval layer may be shared by threads)."""
 
     def __init__(self):
         self._pool = {}
@@ -894,24 +1073,36 @@ class BufferedKernels:
 
     def rnn_forward(self, x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True,
                     training=True):
-        out, h_n, _, workspace = _forward("rnn", nonlinearity == "relu", x, h0, None, Wx, Wh,
-                                          b, batch_first, training,
+        out, h_n, _, workspace = _forward(_NONLINEARITY_KINDS[nonlinearity], x, h0, None, Wx,
+                                          Wh, b, None, batch_first, training,
                                           self._pool if training else None)
         return out, h_n, workspace
 
     def rnn_backward(self, dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh",
                      batch_first=True):
-        dx, dh0, _, dWx, dWh, db = _backward("rnn", nonlinearity == "relu", dout, dh_n, None,
-                                             x, Wx, Wh, workspace, batch_first, self._pool)
+        dx, dh0, _, dWx, dWh, db, _ = _backward(_NONLINEARITY_KINDS[nonlinearity], dout,
+                                                dh_n, None, x, Wx, Wh, workspace,
+                                                batch_first, self._pool)
         return dx, dh0, dWx, dWh, db
 
     def lstm_forward(self, x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
-        return _forward("lstm", False, x, h0, c0, Wx, Wh, b, batch_first, training,
+        return _forward(KIND_LSTM, x, h0, c0, Wx, Wh, b, None, batch_first, training,
                         self._pool if training else None)
 
     def lstm_backward(self, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
-        return _backward("lstm", False, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first,
-                         self._pool)
+        return _backward(KIND_LSTM, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first,
+                         self._pool)[:6]
+
+    def gru_forward(self, x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
+        out, h_n, _, workspace = _forward(KIND_GRU, x, h0, None, Wx, Wh, b, b_hn,
+                                          batch_first, training,
+                                          self._pool if training else None)
+        return out, h_n, workspace
+
+    def gru_backward(self, dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
+        dx, dh0, _, dWx, dWh, db, db_hn = _backward(KIND_GRU, dout, dh_n, None, x, Wx, Wh,
+                                                    workspace, batch_first, self._pool)
+        return dx, dh0, dWx, dWh, db, db_hn
 
 
 # ----------------------------------------------------------------------------- thread policy

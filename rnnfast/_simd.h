@@ -105,6 +105,9 @@ static inline double rf_pow2_from_shifted_d(double t) {
     return out.f;
 }
 
+/* The RNN's activations (the cell kinds' codes in _core): tanh, relu, sigmoid. */
+enum { RF_ACT_TANH = 0, RF_ACT_RELU = 1, RF_ACT_SIGMOID = 2 };
+
 #define REAL float
 #define SFX(name) name##_f
 #define RF_EXP_LO (-87.0f)      /* exp(lo) is still a normal float */

@@ -81,14 +81,16 @@ RF_CLONES static void SFX(rf_sigmoid_array)(ptrdiff_t n, const REAL* restrict x,
 
 /* RNN forward, one row: h = act(a + b), a = x_t Wx + h_{t-1} Wh from the GEMMs;
  * h goes to the state buffer (read by the next step) and to the user's output row. */
-RF_CLONES static void SFX(rf_rnn_forward_row)(int n, int relu, const REAL* restrict a,
+RF_CLONES static void SFX(rf_rnn_forward_row)(int n, int act, const REAL* restrict a,
                                                const REAL* restrict b, REAL* restrict h,
                                                REAL* restrict h_out) {
-    if (relu) {
+    if (act == RF_ACT_RELU) {
         for (int j = 0; j < n; j++) {
             const REAL v = a[j] + b[j];
             h[j] = v < 0 ? 0 : v;                 /* NaN passes through, as np.maximum */
         }
+    } else if (act == RF_ACT_SIGMOID) {
+        for (int j = 0; j < n; j++) h[j] = SFX(rf_sigmoid)(a[j] + b[j]);
     } else {
         for (int j = 0; j < n; j++) h[j] = SFX(rf_tanh)(a[j] + b[j]);
     }
@@ -96,13 +98,18 @@ RF_CLONES static void SFX(rf_rnn_forward_row)(int n, int relu, const REAL* restr
 }
 
 /* RNN backward, one row: dpre = (dh_rec + dout) * act'(a), act' from h = act(a). */
-RF_CLONES static void SFX(rf_rnn_backward_row)(int n, int relu, const REAL* restrict dout,
+RF_CLONES static void SFX(rf_rnn_backward_row)(int n, int act, const REAL* restrict dout,
                                                 const REAL* restrict dh_rec,
                                                 const REAL* restrict h, REAL* restrict dpre) {
-    if (relu) {
+    if (act == RF_ACT_RELU) {
         for (int j = 0; j < n; j++) {
             const REAL dh = dh_rec[j] + dout[j];
             dpre[j] = dh * (h[j] > 0 ? (REAL)1 : (REAL)0);
+        }
+    } else if (act == RF_ACT_SIGMOID) {
+        for (int j = 0; j < n; j++) {
+            const REAL dh = dh_rec[j] + dout[j];
+            dpre[j] = dh * (h[j] * (1 - h[j]));
         }
     } else {
         for (int j = 0; j < n; j++) {
@@ -165,6 +172,73 @@ RF_CLONES static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
         gg[j] = dc_t * i * (1 - g * g);
         go[j] = dh * tanh_c * o * (1 - o);
         dc[j] = dc_t * f;
+    }
+}
+
+/* GRU forward, one row (PyTorch's formulation). gates: in x_t Wx (3n, no bias), out the
+ * activated r, z, n (kept for BPTT); hgates: in h_{t-1} Wh (3n), out with its n part
+ * replaced by hn = h_{t-1} Wh_n + b_hn, the reset gate's operand (kept for BPTT). h: the
+ * new hidden state, also copied to the user's output row h_out.
+ *   r = sigmoid(x Wx_r + b_r + h Wh_r), z likewise, n = tanh(x Wx_n + b_n + r * hn),
+ *   h' = (1 - z) * n + z * h
+ * Gate by gate, as the LSTM's row (independent iterations in each loop). */
+RF_CLONES static void SFX(rf_gru_forward_row)(int n, REAL* restrict gates,
+                                               REAL* restrict hgates, const REAL* restrict b,
+                                               const REAL* restrict b_hn,
+                                               const REAL* restrict h_prev, REAL* restrict h,
+                                               REAL* restrict h_out) {
+    for (int j = 0; j < 2 * n; j++)                              /* r, z */
+        gates[j] = SFX(rf_sigmoid)((gates[j] + b[j]) + hgates[j]);
+    const REAL* restrict gr = gates;
+    const REAL* restrict gz = gates + n;
+    REAL* restrict gn = gates + 2 * n;
+    REAL* restrict hn = hgates + 2 * n;
+    const REAL* restrict bn = b + 2 * n;
+    for (int j = 0; j < n; j++) {                                /* n */
+        const REAL hn_j = hn[j] + b_hn[j];
+        hn[j] = hn_j;
+        gn[j] = SFX(rf_tanh)((gn[j] + bn[j]) + gr[j] * hn_j);
+    }
+    for (int j = 0; j < n; j++) {
+        const REAL h_new = (1 - gz[j]) * gn[j] + gz[j] * h_prev[j];
+        h[j] = h_new;
+        h_out[j] = h_new;
+    }
+}
+
+/* GRU backward, one row. gates: in the activated r, z, n, out dG, the gradients of the
+ * input side's pre-activations (x Wx + b); hgates: in (its n part) hn, out dGh, the
+ * gradients of the hidden side's products (h Wh, and + b_hn): dG but for the n part,
+ * which r scales. dh_rec: in dL/dh_t carried from step t+1 (dh = dh_rec + dout), out the
+ * part of dL/dh_{t-1} that does not pass through h_{t-1} Wh: dh * z (the caller adds
+ * dGh @ Wh.T). */
+RF_CLONES static void SFX(rf_gru_backward_row)(int n, REAL* restrict gates,
+                                                REAL* restrict hgates,
+                                                const REAL* restrict h_prev,
+                                                const REAL* restrict dout,
+                                                REAL* restrict dh_rec) {
+    REAL* restrict gr = gates;
+    REAL* restrict gz = gates + n;
+    REAL* restrict gn = gates + 2 * n;
+    REAL* restrict hr = hgates;
+    REAL* restrict hz = hgates + n;
+    REAL* restrict hn = hgates + 2 * n;
+    for (int j = 0; j < n; j++) {
+        const REAL r = gr[j], z = gz[j], nn = gn[j];
+        const REAL dh = dh_rec[j] + dout[j];
+        const REAL dn = dh * (1 - z);
+        const REAL dz = dh * (h_prev[j] - nn);
+        const REAL da_n = dn * (1 - nn * nn);
+        const REAL dr = da_n * hn[j];
+        const REAL da_r = dr * r * (1 - r);
+        const REAL da_z = dz * z * (1 - z);
+        gr[j] = da_r;
+        gz[j] = da_z;
+        gn[j] = da_n;
+        hr[j] = da_r;
+        hz[j] = da_z;
+        hn[j] = da_n * r;
+        dh_rec[j] = dh * z;
     }
 }
 
