@@ -136,7 +136,8 @@ def check_weights(spec, weights, dtype=None):
     """Weights in the right-multiplying layout; returns them checked and converted.
 
     ``weights`` lists the arrays in ``spec.params`` order; it may stop early (backward
-    takes only Wx and Wh), and a None entry is returned as None (not checked).
+    takes only Wx and Wh), and a None entry after those two is returned as None (not
+    checked).
     Wh fixes the hidden size and Wx the input size; every other parameter must have the
     shape the registry gives it (``b (G*hidden,)``, ``b_hn (hidden,)``).
     The dtype is ``dtype`` if given, else Wx's own when it is float32/float64,
@@ -147,8 +148,9 @@ def check_weights(spec, weights, dtype=None):
     if dtype is None:
         wx_dtype = np.asarray(Wx).dtype
         dtype = FLOAT_DTYPES[0] if wx_dtype == FLOAT_DTYPES[0] else FLOAT_DTYPES[1]
-    arrays = [None if w is None else as_numeric_array(w, name)
-              for name, w in zip(spec.params, weights)]
+    # Wx and Wh are always needed (None is a TypeError); a later entry may be None
+    arrays = [None if w is None and k >= 2 else as_numeric_array(w, name)
+              for k, (name, w) in enumerate(zip(spec.params, weights))]
     Wx, Wh = arrays[0], arrays[1]
     if Wh.ndim != 2 or Wh.shape[0] < 1 or Wh.shape[1] != gates * Wh.shape[0]:
         raise ValueError(f"Wh must have shape (hidden, {gates}*hidden), got shape {Wh.shape}")
