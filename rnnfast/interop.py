@@ -34,7 +34,8 @@
   both rows' r, z parts, ``b[2H:]`` the input bias of h, ``b_hn`` the recurrent bias of h.
   A Keras GRU with reset_after=True computes ``h' = z * h + (1 - z) * hh``, PyTorch's GRU.
   Keras' default activations are assumed (tanh, and sigmoid for the recurrent activation).
-  ``dtype`` None: the kernel's dtype when it is float32 or float64, else float32.
+  ``dtype`` None: the kernel's dtype when it is float32 or float64 (a list of Python
+  floats: float64), else float32 (Keras' default floatx; a float16 kernel, say).
 """
 import numpy as np
 
