@@ -39,7 +39,7 @@
 """
 import numpy as np
 
-from . import _checks, cells
+from . import _checks
 from .layers import GRU, LSTM, RNN, _Recurrent
 
 __all__ = ["from_torch", "to_torch", "from_keras_weights"]

@@ -19,7 +19,6 @@ import warnings
 import numpy as np
 import pytest
 
-import rnnfast
 from rnnfast import cells
 from rnnfast import functional as F
 
