@@ -25,6 +25,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from rnnfast import cells
 from rnnfast import functional as F
 
 B, T, D, H = 16, 100, 32, 64
@@ -33,7 +34,7 @@ SCALE = {np.float32: 1e-40, np.float64: 1e-310}
 
 def problem(cell, dtype, denormal, seed=0):
     rng = np.random.default_rng(seed)
-    G = 4 if cell == "lstm" else 1
+    G = (cells.get("lstm") if cell == "lstm" else cells.for_layer("rnn", cell)).gates
     k = 1 / np.sqrt(H)
     p = dict(x=rng.standard_normal((B, T, D)), h0=rng.standard_normal((B, H)) * .5,
              c0=rng.standard_normal((B, H)) * .5, Wx=rng.uniform(-k, k, (D, G * H)),

@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from rnnfast import cells
 from rnnfast import functional as F
 
 GRID = {"tiny": (1, 50, 8, 32), "small": (16, 100, 32, 64), "medium": (32, 100, 128, 256),
@@ -29,7 +30,7 @@ NAMES = {"lstm": ("out", "h_n", "c_n", "dx", "dWx", "dWh", "db"),
 def problem(cell, B, T, D, H, seed=0):
     """float32-representable inputs (as float64) for one call."""
     rng = np.random.default_rng(seed)
-    G = 4 if cell == "lstm" else 1
+    G = (cells.get("lstm") if cell == "lstm" else cells.for_layer("rnn", cell)).gates
     k = 1 / np.sqrt(H)
     dout = np.zeros((B, T, H))
     dout[:, -1] = rng.standard_normal((B, H))

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from rnnfast import cells
 from rnnfast import functional as F
 
 GRID = {"tiny": (1, 50, 8, 32), "small": (16, 100, 32, 64), "medium": (32, 100, 128, 256),
@@ -28,7 +29,7 @@ NAMES = {"lstm": "out h_n c_n dx dh0 dc0 dWx dWh db".split(),
 
 def problem(cell, B, T, D, H, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    G = 4 if cell == "lstm" else 1
+    G = (cells.get("lstm") if cell == "lstm" else cells.for_layer("rnn", cell)).gates
     k = 1 / np.sqrt(H)
     p = dict(x=rng.standard_normal((B, T, D)), h0=rng.standard_normal((B, H)) * .5,
              c0=rng.standard_normal((B, H)) * .5, Wx=rng.uniform(-k, k, (D, G * H)),

@@ -7,9 +7,10 @@ made by the same backend for the same call.
 """
 import numpy as np
 
+from . import cells
+
 BACKENDS = ("cython", "numpy")
-NONLINEARITIES = ("tanh", "relu")
-GATES = {"rnn": 1, "lstm": 4}
+NONLINEARITIES = cells.NONLINEARITIES
 _INT32_MAX = 2**31 - 1
 # dtype instances, not the scalar types: `dt in (np.float32, np.float64)` builds a dtype from
 # each type on every comparison (~0.3 us, a percent of a tiny forward)
@@ -37,6 +38,19 @@ def check_nonlinearity(nonlinearity):
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
     return nonlinearity
+
+
+def check_compiled(spec, backend):
+    """``backend``, refused with NotImplementedError when it is the compiled core and the
+    compiled core has no kernels for ``spec`` (the NumPy twin has every cell)."""
+    check_backend(backend)
+    if backend == "cython" and not spec.compiled:
+        what = (f"an RNN with nonlinearity={spec.nonlinearity!r}" if spec.family == "rnn"
+                else f"the {spec.layer}")
+        raise NotImplementedError(
+            f"the compiled core (backend='cython') has no kernels for {what} yet; "
+            f"use backend='numpy' (the NumPy twin: the same math, slower)")
+    return backend
 
 
 def check_size(value, name):
@@ -118,43 +132,55 @@ def check_state(s, name, batch, hidden, dtype):
     return as_float_array(s, name, dtype)
 
 
-def check_weights(Wx, Wh, b, gates, dtype=None):
-    """Weights in the right-multiplying layout; returns ``(Wx, Wh, b)``.
+def check_weights(spec, weights, dtype=None):
+    """Weights in the right-multiplying layout; returns them checked and converted.
 
-    ``b`` may be None (backward needs no bias); it is then returned as None.
+    ``weights`` lists the arrays in ``spec.params`` order; it may stop early (backward
+    takes only Wx and Wh), and a None entry after those two is returned as None (not
+    checked).
+    Wh fixes the hidden size and Wx the input size; every other parameter must have the
+    shape the registry gives it (``b (G*hidden,)``, ``b_hn (hidden,)``).
     The dtype is ``dtype`` if given, else Wx's own when it is float32/float64,
     else float64.
     """
+    gates = spec.gates
+    Wx, Wh = weights[0], weights[1]
     if dtype is None:
         wx_dtype = np.asarray(Wx).dtype
         dtype = FLOAT_DTYPES[0] if wx_dtype == FLOAT_DTYPES[0] else FLOAT_DTYPES[1]
-    Wx = as_numeric_array(Wx, "Wx")
-    Wh = as_numeric_array(Wh, "Wh")
-    b = None if b is None else as_numeric_array(b, "b")
+    # Wx and Wh are always needed (None is a TypeError); a later entry may be None
+    arrays = [None if w is None and k >= 2 else as_numeric_array(w, name)
+              for k, (name, w) in enumerate(zip(spec.params, weights))]
+    Wx, Wh = arrays[0], arrays[1]
     if Wh.ndim != 2 or Wh.shape[0] < 1 or Wh.shape[1] != gates * Wh.shape[0]:
         raise ValueError(f"Wh must have shape (hidden, {gates}*hidden), got shape {Wh.shape}")
     hidden = Wh.shape[0]
     if Wx.ndim != 2 or Wx.shape[0] < 1 or Wx.shape[1] != gates * hidden:
         raise ValueError(f"Wx must have shape (input_size, {gates}*hidden) = "
                          f"(input_size, {gates * hidden}), got shape {Wx.shape}")
-    if b is not None and b.shape != (gates * hidden,):
-        raise ValueError(f"b must have shape ({gates * hidden},), got shape {b.shape}")
-    return (as_float_array(Wx, "Wx", dtype), as_float_array(Wh, "Wh", dtype),
-            None if b is None else as_float_array(b, "b", dtype))
+    shapes = spec.param_shapes(Wx.shape[0], hidden)
+    for name, a in zip(spec.params[2:], arrays[2:]):
+        if a is not None and a.shape != shapes[name]:
+            raise ValueError(f"{name} must have shape {shapes[name]}, got shape {a.shape}")
+    return tuple(None if a is None else as_float_array(a, name, dtype)
+                 for name, a in zip(spec.params, arrays))
 
 
-def check_params(params, cell, input_size, hidden, dtype):
+def check_params(params, spec, input_size, hidden, dtype):
     """A layer's ``params`` dict (its entries may have been replaced by the user);
-    returns ``(Wx, Wh, b)``. Each entry must have the layer's own shape, and an error
-    names the entry the user replaced, ``params['Wh']`` say."""
-    gh = GATES[cell] * hidden
-    expected = {"Wx": (input_size, gh), "Wh": (hidden, gh), "b": (gh,)}
-    for name, shape in expected.items():
+    returns its arrays checked, in ``spec.params`` order. Each entry must be there and
+    have the layer's own shape, and an error names the entry the user replaced,
+    ``params['Wh']`` say."""
+    for name, shape in spec.param_shapes(input_size, hidden).items():
+        if name not in params:
+            raise ValueError(f"params[{name!r}] is missing: it must be an array of shape "
+                             f"{shape} (input_size={input_size}, hidden_size={hidden}), "
+                             f"got no entry (params has {sorted(params)})")
         got = as_numeric_array(params[name], f"params[{name!r}]").shape
         if got != shape:
             raise ValueError(f"params[{name!r}] must have shape {shape} (input_size="
                              f"{input_size}, hidden_size={hidden}), got shape {got}")
-    return check_weights(params["Wx"], params["Wh"], params["b"], GATES[cell], dtype=dtype)
+    return check_weights(spec, tuple(params[name] for name in spec.params), dtype=dtype)
 
 
 def _fits_blas(batch, seq_len, input_size, width):
@@ -171,13 +197,15 @@ def check_blas_size(batch, seq_len, input_size, hidden, gates):
                          f"{max(input_size, gates * hidden)} exceed {_INT32_MAX} elements")
 
 
-def _ready_for_forward(gates, x, states, Wx, Wh, b, batch_first, weights_checked):
+def _ready_for_forward(gates, x, states, weights, batch_first, weights_checked):
     """Whether a forward's arguments already are what check_forward would return: plain
     C-contiguous ndarrays of one float dtype with consistent shapes (the common case,
     checked in ~2 us where the full path takes ~6; a tiny forward takes ~30; ~1 us when
     the weights are a layer's checked parameters, which are not looked at again). Anything
     else takes the full path, which converts or raises the error."""
     ndarray = np.ndarray
+    Wx, Wh, b = weights[0], weights[1], weights[2]
+    extra = weights[3:]                 # b_hn (GRU): (hidden,)
     if not weights_checked and not (type(Wx) is ndarray and type(Wh) is ndarray
                                     and type(b) is ndarray):
         return False
@@ -198,6 +226,11 @@ def _ready_for_forward(gates, x, states, Wx, Wh, b, batch_first, weights_checked
     if not weights_checked and not (input_size >= 1 and hidden >= 1 and width == gates * hidden
                                     and Wh.shape == (hidden, width) and b.shape == (width,)):
         return False
+    if not weights_checked:
+        for w in extra:
+            if not (type(w) is ndarray and w.dtype is dtype and w.shape == (hidden,)
+                    and w.flags.c_contiguous):
+                return False
     if not (batch >= 1 and features == input_size
             and _fits_blas(batch, seq_len, input_size, width)):
         return False
@@ -208,30 +241,57 @@ def _ready_for_forward(gates, x, states, Wx, Wh, b, batch_first, weights_checked
     return True
 
 
-def check_forward(cell, x, states, Wx, Wh, b, batch_first, weights_checked=False):
-    """Validated ``(x, states, Wx, Wh, b)`` for a forward call.
+def check_forward(spec, x, states, weights, batch_first, weights_checked=False):
+    """Validated ``(x, states, weights)`` for a forward call of a ``spec`` cell.
 
-    ``states`` is a tuple of initial states (h0,) or (h0, c0), each possibly None.
+    ``states`` is a tuple of initial states (h0,) or (h0, c0), each possibly None;
+    ``weights`` the parameters in ``spec.params`` order (Wx, Wh, b(, b_hn)).
     ``weights_checked``: the weights already passed check_weights (a layer's params).
     """
-    gates = GATES[cell]
-    if _ready_for_forward(gates, x, states, Wx, Wh, b, batch_first, weights_checked):
-        return x, states, Wx, Wh, b
-    if b is None:
-        # the kernels need a bias (pass zeros for none); None would reach them as NULL
-        raise TypeError("b must be an array of numbers, got None (use zeros for no bias)")
+    gates = spec.gates
+    if _ready_for_forward(gates, x, states, weights, batch_first, weights_checked):
+        return x, states, weights
+    for name, w in zip(spec.params[2:], weights[2:]):
+        if w is None:
+            # the kernels need every bias (pass zeros for none); None would reach the
+            # compiled core as NULL
+            raise TypeError(f"{name} must be an array of numbers, got None "
+                            f"(use zeros for no bias)")
     if not weights_checked:
-        Wx, Wh, b = check_weights(Wx, Wh, b, gates)
+        weights = check_weights(spec, weights)
+    Wx, Wh = weights[0], weights[1]
     dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
     x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype,
                                        hidden=hidden, gates=gates)
-    names = ("h0", "c0")
+    names = tuple(name + "0" for name in spec.states)
     states = tuple(check_state(s, n, batch, hidden, dtype) for s, n in zip(states, names))
-    return x, states, Wx, Wh, b
+    return x, states, weights
 
 
-def check_workspace(workspace, cell, backend, batch_first, dims, dtype=None):
-    """The workspace of the matching training forward, not yet used by a backward.
+def _workspace_arrays(spec, backend, workspace, seq_len, batch, hidden):
+    """The arrays of a workspace the kernels read and write without bounds checks, as
+    ``{key: shape}``. (A shape of None marks a key that must be there: the compiled RNN's
+    workspace holds ``"cs": None``; one without that key was tampered with.)"""
+    arrays = {"hs": (seq_len + 1, batch, hidden)}
+    if spec.family != "rnn" or backend == "cython":
+        arrays["gates"] = (seq_len, batch, spec.gates * hidden)
+    if "c" in spec.states:
+        arrays["cs"] = (seq_len + 1, batch, hidden)
+    elif backend == "cython" and "cs" not in workspace:
+        arrays["cs"] = None
+    if "b_hn" in spec.params:
+        # the GRU's hidden-side products, kept apart: the reset gate multiplies the n gate's
+        # h @ Wh_n + b_hn (the twin keeps that part alone, the compiled core all of h @ Wh)
+        if backend == "numpy":
+            arrays["hn"] = (seq_len, batch, hidden)
+        else:
+            arrays["hgates"] = (seq_len, batch, spec.gates * hidden)
+    return arrays
+
+
+def check_workspace(workspace, spec, backend, batch_first, dims, dtype=None):
+    """The workspace of the matching training forward of a ``spec`` cell, not yet used by a
+    backward.
 
     With ``dtype``, its arrays must have that dtype (a float32 forward's workspace cannot
     serve a float64 backward)."""
@@ -244,24 +304,22 @@ def check_workspace(workspace, cell, backend, batch_first, dims, dtype=None):
                         f"{type(workspace).__name__}")
     made = (workspace["backend"], workspace["cell"], workspace["batch_first"],
             tuple(workspace["dims"]))
-    wanted = (backend, cell, batch_first, tuple(dims))
+    wanted = (backend, spec.family, batch_first, tuple(dims))
     if made != wanted:
         raise ValueError("workspace does not belong to this call: it was made by "
                          f"(backend, cell, batch_first, (batch, seq_len, hidden)) = {made}, "
                          f"this call is {wanted}")
+    if spec.nonlinearity is not None and workspace.get("nonlinearity") != spec.nonlinearity:
+        raise ValueError(f"workspace was made with nonlinearity="
+                         f"{workspace.get('nonlinearity')!r}, this backward asks for "
+                         f"{spec.nonlinearity!r}")
     if workspace.get("consumed"):
         raise ValueError("this workspace was already used by a backward call (BPTT consumes "
                          "it); run forward again before another backward")
     # the arrays the kernels read and write without bounds checks: they must still be the
     # ones forward made (same shapes), or backward would run off their ends
     batch, seq_len, hidden = dims
-    arrays = {"hs": (seq_len + 1, batch, hidden)}
-    if cell == "lstm" or backend == "cython":
-        arrays["gates"] = (seq_len, batch, GATES[cell] * hidden)
-    if cell == "lstm":
-        arrays["cs"] = (seq_len + 1, batch, hidden)
-    elif backend == "cython" and "cs" not in workspace:
-        arrays["cs"] = None
+    arrays = _workspace_arrays(spec, backend, workspace, seq_len, batch, hidden)
     for key, shape in arrays.items():
         value = workspace.get(key)
         if not isinstance(value, np.ndarray) or value.shape != shape:
@@ -277,15 +335,17 @@ def check_workspace(workspace, cell, backend, batch_first, dims, dtype=None):
     return workspace
 
 
-def check_backward(cell, dout, dstates, x, Wx, Wh, workspace, batch_first, backend,
+def check_backward(spec, dout, dstates, x, weights, workspace, batch_first, backend,
                    weights_checked=False):
-    """Validated ``(dout, dstates, x, Wx, Wh, workspace)`` for a backward call."""
-    gates = GATES[cell]
+    """Validated ``(dout, dstates, x, weights, workspace)`` for a backward call of a ``spec``
+    cell; ``weights`` is ``(Wx, Wh)`` (backward needs no bias: what BPTT needs of the
+    forward is in the workspace)."""
     if not weights_checked:
-        Wx, Wh, _ = check_weights(Wx, Wh, None, gates)
+        weights = check_weights(spec, weights)
+    Wx, Wh = weights[0], weights[1]
     dtype, hidden, input_size = Wx.dtype, Wh.shape[0], Wx.shape[0]
     x, batch, seq_len = check_sequence(x, "x", input_size, batch_first, dtype)
-    check_workspace(workspace, cell, backend, batch_first, (batch, seq_len, hidden), dtype)
+    check_workspace(workspace, spec, backend, batch_first, (batch, seq_len, hidden), dtype)
     if dout is not None:
         dout = as_numeric_array(dout, "dout")
         expected = x.shape[:2] + (hidden,)
@@ -293,6 +353,108 @@ def check_backward(cell, dout, dstates, x, Wx, Wh, workspace, batch_first, backe
             raise ValueError(f"dout must have the shape of the forward output {expected}, "
                              f"got shape {dout.shape}")
         dout = as_float_array(dout, "dout", dtype)
-    names = ("dh_n", "dc_n")
+    names = tuple(f"d{name}_n" for name in spec.states)
     dstates = tuple(check_state(s, n, batch, hidden, dtype) for s, n in zip(dstates, names))
-    return dout, dstates, x, Wx, Wh, workspace
+    return dout, dstates, x, weights, workspace
+
+
+# ----------------------------------------------------------------------------- interop
+
+_ONE_LAYER = ("only one-layer, unidirectional modules without projection map to rnnfast "
+              "layers for now")
+
+
+def check_torch_module(module, dtype=None):
+    """The CellSpec and the dtype of an rnnfast layer for a ``torch.nn.RNN``, ``LSTM`` or
+    ``GRU`` module; ``dtype`` None: the module's own (float32 or float64; other dtypes,
+    float16 and bfloat16, are an error rather than a silent conversion)."""
+    try:
+        import torch
+    except ImportError:                 # then it cannot be a torch module
+        torch = None
+    spec = None
+    if torch is not None:
+        for s in cells.specs():
+            cls = getattr(torch.nn, s.torch_class) if s.torch_class else None
+            if cls is not None and isinstance(module, cls):
+                spec = s
+                break
+    if spec is None:
+        names = ", ".join(dict.fromkeys(f"torch.nn.{s.torch_class}" for s in cells.specs()
+                                        if s.torch_class))
+        raise TypeError(f"module must be one of {names}, got {type(module).__module__}."
+                        f"{type(module).__qualname__}")
+    if spec.family == "rnn":
+        spec = cells.for_layer("rnn", module.nonlinearity)
+    for attr, want in (("num_layers", 1), ("bidirectional", False), ("proj_size", 0)):
+        got = getattr(module, attr, want)
+        if got != want:
+            raise ValueError(f"module.{attr} must be {want!r} ({_ONE_LAYER}), got {got!r}")
+    if dtype is not None:
+        return spec, check_dtype(dtype)
+    param_dtype = module.weight_ih_l0.dtype
+    numpy_dtype = {torch.float32: FLOAT_DTYPES[0], torch.float64: FLOAT_DTYPES[1]}
+    if param_dtype not in numpy_dtype:
+        raise TypeError(f"module's parameters are {param_dtype}; rnnfast layers compute in "
+                        f"float32 or float64: convert the module (module.float()) or pass "
+                        f"dtype=np.float32 to convert its weights")
+    return spec, numpy_dtype[param_dtype]
+
+
+def check_torch_layer(layer, layer_types):
+    """The CellSpec of an rnnfast layer that has a torch.nn counterpart."""
+    if not isinstance(layer, layer_types):
+        raise TypeError(f"layer must be an rnnfast RNN, LSTM or GRU layer, got "
+                        f"{type(layer).__name__}")
+    spec = layer._spec
+    if spec.torch_class is None:
+        raise ValueError(f"torch.nn has no {spec.layer} with nonlinearity="
+                         f"{spec.nonlinearity!r} (torch.nn.RNN's nonlinearity is 'tanh' or "
+                         f"'relu'): this layer has no torch counterpart")
+    return spec
+
+
+def check_keras_kind(kind, nonlinearity):
+    """The CellSpec for ``from_keras_weights(kind, ...)``: "rnn" (Keras' SimpleRNN, with
+    ``nonlinearity`` its activation, "tanh" by default), "lstm" or "gru"."""
+    kinds = tuple(dict.fromkeys(s.keras_kind for s in cells.specs() if s.keras_kind))
+    if kind not in kinds:
+        raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
+    spec = cells.for_layer(kind, "tanh" if nonlinearity is None else nonlinearity)
+    if spec.family != "rnn" and nonlinearity is not None:
+        raise ValueError(f"nonlinearity is for kind='rnn' (Keras' SimpleRNN activation); a "
+                         f"Keras {kind.upper()} has its own, got nonlinearity={nonlinearity!r}")
+    return spec
+
+
+def check_keras_weights(spec, kernel, recurrent_kernel, bias):
+    """Keras' ``layer.get_weights()`` arrays for a ``spec`` cell: returns them as float64
+    arrays with ``(input_size, hidden)``; bias None means a layer with ``use_bias=False``.
+
+    Shapes: ``kernel (input_dim, G*units)``, ``recurrent_kernel (units, G*units)``, and
+    ``bias (G*units,)``, except a GRU's ``(2, 3*units)`` (``reset_after=True``: input and
+    recurrent biases)."""
+    G, label = spec.gates, f"a Keras {spec.keras_kind.upper()}"
+    kernel = as_numeric_array(kernel, "kernel")
+    recurrent_kernel = as_numeric_array(recurrent_kernel, "recurrent_kernel")
+    rk = recurrent_kernel.shape
+    if recurrent_kernel.ndim != 2 or rk[0] < 1 or rk[1] != G * rk[0]:
+        raise ValueError(f"recurrent_kernel must have shape (units, {G}*units) for {label}, "
+                         f"got shape {rk}")
+    H = rk[0]
+    if kernel.ndim != 2 or kernel.shape[0] < 1 or kernel.shape[1] != G * H:
+        raise ValueError(f"kernel must have shape (input_dim, {G}*units) = (input_dim, "
+                         f"{G * H}) for {label} with units={H}, got shape {kernel.shape}")
+    if bias is not None:
+        bias = as_numeric_array(bias, "bias")
+        expected = (2, G * H) if "b_hn" in spec.params else (G * H,)
+        if bias.shape != expected:
+            hint = ""
+            if "b_hn" in spec.params and bias.shape == (G * H,):
+                hint = (" (a GRU with reset_after=False, whose single bias means another "
+                        "cell: only reset_after=True, PyTorch's formulation, maps)")
+            raise ValueError(f"bias must have shape {expected} for {label} with "
+                             f"units={H}, got shape {bias.shape}{hint}")
+        bias = np.asarray(bias, np.float64)
+    return (np.asarray(kernel, np.float64), np.asarray(recurrent_kernel, np.float64), bias,
+            kernel.shape[0], H)

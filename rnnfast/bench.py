@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import rnnfast
+from rnnfast import cells
 
 # ----------------------------------------------------------------------------- the grid
 SIZES = {            # name: (batch, seq_len, input_size, hidden_size), batch-first
@@ -47,8 +48,8 @@ SIZES = {            # name: (batch, seq_len, input_size, hidden_size), batch-fi
     "large": (64, 50, 512, 1024),
 }
 KINDS = ("rnn", "lstm")            # tanh RNN, LSTM
+SPECS = {"rnn": cells.get("rnn_tanh"), "lstm": cells.get("lstm")}     # the registry's
 PASSES = ("fwd", "fwdbwd")         # inference forward; training forward + backward
-GATES = {"rnn": 1, "lstm": 4}
 IMPLS = ("rnnfast", "numpy", "torch")
 ONE_THREAD = "rnnfast_1thread"     # rnnfast at 1 thread, timed within a multi-thread grid
 TARGET_PEER_FACTOR = 10            # rnnfast <= best peer / 10 ...
@@ -73,7 +74,7 @@ class Cell:
     def flops(self):
         """Forward ``2*B*T*G*H*(D+H)``; forward + backward three times that."""
         B, T, D, H = self.dims
-        fwd = 2 * B * T * GATES[self.kind] * H * (D + H)
+        fwd = 2 * B * T * SPECS[self.kind].gates * H * (D + H)
         return fwd if self.pass_ == "fwd" else 3 * fwd
 
 
@@ -126,7 +127,7 @@ def build_callables(cell, dtype=np.float32, impls=IMPLS, seed=0):
 
     if torch is not None:
         torch.manual_seed(seed)
-        Module = torch.nn.LSTM if cell.kind == "lstm" else torch.nn.RNN
+        Module = getattr(torch.nn, SPECS[cell.kind].torch_class)
         module = Module(D, H, batch_first=True)
         if dtype == np.float64:
             module = module.double()
@@ -151,7 +152,7 @@ def build_callables(cell, dtype=np.float32, impls=IMPLS, seed=0):
                 return xt.grad
         fns["torch"] = torch_fn
     else:
-        Layer = rnnfast.LSTM if cell.kind == "lstm" else rnnfast.RNN
+        Layer = getattr(rnnfast, SPECS[cell.kind].layer)
         layers = {impl: Layer(D, H, dtype=dtype, backend=backend, seed=seed)  # same seed,
                   for impl, backend in (("rnnfast", "cython"), ("numpy", "numpy"))}  # weights
 

@@ -3,17 +3,29 @@
 ``from rnnfast import reference as F`` and ``from rnnfast import functional as F``
 are interchangeable: the same names, arguments and return values. These validate
 and convert their inputs (``rnnfast._checks``) and run the compiled core unless
-``backend="numpy"``.
+``backend="numpy"``. A cell the compiled core does not have (``rnnfast.cells``:
+``CellSpec.compiled``; today it has every cell) raises NotImplementedError on
+``backend="cython"``.
 """
-from . import _checks, reference
+from . import _checks, cells, reference
 
-__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "kernels",
-           "release_buffers"]
+__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
+           "gru_backward", "kernels", "release_buffers"]
+
+_LSTM = cells.get("lstm")
+_GRU = cells.get("gru")
 
 
-def kernels(backend):
-    """The kernel module behind ``backend``: ``rnnfast._core`` or ``rnnfast.reference``."""
-    if _checks.check_backend(backend) == "numpy":
+def kernels(backend, spec=None):
+    """The kernel module behind ``backend``: ``rnnfast._core`` or ``rnnfast.reference``.
+
+    With ``spec`` (a ``rnnfast.cells.CellSpec``): NotImplementedError if that backend has
+    no kernels for the cell."""
+    if spec is None:
+        _checks.check_backend(backend)
+    else:
+        _checks.check_compiled(spec, backend)
+    if backend == "numpy":
         return reference
     from . import _core
     return _core
@@ -30,41 +42,64 @@ def release_buffers():
     _core.release_shared_buffers()
 
 
+def _rnn_spec(nonlinearity):
+    _checks.check_nonlinearity(nonlinearity)
+    return cells.for_layer("rnn", nonlinearity)
+
+
 def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True,
                 *, backend="cython"):
-    """tanh/relu RNN forward; returns ``(out, h_n, workspace)`` (workspace None if not training)."""
-    _checks.check_nonlinearity(nonlinearity)
-    x, (h0,), Wx, Wh, b = _checks.check_forward("rnn", x, (h0,), Wx, Wh, b, batch_first)
-    return kernels(backend).rnn_forward(x, h0, Wx, Wh, b, nonlinearity, bool(batch_first),
-                                        bool(training))
+    """tanh/relu/sigmoid RNN forward; returns ``(out, h_n, workspace)`` (workspace None if
+    not training)."""
+    spec = _rnn_spec(nonlinearity)
+    k = kernels(backend, spec)
+    x, (h0,), (Wx, Wh, b) = _checks.check_forward(spec, x, (h0,), (Wx, Wh, b), batch_first)
+    return k.rnn_forward(x, h0, Wx, Wh, b, nonlinearity, bool(batch_first), bool(training))
 
 
 def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True,
                  *, backend="cython"):
     """BPTT of ``rnn_forward``; returns ``(dx, dh0, dWx, dWh, db)``. Consumes ``workspace``."""
-    _checks.check_nonlinearity(nonlinearity)
-    dout, (dh_n,), x, Wx, Wh, workspace = _checks.check_backward(
-        "rnn", dout, (dh_n,), x, Wx, Wh, workspace, batch_first, backend)
-    if workspace["nonlinearity"] != nonlinearity:
-        raise ValueError(f"workspace was made with nonlinearity={workspace['nonlinearity']!r}, "
-                         f"this backward asks for {nonlinearity!r}")
+    spec = _rnn_spec(nonlinearity)
+    k = kernels(backend, spec)
+    dout, (dh_n,), x, (Wx, Wh), workspace = _checks.check_backward(
+        spec, dout, (dh_n,), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
-    return kernels(backend).rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity,
-                                         bool(batch_first))
+    return k.rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity, bool(batch_first))
 
 
 def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True, *, backend="cython"):
     """LSTM forward; returns ``(out, h_n, c_n, workspace)`` (workspace None if not training)."""
-    x, (h0, c0), Wx, Wh, b = _checks.check_forward("lstm", x, (h0, c0), Wx, Wh, b, batch_first)
-    return kernels(backend).lstm_forward(x, h0, c0, Wx, Wh, b, bool(batch_first),
-                                         bool(training))
+    k = kernels(backend, _LSTM)
+    x, (h0, c0), (Wx, Wh, b) = _checks.check_forward(_LSTM, x, (h0, c0), (Wx, Wh, b),
+                                                     batch_first)
+    return k.lstm_forward(x, h0, c0, Wx, Wh, b, bool(batch_first), bool(training))
 
 
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True, *,
                   backend="cython"):
     """BPTT of ``lstm_forward``; returns ``(dx, dh0, dc0, dWx, dWh, db)``. Consumes ``workspace``."""
-    dout, (dh_n, dc_n), x, Wx, Wh, workspace = _checks.check_backward(
-        "lstm", dout, (dh_n, dc_n), x, Wx, Wh, workspace, batch_first, backend)
+    k = kernels(backend, _LSTM)
+    dout, (dh_n, dc_n), x, (Wx, Wh), workspace = _checks.check_backward(
+        _LSTM, dout, (dh_n, dc_n), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
-    return kernels(backend).lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace,
-                                          bool(batch_first))
+    return k.lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, bool(batch_first))
+
+
+def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True, *, backend="cython"):
+    """GRU forward (PyTorch's formulation); returns ``(out, h_n, workspace)`` (workspace
+    None if not training)."""
+    k = kernels(backend, _GRU)
+    x, (h0,), (Wx, Wh, b, b_hn) = _checks.check_forward(_GRU, x, (h0,), (Wx, Wh, b, b_hn),
+                                                        batch_first)
+    return k.gru_forward(x, h0, Wx, Wh, b, b_hn, bool(batch_first), bool(training))
+
+
+def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True, *, backend="cython"):
+    """BPTT of ``gru_forward``; returns ``(dx, dh0, dWx, dWh, db, db_hn)``. Consumes
+    ``workspace``."""
+    k = kernels(backend, _GRU)
+    dout, (dh_n,), x, (Wx, Wh), workspace = _checks.check_backward(
+        _GRU, dout, (dh_n,), x, (Wx, Wh), workspace, batch_first, backend)
+    workspace["consumed"] = True
+    return k.gru_backward(dout, dh_n, x, Wx, Wh, workspace, bool(batch_first))

@@ -1,48 +1,57 @@
-"""The class API: ``RNN`` and ``LSTM`` layers holding parameters, gradients and BPTT state."""
+"""The class API: ``RNN``, ``LSTM`` and ``GRU`` layers holding parameters, gradients and
+BPTT state. What each layer holds (its parameters, states, gate count) is its cell's entry
+in the registry, ``rnnfast.cells``."""
 import numpy as np
 
-from . import _checks, functional
+from . import _checks, cells, functional
 
-__all__ = ["RNN", "LSTM"]
+__all__ = ["RNN", "LSTM", "GRU"]
 
 
-def _layout(Wx, Wh, b):
+def _layout(weights):
     """Shapes, dtypes and strides of the weights, flat (one tuple comparison checks all;
-    written out, 0.7 us where a generator took 1.7)."""
-    return (Wx.shape, Wx.dtype, Wx.strides, Wh.shape, Wh.dtype, Wh.strides,
-            b.shape, b.dtype, b.strides)
+    the three of RNN/LSTM written out, 0.7 us where a generator took 1.7)."""
+    if len(weights) == 3:
+        Wx, Wh, b = weights
+        return (Wx.shape, Wx.dtype, Wx.strides, Wh.shape, Wh.dtype, Wh.strides,
+                b.shape, b.dtype, b.strides)
+    return tuple(m for w in weights for m in (w.shape, w.dtype, w.strides))
 
 
 class _Recurrent:
-    """What RNN and LSTM share: parameters, gradients, train/eval, the BPTT cache."""
+    """What RNN, LSTM and GRU share: parameters, gradients, train/eval, the BPTT cache."""
 
-    _cell = None           # "rnn" or "lstm"
+    _spec = None           # the cell's rnnfast.cells.CellSpec (RNN: per instance)
 
     def __init__(self, input_size, hidden_size, *, batch_first, dtype, backend, seed):
         self.input_size = _checks.check_size(input_size, "input_size")
         self.hidden_size = _checks.check_size(hidden_size, "hidden_size")
         self.batch_first = bool(batch_first)
         self.dtype = _checks.check_dtype(dtype)
-        self.backend = _checks.check_backend(backend)
+        self.backend = _checks.check_compiled(self._spec, backend)
         self.training = True
         self._cache = None
         self._checked_weights = None
         self._kernels = functional.kernels(self.backend)
         if self.backend == "cython":    # training buffers kept between calls (see there)
             self._kernels = self._kernels.BufferedKernels()
-        gh = _checks.GATES[self._cell] * self.hidden_size
+        spec = self._spec
         # a layer no call could run (one row already too wide for 32-bit BLAS) is refused
         # before its parameters are allocated and filled
-        _checks.check_blas_size(1, 1, self.input_size, self.hidden_size,
-                                _checks.GATES[self._cell])
-        # PyTorch's initialisation: every weight ~ U(-k, k), k = 1/sqrt(hidden). Its two
-        # biases (b_ih + b_hh) are one bias here, so b is the sum of two such draws.
+        _checks.check_blas_size(1, 1, self.input_size, self.hidden_size, spec.gates)
+        # PyTorch's initialisation: every weight ~ U(-k, k), k = 1/sqrt(hidden), and so
+        # both of its biases, which map to rnnfast's as the registry says: b is the sum of
+        # two such draws in the gates where torch's two biases are summed (all of them for
+        # the RNN and LSTM, r and z for the GRU), one draw elsewhere; the GRU's b_hn one draw
         rng = np.random.default_rng(seed)
         k = 1.0 / np.sqrt(self.hidden_size)
         uniform = lambda *shape: rng.uniform(-k, k, shape).astype(self.dtype)  # noqa: E731
-        self.params = {"Wx": uniform(self.input_size, gh),
-                       "Wh": uniform(self.hidden_size, gh),
-                       "b": uniform(gh) + uniform(gh)}
+        gh = spec.gates * self.hidden_size
+        Wx = uniform(self.input_size, gh)
+        Wh = uniform(self.hidden_size, gh)
+        bias_ih = uniform(gh)
+        bias_hh = uniform(gh)
+        self.params = {"Wx": Wx, "Wh": Wh, **spec.biases_from_torch(bias_ih, bias_hh)}
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
 
     # ---------------------------------------------------------------- modes
@@ -94,27 +103,30 @@ class _Recurrent:
         # (params["Wh"].shape = (4*H, H)), and the kernels trust them without bounds checks
         if remembered is not None:
             checked, meta = remembered
-            Wx, Wh, b = checked
-            if (p["Wx"] is Wx and p["Wh"] is Wh and p["b"] is b
-                    and _layout(Wx, Wh, b) == meta):
+            if len(checked) == 3:
+                Wx, Wh, b = checked
+                same = p.get("Wx") is Wx and p.get("Wh") is Wh and p.get("b") is b
+            else:
+                same = all(p.get(n) is w for n, w in zip(self._spec.params, checked))
+            if same and _layout(checked) == meta:
                 return checked
-        checked = _checks.check_params(p, self._cell, self.input_size, self.hidden_size,
+        checked = _checks.check_params(p, self._spec, self.input_size, self.hidden_size,
                                        self.dtype)
-        self._checked_weights = (checked, _layout(*checked))
+        self._checked_weights = (checked, _layout(checked))
         return checked
 
     def _forward_inputs(self, x, states):
-        Wx, Wh, b = self._weights()
+        weights = self._weights()
         x_user = x
-        x, states, Wx, Wh, b = _checks.check_forward(self._cell, x, states, Wx, Wh, b,
-                                                     self.batch_first, weights_checked=True)
+        x, states, weights = _checks.check_forward(self._spec, x, states, weights,
+                                                   self.batch_first, weights_checked=True)
         if self.training and np.may_share_memory(x, x_user):
             # backward needs x as it was: keep our own copy, not the caller's array (the
             # compiled backend keeps it with its workspace, reused by the next forward)
             kept_copy = getattr(self._kernels, "kept_copy", None)
             x = x.copy() if kept_copy is None else kept_copy(x)
         self._cache = None     # checks passed: this forward replaces the previous cache
-        return x, states, Wx, Wh, b
+        return x, states, weights
 
     def _backward_inputs(self, dout, dstates):
         if self._cache is None:
@@ -122,30 +134,32 @@ class _Recurrent:
                              "forward in training mode (layer.train()) first; a workspace is "
                              "used once, so each backward needs its own forward")
         x, workspace, states_given = self._cache
-        Wx, Wh, _ = self._weights()
-        dout, dstates, x, Wx, Wh, workspace = _checks.check_backward(
-            self._cell, dout, dstates, x, Wx, Wh, workspace, self.batch_first, self.backend,
-            weights_checked=True)
+        weights = self._weights()
+        dout, dstates, x, (Wx, Wh), workspace = _checks.check_backward(
+            self._spec, dout, dstates, x, weights[:2], workspace, self.batch_first,
+            self.backend, weights_checked=True)
         return dout, dstates, x, Wx, Wh, workspace, states_given
 
-    def _store_grads(self, dWx, dWh, db):
+    def _store_grads(self, *grads):
+        """The gradients of the parameters, in ``spec.params`` order."""
         self._cache = None
-        self.grads["Wx"], self.grads["Wh"], self.grads["b"] = dWx, dWh, db
+        for name, g in zip(self._spec.params, grads):
+            self.grads[name] = g
 
 
 class RNN(_Recurrent):
-    """Elman RNN, ``h_t = act(x_t @ Wx + h_{t-1} @ Wh + b)``, act tanh or relu.
+    """Elman RNN, ``h_t = act(x_t @ Wx + h_{t-1} @ Wh + b)``, act tanh, relu or sigmoid.
 
     ``out, h_n = rnn(x, h0=None)``; ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
     ``backward`` sets ``rnn.grads`` (it does not accumulate); ``dh0`` is None when
-    forward had no ``h0``.
+    forward had no ``h0``. (The sigmoid RNN has no compiled kernels yet: it needs
+    ``backend="numpy"``.)
     """
-
-    _cell = "rnn"
 
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", *, batch_first=True,
                  dtype=np.float32, backend="cython", seed=None):
         self.nonlinearity = _checks.check_nonlinearity(nonlinearity)
+        self._spec = cells.for_layer("rnn", self.nonlinearity)
         super().__init__(input_size, hidden_size, batch_first=batch_first, dtype=dtype,
                          backend=backend, seed=seed)
 
@@ -153,7 +167,7 @@ class RNN(_Recurrent):
         return f", nonlinearity={self.nonlinearity!r}"
 
     def forward(self, x, h0=None):
-        x, (h0,), Wx, Wh, b = self._forward_inputs(x, (h0,))
+        x, (h0,), (Wx, Wh, b) = self._forward_inputs(x, (h0,))
         out, h_n, workspace = self._kernels.rnn_forward(
             x, h0, Wx, Wh, b, self.nonlinearity, self.batch_first, self.training)
         if self.training:
@@ -176,7 +190,7 @@ class LSTM(_Recurrent):
     ``backward`` sets ``lstm.grads``; ``dh0``/``dc0`` are None when forward had no state.
     """
 
-    _cell = "lstm"
+    _spec = cells.get("lstm")
 
     def __init__(self, input_size, hidden_size, *, batch_first=True, dtype=np.float32,
                  backend="cython", seed=None):
@@ -196,7 +210,7 @@ class LSTM(_Recurrent):
 
     def forward(self, x, state=None):
         h0, c0 = self._pair(state, "state")
-        x, (h0, c0), Wx, Wh, b = self._forward_inputs(x, (h0, c0))
+        x, (h0, c0), (Wx, Wh, b) = self._forward_inputs(x, (h0, c0))
         out, h_n, c_n, workspace = self._kernels.lstm_forward(
             x, h0, c0, Wx, Wh, b, self.batch_first, self.training)
         if self.training:
@@ -213,29 +227,43 @@ class LSTM(_Recurrent):
         return dx, (dh0 if given[0] else None, dc0 if given[1] else None)
 
 
-def from_torch(module, *, dtype=np.float32, backend="cython"):
-    """An rnnfast layer with the weights of a one-layer, unidirectional ``torch.nn.RNN``/``LSTM``.
+class GRU(_Recurrent):
+    """GRU, PyTorch's formulation, gate order r, z, n::
 
-    ``Wx = weight_ih_l0.T``, ``Wh = weight_hh_l0.T``, ``b = bias_ih_l0 + bias_hh_l0``.
+        r, z = sigmoid(x_t @ Wx_rz + h_{t-1} @ Wh_rz + b_rz)
+        n = tanh(x_t @ Wx_n + b_n + r * (h_{t-1} @ Wh_n + b_hn))
+        h_t = (1 - z) * n + z * h_{t-1}
+
+    Parameters ``Wx (input_size, 3*hidden)``, ``Wh (hidden, 3*hidden)``, ``b (3*hidden,)``,
+    ``b_hn (hidden,)``. ``out, h_n = gru(x, h0=None)``;
+    ``dx, dh0 = gru.backward(dout, dh_n=None)``, as the RNN. The compiled GRU is not built
+    yet: for now a GRU needs ``backend="numpy"`` (the NumPy twin).
     """
-    kind = type(module).__name__
-    if kind not in ("RNN", "LSTM"):
-        raise TypeError(f"module must be a torch.nn.RNN or torch.nn.LSTM, got {kind}")
-    if module.num_layers != 1 or module.bidirectional or getattr(module, "proj_size", 0):
-        raise ValueError("only one-layer, unidirectional modules without projection map to "
-                         "rnnfast layers")
-    numpy = lambda name: getattr(module, name).detach().cpu().double().numpy()  # noqa: E731
-    if kind == "RNN":
-        layer = RNN(module.input_size, module.hidden_size, module.nonlinearity,
-                    batch_first=module.batch_first, dtype=dtype, backend=backend)
-    else:
-        layer = LSTM(module.input_size, module.hidden_size, batch_first=module.batch_first,
-                     dtype=dtype, backend=backend)
-    layer.params["Wx"][...] = numpy("weight_ih_l0").T
-    layer.params["Wh"][...] = numpy("weight_hh_l0").T
-    b = np.zeros(layer.params["b"].shape)
-    for name in ("bias_ih_l0", "bias_hh_l0"):
-        if getattr(module, name, None) is not None:
-            b += numpy(name)
-    layer.params["b"][...] = b
-    return layer
+
+    _spec = cells.get("gru")
+
+    def __init__(self, input_size, hidden_size, *, batch_first=True, dtype=np.float32,
+                 backend="cython", seed=None):
+        super().__init__(input_size, hidden_size, batch_first=batch_first, dtype=dtype,
+                         backend=backend, seed=seed)
+
+    def forward(self, x, h0=None):
+        x, (h0,), (Wx, Wh, b, b_hn) = self._forward_inputs(x, (h0,))
+        out, h_n, workspace = self._kernels.gru_forward(
+            x, h0, Wx, Wh, b, b_hn, self.batch_first, self.training)
+        if self.training:
+            self._cache = (x, workspace, h0 is not None)
+        return out, h_n
+
+    def backward(self, dout, dh_n=None):
+        dout, (dh_n,), x, Wx, Wh, workspace, h0_given = self._backward_inputs(dout, (dh_n,))
+        dx, dh0, dWx, dWh, db, db_hn = self._kernels.gru_backward(
+            dout, dh_n, x, Wx, Wh, workspace, self.batch_first)
+        self._store_grads(dWx, dWh, db, db_hn)
+        return dx, (dh0 if h0_given else None)
+
+
+def from_torch(module, *, dtype=None, backend="cython"):
+    """``rnnfast.interop.from_torch`` (kept here for code that imports it from layers)."""
+    from .interop import from_torch
+    return from_torch(module, dtype=dtype, backend=backend)

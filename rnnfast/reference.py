@@ -1,42 +1,81 @@
 """The pure-NumPy twin of the compiled kernels: the test oracle and ``backend="numpy"``.
 
 Every function here has the same name, signature and return values as its
-compiled twin in ``rnnfast._core``. Both trust their contract, which
+compiled twin in ``rnnfast._core`` (where the compiled core has the cell: see
+``rnnfast.cells``, ``CellSpec.compiled``). Both trust their contract, which
 ``rnnfast._checks`` guarantees (``rnnfast.functional`` checks, then calls one):
 
 - ``x`` is C-contiguous, ``(batch, seq_len, input)`` if ``batch_first`` else
   ``(seq_len, batch, input)``, of the same floating dtype as the parameters;
 - ``Wx (input, G*hidden)``, ``Wh (hidden, G*hidden)``, ``b (G*hidden,)`` with
-  G = 1 (RNN) or 4 (LSTM, gate order i, f, g, o);
+  G = 1 (RNN), 4 (LSTM, gate order i, f, g, o) or 3 (GRU, gate order r, z, n), and for
+  the GRU ``b_hn (hidden,)``;
 - states ``h0``, ``c0``, ``dh_n``, ``dc_n`` are ``(batch, hidden)`` or None (zeros);
 - ``dout`` has the shape of ``out`` or is None (zeros);
 - ``workspace`` is what the same backend's forward returned with ``training=True``.
 
+The functions::
+
+    rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True)
+        -> (out, h_n, workspace)
+    rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True)
+        -> (dx, dh0, dWx, dWh, db)
+    lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True)
+        -> (out, h_n, c_n, workspace)
+    lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True)
+        -> (dx, dh0, dc0, dWx, dWh, db)
+    gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True)
+        -> (out, h_n, workspace)
+    gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True)
+        -> (dx, dh0, dWx, dWh, db, db_hn)
+
+``workspace`` is None unless ``training``. A backward takes, as the RNN's and LSTM's do,
+only the weights its products need (``Wx`` for ``dx``, ``Wh`` for the recurrent
+gradient): everything else BPTT needs of the forward, ``b_hn`` included, is in the
+workspace (``hs``, and ``cs``, ``gates``, ``hn`` as the cell needs them).
+
 The math, per step t (rows are batch elements, right-multiplying weights)::
 
-    RNN:   h_t = act(x_t @ Wx + h_{t-1} @ Wh + b)
+    RNN:   h_t = act(x_t @ Wx + h_{t-1} @ Wh + b),  act = tanh, relu or sigmoid
     LSTM:  i, f, g, o = split(x_t @ Wx + h_{t-1} @ Wh + b)
            i, f, o = sigmoid(i, f, o); g = tanh(g)
            c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
+    GRU:   (PyTorch's formulation)
+           r, z = sigmoid(x_t @ Wx_rz + h_{t-1} @ Wh_rz + b_rz)
+           n = tanh(x_t @ Wx_n + b_n + r * (h_{t-1} @ Wh_n + b_hn))
+           h_t = (1 - z) * n + z * h_{t-1}
+
+The structure mirrors the compiled core: one shared scan (time loop) for the forward and
+one for the backward; per step only ``h_{t-1} @ Wh`` is a product, the input projection
+``x @ Wx + b`` of all steps is one product before the loop, and the weight gradients and
+``dx`` are products over all steps after it. What differs between cells is one forward
+step and one backward step per cell (below, side by side, as the C row functions).
+
+The GRU's backward has two gate gradients: ``dGx``, of the input-side pre-activations
+(``x_t @ Wx + b``), gives ``dx``, ``dWx`` and ``db``; ``dGh``, of the hidden-side
+products (``h_{t-1} @ Wh``, and ``b_hn``), gives the recurrent ``dh``, ``dWh`` and
+``db_hn``. They differ in the n slice only, by the factor r. For the RNN and LSTM they
+are one array.
 """
 import numpy as np
 from scipy.special import expit as sigmoid
 
-__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward"]
+from . import cells
+
+__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
+           "gru_forward", "gru_backward"]
 
 
 def _relu(a):
     return np.maximum(a, 0)
 
 
-_ACTIVATIONS = {"tanh": np.tanh, "relu": _relu}
-
-
-def _act_grad_from_output(h, nonlinearity):
-    """d act(a) / da expressed through h = act(a)."""
-    if nonlinearity == "tanh":
-        return 1 - h * h
-    return (h > 0).astype(h.dtype)
+# the RNN's activations, each with its derivative expressed through h = act(a)
+_ACTIVATIONS = {
+    "tanh": (np.tanh, lambda h: 1 - h * h),
+    "relu": (_relu, lambda h: (h > 0).astype(h.dtype)),
+    "sigmoid": (sigmoid, lambda h: h * (1 - h)),
+}
 
 
 def _time_major(a, batch_first):
@@ -63,119 +102,233 @@ def _input_projection(xs, Wx, b):
     return (xs.reshape(T * B, D) @ Wx + b).reshape(T, B, Wx.shape[1])
 
 
-def _weight_grads(xs, hs_prev, dG, Wx):
-    """Deferred GEMMs over all steps: dx, dWx, dWh, db from the gate gradients."""
-    T, B, D = xs.shape
-    GH = dG.shape[2]
-    dG2 = dG.reshape(T * B, GH)
-    dWx = xs.reshape(T * B, D).T @ dG2
-    dWh = hs_prev.reshape(T * B, hs_prev.shape[2]).T @ dG2
-    db = dG2.sum(axis=0)
-    dx = (dG2 @ Wx.T).reshape(T, B, D)
-    return dx, dWx, dWh, db
+# ------------------------------------------------------------------------- per-cell steps
+#
+# forward step(t, a, ah, ws, consts): ``a`` is step t's input projection x_t @ Wx + b and
+# ``ah`` its hidden-side product h_{t-1} @ Wh, both (batch, G*hidden); the step writes
+# step t's results into the workspace arrays ``ws``: hs[t + 1] (h_t), and cs[t + 1],
+# gates[t], hn[t] where the cell keeps them.
+#
+# backward step(t, dh, carry, ws, dGx, dGh) -> (carry, dh_direct): ``dh`` is dL/dh_t (the
+# output's gradient included), ``carry`` the gradients of the other states (LSTM: (dc,)).
+# The step writes step t's gate gradients into dGx (input side) and dGh (hidden side; the
+# same array unless the cell keeps them apart) and returns the carry for step t - 1 and the
+# part of dL/dh_{t-1} that does not go through h_{t-1} @ Wh (None: there is none). The scan
+# then sets dL/dh_{t-1} = dGh @ Wh.T (+ dh_direct).
+
+# tanh / relu / sigmoid RNN --------------------------------------------------------------
+
+def _rnn_forward_step(t, a, ah, ws, consts):
+    ws["hs"][t + 1] = consts["act"](a + ah)
 
 
-def _empty_backward(x, Wx, Wh, b_shape, dh_n):
-    dt = Wx.dtype
-    return (np.zeros(x.shape, dt), dh_n, np.zeros(Wx.shape, dt),
-            np.zeros(Wh.shape, dt), np.zeros(b_shape, dt))
+def _rnn_backward_step(t, dh, carry, ws, dGx, dGh, consts):
+    dGx[...] = dh * consts["act_grad"](ws["hs"][t + 1])
+    return carry, None
 
 
-# --------------------------------------------------------------------- tanh / relu RNN
+# LSTM -----------------------------------------------------------------------------------
 
-def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True):
-    """Returns ``(out, h_n, workspace)``; workspace is None unless ``training``."""
+def _lstm_forward_step(t, a, ah, ws, consts):
+    H = ws["hs"].shape[2]
+    a = a + ah
+    i = sigmoid(a[:, :H])
+    f = sigmoid(a[:, H:2 * H])
+    g = np.tanh(a[:, 2 * H:3 * H])
+    o = sigmoid(a[:, 3 * H:])
+    cs, hs = ws["cs"], ws["hs"]
+    cs[t + 1] = f * cs[t] + i * g
+    hs[t + 1] = o * np.tanh(cs[t + 1])
+    ws["gates"][t] = np.concatenate([i, f, g, o], axis=1)
+
+
+def _lstm_backward_step(t, dh, carry, ws, dGx, dGh, consts):
+    H = ws["hs"].shape[2]
+    (dc,) = carry
+    cs, gates = ws["cs"], ws["gates"]
+    i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
+    tanh_c = np.tanh(cs[t + 1])
+    dc = dc + dh * o * (1 - tanh_c * tanh_c)
+    dGx[:, :H] = dc * g * i * (1 - i)
+    dGx[:, H:2 * H] = dc * cs[t] * f * (1 - f)
+    dGx[:, 2 * H:3 * H] = dc * i * (1 - g * g)
+    dGx[:, 3 * H:] = dh * tanh_c * o * (1 - o)
+    return (dc * f,), None
+
+
+# GRU ------------------------------------------------------------------------------------
+
+def _gru_forward_step(t, a, ah, ws, consts):
+    H = ws["hs"].shape[2]
+    r = sigmoid(a[:, :H] + ah[:, :H])
+    z = sigmoid(a[:, H:2 * H] + ah[:, H:2 * H])
+    hn = ah[:, 2 * H:] + consts["b_hn"]          # h_{t-1} @ Wh_n + b_hn: r multiplies it
+    n = np.tanh(a[:, 2 * H:] + r * hn)
+    hs = ws["hs"]
+    hs[t + 1] = (1 - z) * n + z * hs[t]
+    ws["gates"][t] = np.concatenate([r, z, n], axis=1)
+    ws["hn"][t] = hn
+
+
+def _gru_backward_step(t, dh, carry, ws, dGx, dGh, consts):
+    H = ws["hs"].shape[2]
+    gates = ws["gates"]
+    r, z, n = (gates[t, :, k * H:(k + 1) * H] for k in range(3))
+    dn = dh * (1 - z)
+    dz = dh * (ws["hs"][t] - n)
+    da_n = dn * (1 - n * n)                       # of x_t @ Wx_n + b_n + r * hn
+    dr = da_n * ws["hn"][t]
+    dGx[:, :H] = dr * r * (1 - r)
+    dGx[:, H:2 * H] = dz * z * (1 - z)
+    dGx[:, 2 * H:] = da_n
+    dGh[:, :2 * H] = dGx[:, :2 * H]
+    dGh[:, 2 * H:] = da_n * r                     # of hn = h_{t-1} @ Wh_n + b_hn
+    return carry, dh * z
+
+
+_STEPS = {"rnn": (_rnn_forward_step, _rnn_backward_step),
+          "lstm": (_lstm_forward_step, _lstm_backward_step),
+          "gru": (_gru_forward_step, _gru_backward_step)}
+
+
+# ------------------------------------------------------------------------- the shared scans
+
+def _consts(spec, weights=None):
+    """What a cell's steps need besides the workspace: the RNN's activation (and its
+    derivative), and for the forward (``weights`` given) the GRU's b_hn."""
+    consts = {}
+    if spec.nonlinearity is not None:
+        consts["act"], consts["act_grad"] = _ACTIVATIONS[spec.nonlinearity]
+    if weights is not None and "b_hn" in spec.params:
+        consts["b_hn"] = weights[spec.params.index("b_hn")]
+    return consts
+
+
+def _workspace_arrays(spec, T, B, H, dtype):
+    """The arrays a forward fills and its backward reads (uninitialised)."""
+    arrays = {"hs": np.empty((T + 1, B, H), dtype)}      # h_{-1} = h0, h_0 .. h_{T-1}
+    if "c" in spec.states:
+        arrays["cs"] = np.empty((T + 1, B, H), dtype)    # c_{-1} = c0, c_0 .. c_{T-1}
+    if spec.family != "rnn":
+        arrays["gates"] = np.empty((T, B, spec.gates * H), dtype)     # activated gates
+    if "b_hn" in spec.params:
+        arrays["hn"] = np.empty((T, B, H), dtype)        # h_{t-1} @ Wh_n + b_hn
+    return arrays
+
+
+def _forward(spec, x, states, weights, batch_first, training):
+    """The forward scan of any cell; returns ``(out, finals, workspace)``, finals the
+    final states in ``spec.states`` order."""
+    Wx, Wh, b = weights[0], weights[1], weights[2]
     xs = _time_major(x, batch_first)
     T, B, _ = xs.shape
     H = Wh.shape[0]
-    act = _ACTIVATIONS[nonlinearity]
-    hs = np.empty((T + 1, B, H), Wx.dtype)          # h_{-1} = h0, h_0 .. h_{T-1}
-    hs[0] = _state(h0, B, H, Wx.dtype)
+    ws = _workspace_arrays(spec, T, B, H, Wx.dtype)
+    for name, s in zip(spec.states, states):
+        ws[name + "s"][0] = _state(s, B, H, Wx.dtype)
+    step = _STEPS[spec.family][0]
+    consts = _consts(spec, weights)
     pre = _input_projection(xs, Wx, b)
+    hs = ws["hs"]
     for t in range(T):
-        hs[t + 1] = act(pre[t] + hs[t] @ Wh)
+        step(t, pre[t], hs[t] @ Wh, ws, consts)
     out = _user_layout(hs[1:], batch_first)
+    finals = tuple(ws[name + "s"][T].copy() for name in spec.states)
     workspace = None
     if training:
-        workspace = {"backend": "numpy", "cell": "rnn", "nonlinearity": nonlinearity,
-                     "batch_first": batch_first, "dims": (B, T, H), "hs": hs}
-    return out, hs[T].copy(), workspace
+        workspace = {"backend": "numpy", "cell": spec.family}
+        if spec.nonlinearity is not None:
+            workspace["nonlinearity"] = spec.nonlinearity
+        workspace.update({"batch_first": batch_first, "dims": (B, T, H)}, **ws)
+    return out, finals, workspace
+
+
+def _weight_grads(xs, hs_prev, dGx, dGh, Wx):
+    """Deferred GEMMs over all steps: dx, dWx, dWh, db from the gate gradients (dGx of the
+    input side, dGh of the hidden side; one array for the RNN and LSTM)."""
+    T, B, D = xs.shape
+    GH = dGx.shape[2]
+    dGx2 = dGx.reshape(T * B, GH)
+    dGh2 = dGx2 if dGh is dGx else dGh.reshape(T * B, GH)
+    dWx = xs.reshape(T * B, D).T @ dGx2
+    dWh = hs_prev.reshape(T * B, hs_prev.shape[2]).T @ dGh2
+    db = dGx2.sum(axis=0)
+    dx = (dGx2 @ Wx.T).reshape(T, B, D)
+    return dx, dWx, dWh, db
+
+
+def _backward(spec, dout, dstates, x, Wx, Wh, workspace, batch_first):
+    """The backward scan of any cell; returns ``(dx, dstates0, grads)``: the initial states'
+    gradients in ``spec.states`` order and the parameters' in ``spec.params`` order."""
+    xs = _time_major(x, batch_first)
+    T, B, _ = xs.shape
+    H = Wh.shape[0]
+    dt = Wx.dtype
+    dh = _state(dstates[0], B, H, dt).copy()
+    carry = tuple(_state(s, B, H, dt).copy() for s in dstates[1:])
+    shapes = spec.param_shapes(Wx.shape[0], H)
+    if T == 0:
+        grads = tuple(np.zeros(shapes[name], dt) for name in spec.params)
+        return np.zeros(x.shape, dt), (dh,) + carry, grads
+    step = _STEPS[spec.family][1]
+    consts = _consts(spec)
+    douts = None if dout is None else _time_major(dout, batch_first)
+    dGx = np.empty((T, B, spec.gates * H), dt)
+    dGh = np.empty_like(dGx) if "b_hn" in spec.params else dGx
+    for t in reversed(range(T)):
+        if douts is not None:
+            dh += douts[t]
+        carry, dh_direct = step(t, dh, carry, workspace, dGx[t], dGh[t], consts)
+        dh = dGh[t] @ Wh.T
+        if dh_direct is not None:
+            dh += dh_direct
+    dx, dWx, dWh, db = _weight_grads(xs, workspace["hs"][:T], dGx, dGh, Wx)
+    grads = (dWx, dWh, db)
+    if "b_hn" in spec.params:
+        grads += (dGh[:, :, spec.gate("n", H)].reshape(T * B, H).sum(axis=0),)
+    return _user_layout(dx, batch_first), (dh,) + carry, grads
+
+
+# ------------------------------------------------------------------------- the functions
+
+def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True):
+    """Returns ``(out, h_n, workspace)``; workspace is None unless ``training``."""
+    spec = cells.for_layer("rnn", nonlinearity)
+    out, (h_n,), workspace = _forward(spec, x, (h0,), (Wx, Wh, b), batch_first, training)
+    return out, h_n, workspace
 
 
 def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True):
     """Returns ``(dx, dh0, dWx, dWh, db)``."""
-    xs = _time_major(x, batch_first)
-    T, B, _ = xs.shape
-    H = Wh.shape[0]
-    dh = _state(dh_n, B, H, Wx.dtype).copy()
-    if T == 0:
-        return _empty_backward(x, Wx, Wh, (H,), dh)
-    hs = workspace["hs"]
-    douts = None if dout is None else _time_major(dout, batch_first)
-    dG = np.empty((T, B, H), Wx.dtype)
-    for t in reversed(range(T)):
-        if douts is not None:
-            dh += douts[t]
-        dG[t] = dh * _act_grad_from_output(hs[t + 1], nonlinearity)
-        dh = dG[t] @ Wh.T
-    dx, dWx, dWh, db = _weight_grads(xs, hs[:T], dG, Wx)
-    return _user_layout(dx, batch_first), dh, dWx, dWh, db
+    spec = cells.for_layer("rnn", nonlinearity)
+    dx, (dh0,), (dWx, dWh, db) = _backward(spec, dout, (dh_n,), x, Wx, Wh, workspace,
+                                           batch_first)
+    return dx, dh0, dWx, dWh, db
 
-
-# --------------------------------------------------------------------- LSTM
 
 def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
     """Returns ``(out, h_n, c_n, workspace)``; workspace is None unless ``training``."""
-    xs = _time_major(x, batch_first)
-    T, B, _ = xs.shape
-    H = Wh.shape[0]
-    hs = np.empty((T + 1, B, H), Wx.dtype)          # h_{-1} = h0, h_0 .. h_{T-1}
-    cs = np.empty((T + 1, B, H), Wx.dtype)          # c_{-1} = c0, c_0 .. c_{T-1}
-    gates = np.empty((T, B, 4 * H), Wx.dtype)       # activated i, f, g, o
-    hs[0] = _state(h0, B, H, Wx.dtype)
-    cs[0] = _state(c0, B, H, Wx.dtype)
-    pre = _input_projection(xs, Wx, b)
-    for t in range(T):
-        a = pre[t] + hs[t] @ Wh
-        i = sigmoid(a[:, :H])
-        f = sigmoid(a[:, H:2 * H])
-        g = np.tanh(a[:, 2 * H:3 * H])
-        o = sigmoid(a[:, 3 * H:])
-        cs[t + 1] = f * cs[t] + i * g
-        hs[t + 1] = o * np.tanh(cs[t + 1])
-        gates[t] = np.concatenate([i, f, g, o], axis=1)
-    out = _user_layout(hs[1:], batch_first)
-    workspace = None
-    if training:
-        workspace = {"backend": "numpy", "cell": "lstm", "batch_first": batch_first,
-                     "dims": (B, T, H), "hs": hs, "cs": cs, "gates": gates}
-    return out, hs[T].copy(), cs[T].copy(), workspace
+    out, (h_n, c_n), workspace = _forward(cells.get("lstm"), x, (h0, c0), (Wx, Wh, b),
+                                          batch_first, training)
+    return out, h_n, c_n, workspace
 
 
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
     """Returns ``(dx, dh0, dc0, dWx, dWh, db)``."""
-    xs = _time_major(x, batch_first)
-    T, B, _ = xs.shape
-    H = Wh.shape[0]
-    dh = _state(dh_n, B, H, Wx.dtype).copy()
-    dc = _state(dc_n, B, H, Wx.dtype).copy()
-    if T == 0:
-        dx, dh0, dWx, dWh, db = _empty_backward(x, Wx, Wh, (4 * H,), dh)
-        return dx, dh0, dc, dWx, dWh, db
-    hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
-    douts = None if dout is None else _time_major(dout, batch_first)
-    dG = np.empty((T, B, 4 * H), Wx.dtype)
-    for t in reversed(range(T)):
-        if douts is not None:
-            dh += douts[t]
-        i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
-        tanh_c = np.tanh(cs[t + 1])
-        dc = dc + dh * o * (1 - tanh_c * tanh_c)
-        dG[t, :, :H] = dc * g * i * (1 - i)
-        dG[t, :, H:2 * H] = dc * cs[t] * f * (1 - f)
-        dG[t, :, 2 * H:3 * H] = dc * i * (1 - g * g)
-        dG[t, :, 3 * H:] = dh * tanh_c * o * (1 - o)
-        dc = dc * f
-        dh = dG[t] @ Wh.T
-    dx, dWx, dWh, db = _weight_grads(xs, hs[:T], dG, Wx)
-    return _user_layout(dx, batch_first), dh, dc, dWx, dWh, db
+    dx, (dh0, dc0), (dWx, dWh, db) = _backward(cells.get("lstm"), dout, (dh_n, dc_n), x, Wx,
+                                               Wh, workspace, batch_first)
+    return dx, dh0, dc0, dWx, dWh, db
+
+
+def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
+    """Returns ``(out, h_n, workspace)``; workspace is None unless ``training``."""
+    out, (h_n,), workspace = _forward(cells.get("gru"), x, (h0,), (Wx, Wh, b, b_hn),
+                                      batch_first, training)
+    return out, h_n, workspace
+
+
+def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
+    """Returns ``(dx, dh0, dWx, dWh, db, db_hn)``."""
+    dx, (dh0,), (dWx, dWh, db, db_hn) = _backward(cells.get("gru"), dout, (dh_n,), x, Wx,
+                                                  Wh, workspace, batch_first)
+    return dx, dh0, dWx, dWh, db, db_hn

@@ -5,20 +5,20 @@ by a later call."""
 import numpy as np
 import pytest
 
-import rnnfast
 from rnnfast import _core
 
+import cells_for_tests as reg
+from cells_for_tests import COMPILED
+
 H, D = 64, 32
-CELLS = ["rnn-tanh", "rnn-relu", "lstm"]
+CELLS = COMPILED             # the compiled layers' kept buffers
 # (batch, seq_len): every workspace array above the pooling threshold (128 KiB), shrinking,
 # growing and coming back
 SHAPES = [(16, 100), (16, 40), (8, 130), (16, 100)]
 
 
 def make(cell, batch_first=True):
-    if cell == "lstm":
-        return rnnfast.LSTM(D, H, batch_first=batch_first, seed=1)
-    return rnnfast.RNN(D, H, cell.split("-")[1], batch_first=batch_first, seed=1)
+    return reg.make_layer(cell, D, H, batch_first=batch_first, backend="cython", seed=1)
 
 
 def problem(seed, B, T, batch_first):
@@ -31,23 +31,19 @@ def problem(seed, B, T, batch_first):
 
 def fresh(layer, x, dout):
     """Forward and backward through the module functions (new buffers every call)."""
-    Wx, Wh, b = (layer.params[k] for k in ("Wx", "Wh", "b"))
-    if isinstance(layer, rnnfast.LSTM):
-        out, h_n, c_n, ws = _core.lstm_forward(x, None, None, Wx, Wh, b, layer.batch_first)
-        dx, _, _, dWx, dWh, db = _core.lstm_backward(dout, None, None, x, Wx, Wh, ws,
-                                                     layer.batch_first)
-        return out, dx, dWx, dWh, db
-    out, h_n, ws = _core.rnn_forward(x, None, Wx, Wh, b, layer.nonlinearity,
-                                     layer.batch_first)
-    dx, _, dWx, dWh, db = _core.rnn_backward(dout, None, x, Wx, Wh, ws, layer.nonlinearity,
-                                             layer.batch_first)
-    return out, dx, dWx, dWh, db
+    kind = layer._spec.kind
+    weights = tuple(layer.params[k] for k in reg.param_names(kind))
+    none = (None,) * len(reg.state_names(kind))
+    out, _, ws = reg.kernel_forward(_core, kind, x, none, weights, layer.batch_first)
+    dx, _, dparams = reg.kernel_backward(_core, kind, dout, none, x, weights[0], weights[1],
+                                         ws, layer.batch_first)
+    return (out, dx) + dparams
 
 
 def pooled(layer, x, dout):
     out = layer(x)[0]
     dx = layer.backward(dout)[0]
-    return out, dx, layer.grads["Wx"], layer.grads["Wh"], layer.grads["b"]
+    return (out, dx) + tuple(layer.grads[k] for k in reg.param_names(layer._spec.kind))
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -60,7 +56,8 @@ def test_kept_buffers_give_the_fresh_results_and_never_overwrite_returned_arrays
         x, dout = problem(i, B, T, batch_first)
         got = pooled(layer, x, dout)
         assert layer._kernels._pool, "the layer kept no buffers: nothing was tested"
-        for name, g, want in zip(["out", "dx", "dWx", "dWh", "db"], got, fresh(layer, x, dout)):
+        names = ["out", "dx"] + ["d" + k for k in reg.param_names(cell)]
+        for name, g, want in zip(names, got, fresh(layer, x, dout), strict=True):
             np.testing.assert_array_equal(g, want, err_msg=f"call {i}: {name}")
         returned.append([a.copy() for a in got] + [got])
     for i, entry in enumerate(returned):     # later calls left earlier results alone

@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 
 import rnnfast
+from rnnfast import cells
 from rnnfast import functional as F
 
-from conftest import random_problem
+import cells_for_tests as reg
+from cells_for_tests import (KIND_BACKENDS, KINDS, default_backend, kernel_backward,
+                             kernel_forward, param_names, random_problem, state_arg,
+                             state_names)
 
 B, T, D, H = 3, 6, 4, 5
-CELLS = ["rnn", "lstm"]
 
 
 def make_layer(cell, backend, dtype, batch_first=True, **kwargs):
-    cls = rnnfast.RNN if cell == "rnn" else rnnfast.LSTM
-    return cls(D, H, batch_first=batch_first, dtype=dtype, backend=backend, seed=0, **kwargs)
+    return reg.make_layer(cell, D, H, batch_first=batch_first, dtype=dtype, backend=backend,
+                          seed=0, **kwargs)
 
 
 def problem(cell, dtype, batch_first=True):
@@ -28,15 +31,13 @@ def problem(cell, dtype, batch_first=True):
 
 
 def fwd(layer, x, h0=None, c0=None):
-    if isinstance(layer, rnnfast.LSTM):
-        return layer(x, None if h0 is None and c0 is None else (h0, c0))
-    return layer(x, h0)
+    kind = layer._spec.kind
+    return layer(x, state_arg(kind, (h0, c0)[:len(state_names(kind))]))
 
 
 def bwd(layer, dout, dh_n=None, dc_n=None):
-    if isinstance(layer, rnnfast.LSTM):
-        return layer.backward(dout, None if dh_n is None and dc_n is None else (dh_n, dc_n))
-    return layer.backward(dout, dh_n)
+    kind = layer._spec.kind
+    return layer.backward(dout, state_arg(kind, (dh_n, dc_n)[:len(state_names(kind))]))
 
 
 def snapshot(layer):
@@ -99,7 +100,7 @@ BAD_X = {
 
 
 @pytest.mark.parametrize("kind", BAD_X)
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_non_numeric_x_is_a_type_error(cell, kind, backend, dtype):
     layer = make_layer(cell, backend, dtype)
     p = problem(cell, dtype)
@@ -108,15 +109,15 @@ def test_non_numeric_x_is_a_type_error(cell, kind, backend, dtype):
 
 
 @pytest.mark.parametrize("kind", ["complex", "object", "str-array"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_non_numeric_states_and_gradients_are_type_errors(cell, kind, backend, dtype):
     layer = make_layer(cell, backend, dtype)
     p = problem(cell, dtype)
-    for name in ("h0", "c0") if cell == "lstm" else ("h0",):
+    for name in (n + "0" for n in state_names(cell)):
         bad = dict(h0=p["h0"], c0=p["c0"]) | {name: BAD_X[kind](p[name].shape)}
         check_error(layer, p, TypeError,
                     lambda lay: fwd(lay, p["x"], bad["h0"], bad["c0"]), name)
-    for name in ("dout", "dh_n", "dc_n") if cell == "lstm" else ("dout", "dh_n"):
+    for name in ("dout",) + tuple(f"d{n}_n" for n in state_names(cell)):
         bad = dict(dout=p["dout"], dh_n=p["dh_n"], dc_n=p["dc_n"]) | {
             name: BAD_X[kind](p[name].shape)}
         check_error(layer, p, TypeError,
@@ -124,7 +125,7 @@ def test_non_numeric_states_and_gradients_are_type_errors(cell, kind, backend, d
 
 
 @pytest.mark.parametrize("kind", ["int64", "int8", "uint8", "bool"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_integer_and_bool_x_convert(cell, kind, backend, dtype):
     layer = make_layer(cell, backend, dtype)
     rng = np.random.default_rng(2)
@@ -146,7 +147,7 @@ def shape_str(shape):
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_x_of_wrong_shape(cell, batch_first, backend, dtype):
     """A wrong number of axes, then a wrong feature size; the expected shape is spelled in
     the layer's layout."""
@@ -164,12 +165,12 @@ def test_x_of_wrong_shape(cell, batch_first, backend, dtype):
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_initial_state_of_wrong_shape(cell, batch_first, backend, dtype):
     """A batch that differs from x's, a wrong hidden size, a missing or extra axis."""
     layer = make_layer(cell, backend, dtype, batch_first)
     p = problem(cell, dtype, batch_first)
-    for name in ("h0", "c0") if cell == "lstm" else ("h0",):
+    for name in (n + "0" for n in state_names(cell)):
         for shape in [(B + 1, H), (B - 1, H), (B, H + 1), (H,), (1, B, H)]:
             states = dict(h0=p["h0"], c0=p["c0"]) | {name: np.zeros(shape, dtype)}
             check_error(layer, p, ValueError,
@@ -178,7 +179,7 @@ def test_initial_state_of_wrong_shape(cell, batch_first, backend, dtype):
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_gradients_of_wrong_shape(cell, batch_first, backend, dtype):
     layer = make_layer(cell, backend, dtype, batch_first)
     p = problem(cell, dtype, batch_first)
@@ -187,7 +188,7 @@ def test_gradients_of_wrong_shape(cell, batch_first, backend, dtype):
                                               (out_shape[0] + 1,) + out_shape[1:],
                                               (out_shape[0], out_shape[1] - 1, H),
                                               out_shape[::-1], out_shape[1:])]
-    for name in ("dh_n", "dc_n") if cell == "lstm" else ("dh_n",):
+    for name in (f"d{n}_n" for n in state_names(cell)):
         cases += [(name, s, (B, H)) for s in ((B + 1, H), (B, H - 1), (1, B, H))]
     for name, shape, expected in cases:
         args = dict(dout=p["dout"], dh_n=p["dh_n"], dc_n=p["dc_n"]) | {
@@ -199,7 +200,7 @@ def test_gradients_of_wrong_shape(cell, batch_first, backend, dtype):
 
 # --------------------------------------------------------------------- call order
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_backward_without_its_forward(cell, backend, dtype):
     p = problem(cell, dtype)
     layer = make_layer(cell, backend, dtype)
@@ -227,7 +228,7 @@ def test_backward_without_its_forward(cell, backend, dtype):
 
 # --------------------------------------------------------------------- constructors
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", KINDS)
 @pytest.mark.parametrize("kwargs,exc,fragment", [
     (dict(hidden_size=0), ValueError, "hidden_size"),
     (dict(hidden_size=-1), ValueError, "hidden_size"),
@@ -247,39 +248,42 @@ def test_backward_without_its_forward(cell, backend, dtype):
     (dict(backend=None), ValueError, "backend"),
 ], ids=lambda v: repr(v) if not isinstance(v, dict) else "-".join(f"{k}={v[k]!r}" for k in v))
 def test_bad_constructor_arguments(cell, kwargs, exc, fragment):
-    args = dict(input_size=D, hidden_size=H) | kwargs
-    cls = rnnfast.RNN if cell == "rnn" else rnnfast.LSTM
+    # (a cell the compiled core does not have is made on the twin, unless the backend is
+    # the bad argument)
+    args = dict(input_size=D, hidden_size=H, backend=default_backend(cell)) | kwargs
     if exc is None:
-        layer = cls(args.pop("input_size"), args.pop("hidden_size"), **args)
+        layer = reg.make_layer(cell, args.pop("input_size"), args.pop("hidden_size"), **args)
         assert layer.dtype == np.float64
         return
     with pytest.raises(exc) as info:
-        cls(args.pop("input_size"), args.pop("hidden_size"), **args)
+        reg.make_layer(cell, args.pop("input_size"), args.pop("hidden_size"), **args)
     message = str(info.value)
     assert_names(message, fragment)
     bad = next(iter(kwargs.values()))
     assert str(bad) in message or repr(bad) in message or np.dtype(bad).name in message
 
 
-@pytest.mark.parametrize("nonlinearity", ["sigmoid", "TANH", None, ""])
-def test_bad_nonlinearity(nonlinearity):
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("nonlinearity", ["softsign", "TANH", "Sigmoid", None, ""])
+def test_bad_nonlinearity(nonlinearity, backend):
     with pytest.raises(ValueError) as info:
-        rnnfast.RNN(D, H, nonlinearity)
-    assert_names(str(info.value), "nonlinearity", repr(nonlinearity))
+        rnnfast.RNN(D, H, nonlinearity, backend=backend)
+    assert_names(str(info.value), "nonlinearity", repr(nonlinearity),
+                 repr(cells.NONLINEARITIES))
 
 
 # --------------------------------------------------------------------- seq_len == 0
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 @pytest.mark.parametrize("states", [True, False], ids=["state", "no-state"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_empty_sequence(cell, states, batch_first, backend, dtype):
     layer = make_layer(cell, backend, dtype, batch_first)
     p = problem(cell, dtype, batch_first)
     x = np.zeros((B, 0, D) if batch_first else (0, B, D), dtype)
     h0, c0 = (p["h0"], p["c0"]) if states else (None, None)
     out, finals = fwd(layer, x, h0, c0)
-    finals = finals if cell == "lstm" else (finals,)
+    finals = reg.as_states(cell, finals)
     assert out.shape == x.shape[:2] + (H,) and out.dtype == dtype
     for f, s in zip(finals, (h0, c0)):
         assert f.shape == (B, H) and f.dtype == dtype
@@ -292,7 +296,7 @@ def test_empty_sequence(cell, states, batch_first, backend, dtype):
         dh_n, dc_n = (p["dh_n"], p["dc_n"]) if gradient_given else (None, None)
         dx, dstate = bwd(layer, dout, dh_n, dc_n)
         assert dx.shape == x.shape and dx.dtype == dtype
-        dstate = dstate if cell == "lstm" else (dstate,)
+        dstate = reg.as_states(cell, dstate)
         for ds, given in zip(dstate, (dh_n, dc_n)):
             if not states:
                 assert ds is None                       # no initial state, no gradient
@@ -329,8 +333,9 @@ def test_lstm_state_must_be_a_pair(kind, backend, dtype):
 # --------------------------------------------------------------------- params replaced
 
 def bad_params(cell):
-    G = 4 if cell == "lstm" else 1
-    return {
+    """Mis-shaped replacements of each parameter of the cell: (name, shape)."""
+    G = cells.get(cell).gates
+    cases = {
         "Wx-rows": ("Wx", (D + 1, G * H)),
         "Wx-cols": ("Wx", (D, G * H + 1)),
         "Wx-1d": ("Wx", (D * G * H,)),
@@ -340,16 +345,23 @@ def bad_params(cell):
         "b-long": ("b", (G * H + 1,)),
         "b-2d": ("b", (1, G * H)),
     }
+    if "b_hn" in param_names(cell):
+        cases.update({"b_hn-long": ("b_hn", (H + 1,)), "b_hn-short": ("b_hn", (H - 1,)),
+                      "b_hn-2d": ("b_hn", (1, H)), "b_hn-like-b": ("b_hn", (G * H,))})
+    return cases
 
 
-@pytest.mark.parametrize("case", list(bad_params("rnn")))
-@pytest.mark.parametrize("cell", CELLS)
-def test_params_entry_of_wrong_shape(cell, case, backend, dtype):
+PARAM_CASES = [pytest.param(kind, backend, case, id=f"{kind}-{backend}-{case}")
+               for kind, backend in (p.values for p in KIND_BACKENDS)
+               for case in bad_params(kind)]
+
+
+@pytest.mark.parametrize("cell,backend,case", PARAM_CASES)
+def test_params_entry_of_wrong_shape(cell, backend, case, dtype):
     """The error names the replaced entry, its expected and its received shape, on forward
     and on a backward after it was replaced between the two."""
     name, shape = bad_params(cell)[case]
-    G = 4 if cell == "lstm" else 1
-    expected = {"Wx": (D, G * H), "Wh": (H, G * H), "b": (G * H,)}[name]
+    expected = cells.get(cell).param_shapes(D, H)[name]
     fragments = (f"params[{name!r}]", shape_str(expected), "got shape " + shape_str(shape))
     p = problem(cell, dtype)
     layer = make_layer(cell, backend, dtype)
@@ -369,13 +381,50 @@ def test_params_entry_of_wrong_shape(cell, case, backend, dtype):
     assert_unchanged(layer, before)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
+def test_params_entry_missing(cell, backend, dtype):
+    """A params dict without one of the cell's entries (a GRU's without b_hn, say): a
+    ValueError naming the entry and its expected shape, on forward and on backward; the
+    layer as it was, and once the entry is back the pending backward gives the gradients
+    it would have given."""
+    p = problem(cell, dtype)
+    fresh = make_layer(cell, backend, dtype)                  # the same seed: same params
+    fwd(fresh, p["x"], p["h0"], p["c0"])
+    want = _flatten(bwd(fresh, p["dout"], p["dh_n"], p["dc_n"]))
+    for name in param_names(cell):
+        expected = cells.get(cell).param_shapes(D, H)[name]
+        fragments = (f"params[{name!r}]", "missing", shape_str(expected), "got no entry")
+        layer = make_layer(cell, backend, dtype)
+        value = layer.params.pop(name)
+        before = snapshot(layer)
+        with pytest.raises(ValueError) as info:
+            fwd(layer, p["x"], p["h0"], p["c0"])
+        assert_names(str(info.value), name, *fragments)
+        assert_unchanged(layer, before)
+        layer.params[name] = value
+        fwd(layer, p["x"], p["h0"], p["c0"])
+        del layer.params[name]                            # between forward and backward
+        before = snapshot(layer)
+        with pytest.raises(ValueError) as info:
+            bwd(layer, p["dout"], p["dh_n"], p["dc_n"])
+        assert_names(str(info.value), name, *fragments)
+        assert_unchanged(layer, before)
+        layer.params[name] = value
+        for g, w in zip(_flatten(bwd(layer, p["dout"], p["dh_n"], p["dc_n"])), want,
+                        strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_params_entry_not_numeric(cell, backend, dtype):
     p = problem(cell, dtype)
-    for name, bad, exc in [("b", None, TypeError),
-                           ("Wx", np.zeros((D, (4 if cell == "lstm" else 1) * H), complex),
-                            TypeError),
-                           ("Wh", "weights", TypeError)]:
+    G = cells.get(cell).gates
+    cases = [("b", None, TypeError), ("Wx", np.zeros((D, G * H), complex), TypeError),
+             ("Wh", "weights", TypeError)]
+    if "b_hn" in param_names(cell):
+        cases += [("b_hn", None, TypeError), ("b_hn", np.zeros(H, complex), TypeError),
+                  ("b_hn", "bias", TypeError)]
+    for name, bad, exc in cases:
         layer = make_layer(cell, backend, dtype)
         layer.params[name] = bad
         with pytest.raises(exc, match=rf"\b{name}\b"):
@@ -384,30 +433,36 @@ def test_params_entry_not_numeric(cell, backend, dtype):
 
 # --------------------------------------------------------------------- functional face
 
-def f_forward(cell, p, backend, training=True, nl="tanh", batch_first=True):
-    if cell == "rnn":
-        return F.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], nl, batch_first,
-                             training, backend=backend)[-1]
-    return F.lstm_forward(p["x"], p["h0"], p["c0"], p["Wx"], p["Wh"], p["b"], batch_first,
-                          training, backend=backend)[-1]
+def f_forward(cell, p, backend, training=True, batch_first=True):
+    states = tuple(p[n + "0"] for n in state_names(cell))
+    weights = tuple(p[n] for n in param_names(cell))
+    return kernel_forward(F, cell, p["x"], states, weights, batch_first, training,
+                          backend=backend)[-1]
 
 
-def f_backward(cell, p, ws, backend, nl="tanh", batch_first=True, dout=None):
+def f_backward(cell, p, ws, backend, batch_first=True, dout=None):
     dout = p["dout"] if dout is None else dout
-    if cell == "rnn":
-        return F.rnn_backward(dout, p["dh_n"], p["x"], p["Wx"], p["Wh"], ws, nl,
-                              batch_first, backend=backend)
-    return F.lstm_backward(dout, p["dh_n"], p["dc_n"], p["x"], p["Wx"], p["Wh"], ws,
-                           batch_first, backend=backend)
+    dstates = tuple(p[f"d{n}_n"] for n in state_names(cell))
+    return kernel_backward(F, cell, dout, dstates, p["x"], p["Wx"], p["Wh"], ws, batch_first,
+                           backend=backend)
 
 
 OTHER = {"cython": "numpy", "numpy": "cython"}
 
 
-@pytest.mark.parametrize("cell", CELLS)
+def _other_backend_workspace(cell, p, backend):
+    """A workspace of the other backend for the same call: a real one where that backend
+    runs the cell, else this backend's relabelled as the other's."""
+    other = OTHER[backend]
+    if other in reg.backends_for(cell):
+        return f_forward(cell, p, other)
+    return dict(f_forward(cell, p, backend), backend=other)
+
+
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_functional_workspace_must_match_the_call(cell, backend, dtype):
     p = problem(cell, dtype)
-    ws = f_forward(cell, p, OTHER[backend])
+    ws = _other_backend_workspace(cell, p, backend)
     with pytest.raises(ValueError, match="workspace"):            # the other backend's
         f_backward(cell, p, ws, backend)
     with pytest.raises(ValueError, match="workspace"):            # eval mode: none
@@ -435,28 +490,48 @@ def test_functional_workspace_must_match_the_call(cell, backend, dtype):
 
 
 def _other_cell_workspace(cell, dtype, backend):
-    """A workspace of the other cell with the same (batch, seq_len, hidden)."""
-    other = "lstm" if cell == "rnn" else "rnn"
+    """A workspace of another cell family with the same (batch, seq_len, hidden)."""
+    other = reg.other_kind(cell, backend)
     return f_forward(other, problem(other, dtype), backend)
 
 
-def test_functional_nonlinearity_must_match(backend, dtype):
-    p = problem("rnn", dtype)
-    ws = f_forward("rnn", p, backend, nl="relu")
+@pytest.mark.parametrize("cell,backend", reg.kind_backends(
+    [k for k in KINDS if cells.get(k).family == "rnn"]))
+def test_functional_nonlinearity_must_match(cell, backend, dtype):
+    """A workspace of one nonlinearity cannot serve the backward of another; an unknown
+    nonlinearity is refused."""
+    p = problem(cell, dtype)
+    ws = f_forward(cell, p, backend)
+    nonlinearity = cells.get(cell).nonlinearity
+    others = [n for n in cells.NONLINEARITIES if n != nonlinearity
+              and backend in reg.backends_for(cells.for_layer("rnn", n).kind)]
+    assert others
+    for other in others:
+        with pytest.raises(ValueError, match="nonlinearity"):
+            F.rnn_backward(p["dout"], p["dh_n"], p["x"], p["Wx"], p["Wh"], ws, other,
+                           backend=backend)
+    assert not ws.get("consumed")
     with pytest.raises(ValueError, match="nonlinearity"):
-        f_backward("rnn", p, ws, backend, nl="tanh")
-    with pytest.raises(ValueError, match="nonlinearity"):
-        f_forward("rnn", p, backend, nl="sigmoid")
+        F.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], "softsign", backend=backend)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", KINDS)
 def test_functional_bad_arguments(cell, dtype):
+    backend = default_backend(cell)
     p = problem(cell, dtype)
     with pytest.raises(ValueError, match="backend"):
         f_forward(cell, p, "cuda")
-    with pytest.raises(TypeError, match=r"\bb\b"):
-        f_forward(cell, dict(p, b=None), "cython")
+    for name in param_names(cell)[2:]:               # the biases: b (and b_hn)
+        with pytest.raises(TypeError, match=rf"\b{name}\b"):
+            f_forward(cell, dict(p, **{name: None}), backend)
     with pytest.raises(ValueError, match=r"\bWx\b"):
-        f_forward(cell, dict(p, Wx=p["Wx"][:, :-1]), "cython")
+        f_forward(cell, dict(p, Wx=p["Wx"][:, :-1]), backend)
     with pytest.raises(ValueError, match=r"\bWh\b"):
-        f_forward(cell, dict(p, Wh=p["Wh"][:-1]), "cython")
+        f_forward(cell, dict(p, Wh=p["Wh"][:-1]), backend)
+    for name in param_names(cell)[2:]:
+        expected = cells.get(cell).param_shapes(D, H)[name]
+        for bad in (p[name][:-1], p[name][None], np.zeros(expected[0] + 1)):
+            with pytest.raises(ValueError) as info:
+                f_forward(cell, dict(p, **{name: bad}), backend)
+            assert_names(str(info.value), name, shape_str(expected),
+                         "got shape " + shape_str(bad.shape))

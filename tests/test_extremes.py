@@ -4,9 +4,10 @@
   == float64 twin within the usual tolerance; float32 compiled is as accurate as the
   float32 twin (both measured against the float64 twin), the weight gradients being sums
   over 20,000 rows where float32 tolerances made for short sums do not apply.
-- inputs of magnitude 1e4: tanh is exactly +-1, the LSTM gates exactly 0/1 (g exactly
-  +-1), so c is exactly f*c_prev + i*g and h exactly o*tanh(c); every gradient through the
-  saturated units is exactly 0; no NaN anywhere.
+- inputs of magnitude 1e4: tanh is exactly +-1 (sigmoid 0/1), the LSTM gates exactly 0/1
+  (g exactly +-1), so c is exactly f*c_prev + i*g and h exactly o*tanh(c); the GRU's r, z
+  exactly 0/1 and n +-1, so h is exactly n or h_prev; every gradient through the saturated
+  units is exactly 0; no NaN anywhere. (On every backend that runs the cell.)
 - denormals: the compiled kernels flush them to zero while they run (FTZ/DAZ), and leave
   the caller's floating-point mode (MXCSR) as it was. The speed with denormal-range values
   is measured, not asserted, by bench/denormals.py (see docs/reliability.md).
@@ -16,25 +17,26 @@ import threading
 import numpy as np
 import pytest
 
-from rnnfast import _core
+from rnnfast import _core, cells
 from rnnfast import functional as F
-from conftest import ATOL, RTOL, random_problem
 
-CELLS = ("tanh", "relu", "lstm")
-NAMES = {"lstm": ("out", "h_n", "c_n", "dx", "dh0", "dc0", "dWx", "dWh", "db"),
-         "rnn": ("out", "h_n", "dx", "dh0", "dWx", "dWh", "db")}
+import cells_for_tests as reg
+from cells_for_tests import COMPILED, KIND_BACKENDS, KINDS, random_problem, result_names
+from conftest import ATOL, RTOL
+
+# compiled vs twin, and the compiled core's floating-point mode: the kinds it has
+CELLS = COMPILED
 
 
 def run(cell, p, backend):
     """Training forward + backward through the functional face; every result."""
-    if cell == "lstm":
-        out, h, c, ws = F.lstm_forward(p["x"], p["h0"], p["c0"], p["Wx"], p["Wh"], p["b"],
-                                       backend=backend)
-        return [out, h, c] + list(F.lstm_backward(p["dout"], p["dh_n"], p["dc_n"], p["x"],
-                                                  p["Wx"], p["Wh"], ws, backend=backend))
-    out, h, ws = F.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], cell, backend=backend)
-    return [out, h] + list(F.rnn_backward(p["dout"], p["dh_n"], p["x"], p["Wx"], p["Wh"], ws,
-                                          cell, backend=backend))
+    out, finals, ws = reg.kernel_forward(F, cell, p["x"], reg.problem_states(cell, p),
+                                         tuple(p[n] for n in reg.param_names(cell)),
+                                         backend=backend)
+    dx, d0, dparams = reg.kernel_backward(F, cell, p["dout"],
+                                          reg.problem_states(cell, p, "d", "_n"), p["x"],
+                                          p["Wx"], p["Wh"], ws, backend=backend)
+    return [out, *finals, dx, *d0, *dparams]
 
 
 # ------------------------------------------------------------------------- long sequences
@@ -44,15 +46,15 @@ LONG_T = 10_000
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_seq_len_10000_finite_and_accurate(cell):
-    kind = "lstm" if cell == "lstm" else "rnn"
-    p64 = random_problem(kind, 2, LONG_T, 4, 8, np.float64, seed=0)
+    p64 = random_problem(cell, 2, LONG_T, 4, 8, np.float64, seed=0)
     p32 = {k: v.astype(np.float32) for k, v in p64.items()}
     truth = run(cell, p64, "numpy")
     got64 = run(cell, p64, "cython")
     got32 = run(cell, p32, "cython")
     twin32 = run(cell, p32, "numpy")
     eps32 = np.finfo(np.float32).eps
-    for name, t, g64, g32, n32 in zip(NAMES[kind], truth, got64, got32, twin32):
+    for name, t, g64, g32, n32 in zip(result_names(cell), truth, got64, got32, twin32,
+                                      strict=True):
         for a in (t, g64, g32, n32):
             assert np.isfinite(a).all(), name
         np.testing.assert_allclose(g64, t, rtol=RTOL[np.float64], atol=ATOL[np.float64],
@@ -70,7 +72,7 @@ def saturating_problem(kind, B, T, D, H, dtype, seed=0):
     """x[..., 0] = +-1e4 and |Wx[0]| in [0.5, 1]: every pre-activation is >= 5000 in
     magnitude (the rest adds at most ~sqrt(H) + D + 1), with the sign of x0 * Wx[0]."""
     rng = np.random.default_rng(seed)
-    G = 4 if kind == "lstm" else 1
+    G = cells.get(kind).gates
     k = 1 / np.sqrt(H)
     x = rng.standard_normal((B, T, D))
     x[..., 0] = 1e4 * rng.choice([-1.0, 1.0], (B, T))
@@ -80,24 +82,36 @@ def saturating_problem(kind, B, T, D, H, dtype, seed=0):
              h0=rng.standard_normal((B, H)) * 0.5, c0=rng.standard_normal((B, H)) * 0.5,
              dout=rng.standard_normal((B, T, H)), dh_n=rng.standard_normal((B, H)),
              dc_n=rng.standard_normal((B, H)))
+    if "b_hn" in reg.param_names(kind):
+        p["b_hn"] = rng.uniform(-k, k, H)
     p = {n: a.astype(dtype) for n, a in p.items()}
     signs = np.sign(p["x"][..., :1].astype(np.float64) * p["Wx"][0].astype(np.float64))
     return p, signs                                   # signs: (B, T, G*H), +-1
 
 
+# the saturated value of each saturating RNN activation, from the sign of its input
+SATURATED = {"tanh": lambda s: s, "sigmoid": lambda s: (s > 0).astype(s.dtype)}
+SATURATING_RNNS = reg.kind_backends([k for k in KINDS if cells.get(k).nonlinearity
+                                     in SATURATED])
+
+
 # H = 8: the per-step product runs in the C kernel; H = 100: in BLAS
 @pytest.mark.parametrize("H", [8, 100])
-def test_saturated_tanh_rnn_is_exactly_pm1(backend, dtype, H):
-    p, signs = saturating_problem("rnn", 3, 6, 4, H, dtype)
-    out, h_n, dx, dh0, dWx, dWh, db = run("tanh", p, backend)
-    np.testing.assert_array_equal(out, signs.astype(dtype))
-    np.testing.assert_array_equal(h_n, signs[:, -1].astype(dtype))
-    # d tanh = 1 - h^2 = 0 exactly: nothing flows back
+@pytest.mark.parametrize("cell,backend", SATURATING_RNNS)
+def test_saturated_rnn_is_exact(cell, backend, dtype, H):
+    """tanh(+-5000) = +-1 and sigmoid(+-5000) = 1/0, exactly."""
+    p, signs = saturating_problem(cell, 3, 6, 4, H, dtype)
+    out, h_n, dx, dh0, dWx, dWh, db = run(cell, p, backend)
+    want = SATURATED[cells.get(cell).nonlinearity](signs)
+    np.testing.assert_array_equal(out, want.astype(dtype))
+    np.testing.assert_array_equal(h_n, want[:, -1].astype(dtype))
+    # d tanh = 1 - h^2 = 0 and d sigmoid = h (1 - h) = 0 exactly: nothing flows back
     for name, g in zip(("dx", "dh0", "dWx", "dWh", "db"), (dx, dh0, dWx, dWh, db)):
         np.testing.assert_array_equal(g, 0, err_msg=name)
 
 
 @pytest.mark.parametrize("H", [8, 100])
+@pytest.mark.parametrize("backend", reg.backends_for("lstm"))
 def test_saturated_lstm_gates_are_exact(backend, dtype, H):
     T = 6
     p, signs = saturating_problem("lstm", 3, T, 4, H, dtype)
@@ -133,14 +147,41 @@ def test_saturated_lstm_gates_are_exact(backend, dtype, H):
     np.testing.assert_allclose(dc0, dc, rtol=RTOL[dtype], atol=ATOL[dtype])
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("H", [8, 100])
+@pytest.mark.parametrize("backend", reg.backends_for("gru"))
+def test_saturated_gru_gates_are_exact(backend, dtype, H):
+    """Every GRU gate saturated: r, z exactly 0 or 1 and n exactly +-1 (the hidden-side
+    terms are small next to 5000), so h_t = n_t where z = 0 and h_{t-1} where z = 1, every
+    gate derivative is exactly 0 (dx, dWx, dWh, db, db_hn all zero), and the state gradient
+    flows through z alone: dL/dh_{t-1} = z_t * dL/dh_t."""
+    s = cells.get("gru")
+    T = 6
+    p, signs = saturating_problem("gru", 3, T, 4, H, dtype)
+    out, h_n, dx, dh0, dWx, dWh, db, db_hn = run("gru", p, backend)
+    z = (signs[..., s.gate("z", H)] > 0).astype(dtype)
+    n = signs[..., s.gate("n", H)].astype(dtype)
+    h = p["h0"].copy()
+    for t in range(T):
+        h = np.where(z[:, t] == 1, h, n[:, t])           # (1 - z) * n + z * h, exactly
+        np.testing.assert_array_equal(out[:, t], h, err_msg=f"h at step {t}")
+    np.testing.assert_array_equal(h_n, h)
+    assert 1 in z and 0 in z                             # both saturations occur
+    for name, a in zip(("dx", "dWx", "dWh", "db", "db_hn"), (dx, dWx, dWh, db, db_hn)):
+        np.testing.assert_array_equal(a, 0, err_msg=name)
+    dh = p["dh_n"].astype(np.float64)
+    for t in reversed(range(T)):
+        dh = (dh + p["dout"][:, t]) * z[:, t]
+    np.testing.assert_allclose(dh0, dh, rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert dh0.any() and not dh0.all()
+
+
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_huge_inputs_give_no_nan(backend, dtype, cell):
     """Random weights, inputs of magnitude 1e4 everywhere: saturated or (relu) large, but
     never NaN or Inf, forward or backward."""
-    kind = "lstm" if cell == "lstm" else "rnn"
-    p = random_problem(kind, 3, 20, 6, 16, dtype, seed=5)
+    p = random_problem(cell, 3, 20, 6, 16, dtype, seed=5)
     p["x"] = (p["x"] * 1e4).astype(dtype)
-    for name, a in zip(NAMES[kind], run(cell, p, backend)):
+    for name, a in zip(result_names(cell), run(cell, p, backend), strict=True):
         assert np.isfinite(a).all(), name
 
 
@@ -179,15 +220,12 @@ def assert_denormals_work():
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_floating_point_mode_restored_after_calls(dtype, cell):
-    kind = "lstm" if cell == "lstm" else "rnn"
-    p = random_problem(kind, 2, 5, 3, 4, dtype)
+    p = random_problem(cell, 2, 5, 3, 4, dtype)
     assert_denormals_work()
     run(cell, p, "cython")                                    # training forward + backward
     assert_denormals_work()
-    if cell == "lstm":
-        F.lstm_forward(p["x"], p["h0"], p["c0"], p["Wx"], p["Wh"], p["b"], training=False)
-    else:
-        F.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], cell, training=False)
+    reg.kernel_forward(F, cell, p["x"], reg.problem_states(cell, p),
+                       tuple(p[n] for n in reg.param_names(cell)), training=False)
     assert_denormals_work()
     # also in another thread (MXCSR is per thread), and in this one after it
     errors = []
@@ -211,17 +249,22 @@ def test_denormal_range_values_match_the_twin(dtype, cell):
     """A normal problem with a third of x, h0 and the weights replaced by denormal-range
     values: finite, and the compiled result (denormals flushed) equals the twin's (denormals
     kept) within the usual tolerance, since the flushed amounts are below 1e-38."""
-    kind = "lstm" if cell == "lstm" else "rnn"
-    p = random_problem(kind, 3, 8, 5, 6, dtype, seed=9)
+    p = random_problem(cell, 3, 8, 5, 6, dtype, seed=9)
     rng = np.random.default_rng(9)
     for k in ("x", "h0", "Wx", "Wh"):
         mask = rng.random(p[k].shape) < 1 / 3
         p[k][mask] = DENORMAL[dtype] * rng.uniform(-1, 1, mask.sum())
     got, want = run(cell, p, "cython"), run(cell, p, "numpy")
-    for name, g, w in zip(NAMES[kind], got, want):
+    for name, g, w in zip(result_names(cell), got, want, strict=True):
         assert np.isfinite(g).all(), name
         np.testing.assert_allclose(g, w, rtol=RTOL[dtype], atol=ATOL[dtype], err_msg=name)
-    # an all-denormal problem: everything is (flushed to) zero or tiny, nothing blows up
+    # an all-denormal problem is (flushed to) the all-zero problem: nothing blows up, and
+    # each result is the twin's on zeros (exactly zero or tiny where that is zero: every
+    # cell but the sigmoid RNN, whose h = sigmoid(0) = 0.5)
     q = {k: (v * 0 + DENORMAL[dtype]).astype(dtype) for k, v in p.items()}
-    for name, g in zip(NAMES[kind], run(cell, q, "cython")):
-        assert np.isfinite(g).all() and np.abs(g).max() <= 1e-30, name
+    zeros = {k: np.zeros_like(v) for k, v in p.items()}
+    for name, g, w in zip(result_names(cell), run(cell, q, "cython"), run(cell, zeros, "numpy"),
+                          strict=True):
+        assert np.isfinite(g).all(), name
+        assert np.abs(g[w == 0]).max(initial=0) <= 1e-30, name
+        np.testing.assert_allclose(g, w, rtol=RTOL[dtype], atol=1e-30, err_msg=name)

@@ -19,17 +19,22 @@ import warnings
 import numpy as np
 import pytest
 
-import rnnfast
+from rnnfast import cells
 from rnnfast import functional as F
 
+import cells_for_tests as reg
+from cells_for_tests import (COMPILED, KIND_BACKENDS, KINDS, kernel_backward, kernel_forward,
+                             param_names, state_names)
+
 B, T, D, H = 2, 4, 3, 5
-CELLS = ("tanh", "relu", "lstm")
 
 
 def make_layer(cell, backend, dtype=np.float32):
-    if cell == "lstm":
-        return rnnfast.LSTM(D, H, dtype=dtype, backend=backend, seed=7)
-    return rnnfast.RNN(D, H, cell, dtype=dtype, backend=backend, seed=7)
+    return reg.make_layer(cell, D, H, dtype=dtype, backend=backend, seed=7)
+
+
+def n_states(cell):
+    return len(state_names(cell))
 
 
 def clean_x(dtype=np.float32):
@@ -128,7 +133,7 @@ GOOD_X = [
 ]
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 @pytest.mark.parametrize("name,value,exc", BAD_X, ids=[c[0] for c in BAD_X])
 def test_bad_x_is_a_clean_error_and_layer_unchanged(backend, cell, name, value, exc):
     layer = make_layer(cell, backend)
@@ -142,7 +147,7 @@ def test_bad_x_is_a_clean_error_and_layer_unchanged(backend, cell, name, value, 
     assert np.isfinite(dx).all()
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 @pytest.mark.parametrize("name,value,plain", GOOD_X, ids=[c[0] for c in GOOD_X])
 def test_convertible_x_gives_the_plain_result(backend, cell, name, value, plain):
     layer = make_layer(cell, backend)
@@ -154,7 +159,7 @@ def test_convertible_x_gives_the_plain_result(backend, cell, name, value, plain)
     np.testing.assert_array_equal(got_dx, want_dx)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", COMPILED)
 @pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")      # the twin's NumPy warns on inf-inf
 def test_nan_inf_propagate_like_the_twin(dtype, cell, fill):
@@ -170,8 +175,7 @@ def test_nan_inf_propagate_like_the_twin(dtype, cell, fill):
     (out, dx, g), (out_r, dx_r, g_r) = res["cython"], res["numpy"]
     # the other batch row never sees the bad input: finite
     assert np.isfinite(out[1]).all() and np.isfinite(out[0, :1]).all()
-    assert not np.isfinite(out[0, 1:]).all() or (cell == "relu" or cell == "lstm" or
-                                                 fill != fill)
+    assert not np.isfinite(out[0, 1:]).all() or (cell != "rnn_tanh" or fill != fill)
     for a, r in [(out, out_r), (dx, dx_r)] + [(g[k], g_r[k]) for k in g]:
         np.testing.assert_array_equal(np.isnan(a), np.isnan(r))
         np.testing.assert_array_equal(np.isposinf(a), np.isposinf(r))
@@ -180,21 +184,40 @@ def test_nan_inf_propagate_like_the_twin(dtype, cell, fill):
         np.testing.assert_allclose(a[fin], r[fin], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")      # the twin's NumPy warns on inf-inf
+def test_nan_inf_stay_in_their_batch_row(backend, dtype, cell, fill):
+    """On every backend that runs the cell: a non-finite input is no error, the other batch
+    row and the steps before it stay finite, NaN comes out as NaN from its step on, and
+    the other row's input gradient stays finite (the weight gradients mix rows)."""
+    x = clean_x(dtype)
+    x[0, 1, :] = fill
+    layer = make_layer(cell, backend, dtype)
+    out, _ = layer(x)
+    dx, _ = layer.backward(np.ones_like(out))
+    assert np.isfinite(out[1]).all() and np.isfinite(out[0, :1]).all()
+    assert np.isfinite(dx[1]).all()
+    if fill != fill:
+        assert np.isnan(out[0, 1:]).all()
+
+
+@pytest.mark.parametrize("cell", KINDS)
 @pytest.mark.parametrize("fill", [np.nan])
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_nonfinite_weight_propagates_and_no_state_means_zeros(dtype, cell, fill):
-    """A NaN/Inf in Wh: no crash, non-finite results, the same pattern on both backends.
+    """A NaN/Inf in Wh: no crash, non-finite results, the same pattern on both backends
+    (where both run the cell).
 
     And h0=None means a zero initial state (the documented contract of every kernel),
     so it must give exactly the result of an explicit zero h0 (and c0): with a
     non-finite Wh, 0 * NaN = 0 * Inf = NaN already at step 0."""
     res = {}
-    for backend in ("cython", "numpy"):
+    for backend in reg.backends_for(cell):
         layer = make_layer(cell, backend, dtype)
         layer.params["Wh"][0, 0] = fill
         zeros = np.zeros((B, H), dtype)
-        explicit = (zeros, zeros) if cell == "lstm" else zeros
+        explicit = reg.state_arg(cell, (zeros,) * n_states(cell))
         out0, _ = layer(clean_x(dtype), explicit)
         assert np.isnan(out0[:, 0]).any()           # 0 * fill is NaN at step 0
         out, _ = layer(clean_x(dtype))
@@ -202,22 +225,23 @@ def test_nonfinite_weight_propagates_and_no_state_means_zeros(dtype, cell, fill)
         np.testing.assert_array_equal(
             out, out0, err_msg=f"{backend}: h0=None differs from an explicit zero h0")
         res[backend] = out0
-    np.testing.assert_array_equal(np.isnan(res["cython"]), np.isnan(res["numpy"]))
+    if len(res) == 2:
+        np.testing.assert_array_equal(np.isnan(res["cython"]), np.isnan(res["numpy"]))
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_empty_sequence_is_defined(backend, cell):
     layer = make_layer(cell, backend)
     h0 = np.full((B, H), 0.25, np.float32)
-    state = (h0, h0 * 2) if cell == "lstm" else h0
+    state = reg.state_arg(cell, (h0, h0 * 2)[:n_states(cell)])
     out, s = layer(np.zeros((B, 0, D), np.float32), state)
     assert out.shape == (B, 0, H)
-    h_n = s[0] if cell == "lstm" else s
+    h_n = reg.as_states(cell, s)[0]
     np.testing.assert_array_equal(h_n, h0)
-    dstate = (h0, h0) if cell == "lstm" else h0
+    dstate = reg.state_arg(cell, (h0, h0)[:n_states(cell)])
     dx, ds = layer.backward(np.zeros((B, 0, H), np.float32), dstate)
     assert dx.shape == (B, 0, D)
-    np.testing.assert_array_equal(ds[0] if cell == "lstm" else ds, h0)
+    np.testing.assert_array_equal(reg.as_states(cell, ds)[0], h0)
     for g in layer.grads.values():
         np.testing.assert_array_equal(g, 0)
 
@@ -230,7 +254,7 @@ def _bad_states(cell):
            ("scalar", 0.0, ValueError),
            ("string", "zeros", TypeError),
            ("complex", np.zeros((B, H), complex), TypeError)]
-    if cell != "lstm":
+    if n_states(cell) == 1:
         return bad
     # an LSTM state is a pair
     return ([(n, (v, good), e) for n, v, e in bad] + [(n + "-c", (good, v), e) for n, v, e in bad]
@@ -238,7 +262,7 @@ def _bad_states(cell):
                ("stacked-array", np.zeros((2, B, H)), TypeError)])
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_bad_state_and_gradients_leave_the_layer_unchanged(backend, cell):
     layer = make_layer(cell, backend)
     out, _ = layer(clean_x())
@@ -267,10 +291,10 @@ def test_bad_state_and_gradients_leave_the_layer_unchanged(backend, cell):
         np.testing.assert_array_equal(layer.grads[k], fresh.grads[k])
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_bad_params_are_refused_and_not_modified(backend, cell):
     layer = make_layer(cell, backend)
-    G = 4 if cell == "lstm" else 1
+    G = cells.get(cell).gates
     good = {k: v.copy() for k, v in layer.params.items()}
     cases = [("Wx", np.zeros((D + 1, G * H)), ValueError), ("Wx", np.zeros((D, G * H + 1)),
                                                            ValueError),
@@ -279,6 +303,10 @@ def test_bad_params_are_refused_and_not_modified(backend, cell):
              ("b", np.zeros(G * H + 1), ValueError), ("b", 0.0, ValueError),
              ("b", None, TypeError), ("Wx", None, TypeError), ("Wh", "weights", TypeError),
              ("Wx", np.zeros((D, G * H), complex), TypeError)]
+    if "b_hn" in param_names(cell):
+        cases += [("b_hn", np.zeros(H + 1), ValueError), ("b_hn", 0.0, ValueError),
+                  ("b_hn", np.zeros(G * H), ValueError), ("b_hn", None, TypeError),
+                  ("b_hn", "bias", TypeError), ("b_hn", np.zeros(H, complex), TypeError)]
     for key, value, exc in cases:
         layer.params[key] = value
         x = clean_x()
@@ -297,14 +325,14 @@ def test_bad_params_are_refused_and_not_modified(backend, cell):
     np.testing.assert_array_equal(out, layer(clean_x())[0])
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")     # setting strides (NumPy 2.4)
 def test_params_changed_in_place_after_a_call(backend, cell):
     """A layer may remember its checked params between calls, but shape, dtype and strides
     of the very same arrays can be set in place: that must be seen (an error, or the result
     for the values the arrays now hold), not trusted (LSTM Wh reshaped in place to
     PyTorch's (4H, H) layout used to corrupt the heap)."""
-    G = 4 if cell == "lstm" else 1
+    G = cells.get(cell).gates
     x = clean_x()
 
     def fresh_with(Wh):
@@ -336,7 +364,7 @@ def test_params_changed_in_place_after_a_call(backend, cell):
 
 
 def test_backward_misuse_is_a_clean_error(backend):
-    for cell in CELLS:
+    for cell in (k for k in KINDS if backend in reg.backends_for(k)):
         layer = make_layer(cell, backend)
         dout = np.ones((B, T, H), np.float32)
         with pytest.raises(ValueError):
@@ -352,40 +380,35 @@ def test_backward_misuse_is_a_clean_error(backend):
 
 def _problem(cell, dtype=np.float32):
     rng = np.random.default_rng(0)
-    G = 4 if cell == "lstm" else 1
-    return dict(x=rng.standard_normal((B, T, D)).astype(dtype),
-                Wx=rng.uniform(-.4, .4, (D, G * H)).astype(dtype),
-                Wh=rng.uniform(-.4, .4, (H, G * H)).astype(dtype),
-                b=rng.uniform(-.4, .4, G * H).astype(dtype),
-                dout=rng.standard_normal((B, T, H)).astype(dtype))
+    p = dict(x=rng.standard_normal((B, T, D)).astype(dtype))
+    for name, shape in cells.get(cell).param_shapes(D, H).items():
+        p[name] = rng.uniform(-.4, .4, shape).astype(dtype)
+    p["dout"] = rng.standard_normal((B, T, H)).astype(dtype)
+    return p
 
 
 def _fwd(cell, p, backend, **kw):
-    if cell == "lstm":
-        return F.lstm_forward(p["x"], None, None, p["Wx"], p["Wh"], p["b"], backend=backend,
-                              **kw)
-    return F.rnn_forward(p["x"], None, p["Wx"], p["Wh"], p["b"], cell, backend=backend, **kw)
+    return kernel_forward(F, cell, p["x"], (None,) * n_states(cell),
+                          tuple(p[n] for n in param_names(cell)), backend=backend, **kw)
 
 
 def _bwd(cell, p, ws, backend, **kw):
-    if cell == "lstm":
-        return F.lstm_backward(p["dout"], None, None, p["x"], p["Wx"], p["Wh"], ws,
-                               backend=backend, **kw)
-    return F.rnn_backward(p["dout"], None, p["x"], p["Wx"], p["Wh"], ws, cell,
-                          backend=backend, **kw)
+    dx, d0, dparams = kernel_backward(F, cell, p["dout"], (None,) * n_states(cell), p["x"],
+                                      p["Wx"], p["Wh"], ws, backend=backend, **kw)
+    return (dx,) + d0 + dparams
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_functional_hostile_arguments(backend, cell):
     p = _problem(cell)
     # forward without a bias: refused (the compiled core would dereference NULL)
     with pytest.raises(TypeError):
         _fwd(cell, dict(p, b=None), backend)
-    for key in ("x", "Wx", "Wh"):
+    for key in ("x",) + param_names(cell):
         with pytest.raises(TypeError):
             _fwd(cell, dict(p, **{key: None}), backend)
     with pytest.raises(ValueError):
-        F.rnn_forward(p["x"], None, p["Wx"][:, :H], p["Wh"][:, :H], p["b"][:H], "sigmoid",
+        F.rnn_forward(p["x"], None, p["Wx"][:, :H], p["Wh"][:, :H], p["b"][:H], "softsign",
                       backend=backend)
     with pytest.raises(ValueError):
         _fwd(cell, p, "torch")
@@ -395,7 +418,8 @@ def test_functional_hostile_arguments(backend, cell):
         with pytest.raises((TypeError, ValueError)):
             _bwd(cell, p, bad, backend)
     other = "numpy" if backend == "cython" else "cython"
-    with pytest.raises(ValueError):
+    with pytest.raises(NotImplementedError if other not in reg.backends_for(cell)
+                       else ValueError):
         _bwd(cell, p, ws, other)
     with pytest.raises(ValueError):
         _bwd(cell, p, ws, backend, batch_first=False)
@@ -404,9 +428,10 @@ def test_functional_hostile_arguments(backend, cell):
         _bwd(cell, p64, ws, backend)                      # float32 workspace, float64 call
     with pytest.raises(ValueError):
         _bwd(cell, dict(p, dout=p["dout"][:, :-1]), ws, backend)
-    if cell != "lstm":
+    same_family = reg.other_kind(cell, backend, family=False)   # another nonlinearity
+    if same_family is not None:
         with pytest.raises(ValueError):
-            _bwd("tanh" if cell == "relu" else "relu", p, ws, backend)
+            _bwd(same_family, p, ws, backend)
     assert not ws.get("consumed")
     # after all that, the workspace still gives the gradients of a fresh forward
     got = _bwd(cell, p, ws, backend)
@@ -418,22 +443,28 @@ def test_functional_hostile_arguments(backend, cell):
         _bwd(cell, p, ws, backend)                         # consumed now
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
 def test_tampered_workspace_is_refused_not_a_crash(backend, cell):
     """The workspace is a plain dict the caller holds. Replacing its arrays, or its dims to
     fit a longer x, must be a ValueError: the kernels index those arrays without bounds
     checks (a smaller 'gates' used to crash the process)."""
     p = _problem(cell)
-    G = 4 if cell == "lstm" else 1
+    G = cells.get(cell).gates
     longer = dict(p, x=np.ones((B, 2 * T, D), np.float32),
                   dout=np.ones((B, 2 * T, H), np.float32))
     tamperings = [("gates", np.zeros((1, 1, 1), np.float32)), ("hs", np.zeros((1, 1, 1))),
                   ("cs", np.zeros((1, 1, 1), np.float32)), ("hs", None),
-                  ("gates", np.zeros((T, B, G * H + 1), np.float32))]
+                  ("gates", np.zeros((T, B, G * H + 1), np.float32)),
+                  ("hn", np.zeros((1, 1, 1), np.float32)), ("hn", None),
+                  ("hn", np.zeros((T, B, G * H), np.float32)),
+                  ("hgates", np.zeros((1, 1, 1), np.float32)), ("hgates", None),
+                  ("hgates", np.zeros((T, B, G * H + 1), np.float32))]
+    tested = set()
     for key, value in tamperings:
         ws = _fwd(cell, p, backend)[-1]
-        if key not in ws or (key == "cs" and cell != "lstm"):
+        if key not in ws or (key == "cs" and "c" not in state_names(cell)):
             continue                      # the twin's RNN keeps only hs; no RNN reads cs
+        tested.add(key)
         ws[key] = value
         with pytest.raises(ValueError, match="workspace"):
             _bwd(cell, p, ws, backend)
@@ -445,6 +476,9 @@ def test_tampered_workspace_is_refused_not_a_crash(backend, cell):
     del ws["hs"]
     with pytest.raises(ValueError, match="workspace"):
         _bwd(cell, p, ws, backend)
+    # every array this cell's workspace holds was tampered with
+    assert tested == {k for k, v in _fwd(cell, p, backend)[-1].items()
+                      if isinstance(v, np.ndarray)}
 
 
 # ---------------------------------------------------------------------------- huge sizes
@@ -482,6 +516,19 @@ _HUGE_CHILD = textwrap.dedent("""
         "LSTM 4*hidden beyond int32": lambda: rnnfast.LSTM(1, 2**29, backend=backend),
         "RNN hidden 2**20 (8 TiB of Wh)": lambda: rnnfast.RNN(1, 2**20, backend=backend),
     }
+    from rnnfast import cells
+    if backend == "numpy" or cells.get("gru").compiled:
+        gru = rnnfast.GRU(1, 1, backend=backend)
+        cases.update({
+            "GRU x rows beyond int32": lambda: gru(big((2**16, 2**16, 1))),
+            "GRU 3*hidden beyond int32": lambda: rnnfast.GRU(1, 2**30, backend=backend),
+            "GRU h0 wrong shape, 16 GiB": lambda: gru(np.zeros((1, 1, 1), np.float32),
+                                                     big((2**16, 2**16))),
+            "functional GRU b_hn wrong shape, 16 GiB": lambda: F.gru_forward(
+                np.zeros((1, 1, 1), np.float32), None, np.zeros((1, 3), np.float32),
+                np.zeros((1, 3), np.float32), np.zeros(3, np.float32), big((2**34,)),
+                backend=backend),
+        })
     result = {}
     for name, call in cases.items():
         try:

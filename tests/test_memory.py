@@ -17,12 +17,14 @@ import numpy as np
 import psutil
 import pytest
 
-import rnnfast
 from rnnfast import functional as F
-from conftest import random_problem
+
+import cells_for_tests as reg
+from cells_for_tests import COMPILED, REPRESENTATIVES, kind_backends, random_problem
 
 B, T, D, H = 2, 5, 4, 8
-CELLS = ("tanh", "lstm")
+# one kind per family (its code path, not its activation, is what could leak)
+CELLS = REPRESENTATIVES
 MB = 2**20
 # AddressSanitizer keeps freed blocks in a quarantine (256 MB by default) before reusing
 # them, so under it RSS grows with every free: it measures ASan, not rnnfast
@@ -31,13 +33,10 @@ ASAN_QUARANTINE = ("asan" in os.environ.get("LD_PRELOAD", "")
 
 
 def make(cell, backend="cython", dtype=np.float32):
-    if cell == "lstm":
-        layer = rnnfast.LSTM(D, H, dtype=dtype, backend=backend, seed=0)
-    else:
-        layer = rnnfast.RNN(D, H, dtype=dtype, backend=backend, seed=0)
-    p = random_problem("lstm" if cell == "lstm" else "rnn", B, T, D, H, dtype)
-    state = (p["h0"], p["c0"]) if cell == "lstm" else p["h0"]
-    dstate = (p["dh_n"], p["dc_n"]) if cell == "lstm" else p["dh_n"]
+    layer = reg.make_layer(cell, D, H, dtype=dtype, backend=backend, seed=0)
+    p = random_problem(cell, B, T, D, H, dtype)
+    state = reg.state_arg(cell, reg.problem_states(cell, p))
+    dstate = reg.state_arg(cell, reg.problem_states(cell, p, "d", "_n"))
     return layer, p["x"], state, p["dout"], dstate
 
 
@@ -54,7 +53,7 @@ def rss():
 
 @pytest.mark.skipif(ASAN_QUARANTINE, reason="ASan's free quarantine grows RSS by design "
                     "(run with ASAN_OPTIONS=quarantine_size_mb=0 to measure)")
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", [k for k in CELLS if k in COMPILED])   # the compiled core's
 def test_rss_flat_over_20000_calls(cell):
     layer, x, state, dout, dstate = make(cell)
     calls(layer, x, state, dout, dstate, 2_000)          # warm-up: allocator pools, caches
@@ -65,8 +64,7 @@ def test_rss_flat_over_20000_calls(cell):
     assert growth < 5 * MB, growth / MB
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", kind_backends(CELLS))
 def test_traced_allocations_flat(cell, backend):
     layer, x, state, dout, dstate = make(cell, backend)
     calls(layer, x, state, dout, dstate, 200)
@@ -89,12 +87,10 @@ def refcounts(*objs):
     return [sys.getrefcount(o) for o in objs]
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", kind_backends(CELLS))
 def test_no_reference_leaks_layer(cell, backend):
     layer, x, state, dout, dstate = make(cell, backend)
-    arrays = [x, dout] + list(state if cell == "lstm" else [state]) \
-        + list(dstate if cell == "lstm" else [dstate])
+    arrays = [x, dout] + list(reg.as_states(cell, state)) + list(reg.as_states(cell, dstate))
     gc.collect()
     untouched = refcounts(*arrays)
     layer(x, state)
@@ -119,23 +115,16 @@ def test_no_reference_leaks_layer(cell, backend):
     assert refcounts(*watched) == before
 
 
-@pytest.mark.parametrize("backend", ["cython", "numpy"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell,backend", kind_backends(CELLS))
 def test_no_reference_leaks_functional(cell, backend):
-    p = random_problem("lstm" if cell == "lstm" else "rnn", B, T, D, H, np.float64)
-    G = 4 if cell == "lstm" else 1
-    p["Wx"], p["Wh"], p["b"] = p["Wx"][:, :G * H], p["Wh"][:, :G * H], p["b"][:G * H]
+    p = random_problem(cell, B, T, D, H, np.float64)
+    weights = tuple(p[n] for n in reg.param_names(cell))
 
     def step():
-        if cell == "lstm":
-            out, h, c, ws = F.lstm_forward(p["x"], p["h0"], p["c0"], p["Wx"], p["Wh"], p["b"],
-                                           backend=backend)
-            F.lstm_backward(p["dout"], p["dh_n"], p["dc_n"], p["x"], p["Wx"], p["Wh"], ws,
-                            backend=backend)
-        else:
-            out, h, ws = F.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"],
-                                       backend=backend)
-            F.rnn_backward(p["dout"], p["dh_n"], p["x"], p["Wx"], p["Wh"], ws, backend=backend)
+        out, finals, ws = reg.kernel_forward(F, cell, p["x"], reg.problem_states(cell, p),
+                                             weights, backend=backend)
+        reg.kernel_backward(F, cell, p["dout"], reg.problem_states(cell, p, "d", "_n"),
+                            p["x"], p["Wx"], p["Wh"], ws, backend=backend)
 
     for _ in range(10):
         step()

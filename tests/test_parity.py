@@ -1,9 +1,11 @@
 """The compiled core against its NumPy twin, and each backend against itself on
 equivalent inputs (views, orders, dtypes, read-only), through the checked
-functional face and the class API.
+functional face and the class API. Compiled vs twin runs over the kinds the compiled
+core has (``cells_for_tests.COMPILED``); the equivalent-input and eval tests over every
+kind on every backend that runs it.
 
 Tolerances are conftest's RTOL/ATOL, element by element, with one refinement for
-the three weight gradients (see ``assert_weight_grads_close``): an entry of
+the parameter gradients (see ``assert_weight_grads_close``): an entry of
 ``dWx = x.T @ dG`` is a sum over every (step, batch) row, and where those terms
 cancel the result can be many times smaller than the terms themselves. Its
 rounding error is then relative to the terms, not to the result: on the float32
@@ -17,14 +19,12 @@ Higham's bound for a sum of products); RTOL and ATOL themselves are unchanged.
 import numpy as np
 import pytest
 
-import rnnfast
-from rnnfast import functional as F
+from rnnfast import cells
 
-from conftest import ATOL, RTOL, random_problem
-
-CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None)]
-CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm"]
-GATES = {"rnn": 1, "lstm": 4}
+from cells_for_tests import (COMPILED, KIND_BACKENDS, backward, forward, make_layer,
+                             layer_backward, layer_forward, param_names, problem_states,
+                             random_problem, result_names, run, state_names)
+from conftest import ATOL, RTOL
 
 # (batch, seq_len, input_size, hidden): the unit sizes, odd sizes, a mix; from
 # (16, 5, 8, 64) on, large enough (batch * hidden * G*hidden > 32768) for the per-step
@@ -47,81 +47,55 @@ SHAPES = [
     (600, 2, 3, 4),    # a batch larger than the compiled inference's chunk of rows
 ]
 SHAPE_ID = "B%d-T%d-D%d-H%d"
-WEIGHT_GRADS = ("dWx", "dWh", "db")
+# the gradients that are sums over every (step, batch) row: every parameter's
+WEIGHT_GRADS = tuple(dict.fromkeys("d" + n for s in cells.specs() for n in s.params))
 
 
-def forward(cell, nl, p, backend, *, batch_first=True, states="hc", training=True):
-    """``(out, finals, workspace)`` of one forward; finals is (h_n,) or (h_n, c_n).
-    ``states``: which of h0 ("h") and c0 ("c") to pass (the others are None)."""
-    h0 = p["h0"] if "h" in states else None
-    if cell == "rnn":
-        out, h_n, ws = F.rnn_forward(p["x"], h0, p["Wx"], p["Wh"], p["b"], nl, batch_first,
-                                     training, backend=backend)
-        return out, (h_n,), ws
-    c0 = p["c0"] if "c" in states else None
-    out, h_n, c_n, ws = F.lstm_forward(p["x"], h0, c0, p["Wx"], p["Wh"], p["b"], batch_first,
-                                       training, backend=backend)
-    return out, (h_n, c_n), ws
-
-
-def backward(cell, nl, p, ws, backend, *, batch_first=True, dout=True, dstates="hc", x=None,
-             Wx=None):
-    """The gradients of one backward, by name. ``dout``: pass dout or None; ``dstates``:
-    which of dh_n ("h") and dc_n ("c") to pass (the others are None)."""
-    x = p["x"] if x is None else x
-    Wx = p["Wx"] if Wx is None else Wx
-    g_out = p["dout"] if dout else None
-    dh_n = p["dh_n"] if "h" in dstates else None
-    if cell == "rnn":
-        dx, dh0, dWx, dWh, db = F.rnn_backward(g_out, dh_n, x, Wx, p["Wh"], ws, nl,
-                                               batch_first, backend=backend)
-        return dict(dx=dx, dh0=dh0, dWx=dWx, dWh=dWh, db=db)
-    dc_n = p["dc_n"] if "c" in dstates else None
-    dx, dh0, dc0, dWx, dWh, db = F.lstm_backward(g_out, dh_n, dc_n, x, Wx, p["Wh"], ws,
-                                                 batch_first, backend=backend)
-    return dict(dx=dx, dh0=dh0, dc0=dc0, dWx=dWx, dWh=dWh, db=db)
-
-
-def run(cell, nl, p, backend, *, batch_first=True, states="hc", dout=True, dstates="hc"):
-    """Forward then backward; every result by name."""
-    out, finals, ws = forward(cell, nl, p, backend, batch_first=batch_first, states=states)
-    res = dict(out=out, h_n=finals[0])
-    if cell == "lstm":
-        res["c_n"] = finals[1]
-    res.update(backward(cell, nl, p, ws, backend, batch_first=batch_first, dout=dout,
-                        dstates=dstates))
-    return res
-
-
-def weight_grad_scales(cell, nl, p, *, batch_first=True, states="hc", dout=True,
+def weight_grad_scales(kind, p, *, batch_first=True, states="hc", dout=True,
                        dstates="hc"):
-    """For each entry of dWx, dWh, db: the sum of the |terms| it adds up, in float64.
+    """For each entry of dWx, dWh, db (and db_hn): the sum of the |terms| it adds up, in
+    float64.
 
-    ``dWx = x.T @ dG``, ``dWh = h_prev.T @ dG``, ``db = dG.sum(0)`` over all
-    (step, batch) rows, dG the gradient of the pre-activations. backward takes x and Wx
-    only for ``dx = dG @ Wx.T`` and ``dWx = x.T @ dG``, so a backward given the identity
-    for Wx (and zeros of matching width for x) returns dG as its dx.
+    ``dWx = x.T @ dG``, ``dWh = h_prev.T @ dGh``, ``db = dG.sum(0)`` over all
+    (step, batch) rows, dG the gradient of the input-side pre-activations and dGh that of
+    the hidden-side products (the same but for the GRU, whose n slice of dGh is r times
+    dG's; its ``db_hn`` is the sum of that slice). backward takes x and Wx only for
+    ``dx = dG @ Wx.T`` and ``dWx = x.T @ dG``, so a backward given the identity for Wx
+    (and zeros of matching width for x) returns dG as its dx.
     """
+    s = cells.get(kind)
     p = {k: v.astype(np.float64) for k, v in p.items()}
     kw = dict(batch_first=batch_first, dout=dout, dstates=dstates)
     GH = p["Wh"].shape[1]
-    out, _, ws = forward(cell, nl, p, "numpy", batch_first=batch_first, states=states)
-    want = backward(cell, nl, p, ws, "numpy", **kw)
-    out, _, ws = forward(cell, nl, p, "numpy", batch_first=batch_first, states=states)
-    dG = backward(cell, nl, p, ws, "numpy", x=np.zeros(p["x"].shape[:2] + (GH,)),
+    out, _, ws = forward(kind, p, "numpy", batch_first=batch_first, states=states)
+    want = backward(kind, p, ws, "numpy", **kw)
+    out, _, ws = forward(kind, p, "numpy", batch_first=batch_first, states=states)
+    dG = backward(kind, p, ws, "numpy", x=np.zeros(p["x"].shape[:2] + (GH,)),
                   Wx=np.eye(GH), **kw)["dx"]
     tm = (lambda a: a.transpose(1, 0, 2)) if batch_first else (lambda a: a)   # time-major
     B, H = p["h0"].shape
     h0 = p["h0"] if "h" in states else np.zeros((B, H))
     rows = lambda a: a.reshape(-1, a.shape[-1])                              # noqa: E731
     dG, x = rows(tm(dG)), rows(tm(p["x"]))
+    dGh = dG
+    if "b_hn" in s.params:
+        # the reset gate r (the twin keeps the activated gates, time-major) multiplies the
+        # hidden-side n product
+        dGh = dG.copy()
+        dGh[:, s.gate("n", H)] *= rows(ws["gates"][:, :, s.gate("r", H)])
     h_prev = rows(np.concatenate([h0[None], tm(out)[:-1]]))
     # the identity trick itself, checked: these products rebuild the float64 gradients
     np.testing.assert_allclose(x.T @ dG, want["dWx"], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(h_prev.T @ dG, want["dWh"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(h_prev.T @ dGh, want["dWh"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dG.sum(0), want["db"], rtol=1e-10, atol=1e-12)
-    dG = np.abs(dG)
-    return dict(dWx=np.abs(x).T @ dG, dWh=np.abs(h_prev).T @ dG, db=dG.sum(0))
+    if "b_hn" in s.params:
+        np.testing.assert_allclose(dGh[:, s.gate("n", H)].sum(0), want["db_hn"], rtol=1e-10,
+                                   atol=1e-12)
+    dG, dGh = np.abs(dG), np.abs(dGh)
+    scales = dict(dWx=np.abs(x).T @ dG, dWh=np.abs(h_prev).T @ dGh, db=dG.sum(0))
+    if "b_hn" in s.params:
+        scales["db_hn"] = dGh[:, s.gate("n", H)].sum(0)
+    return scales
 
 
 def assert_weight_grads_close(got, want, scales, dtype):
@@ -151,11 +125,11 @@ def assert_results_close(got, want, dtype, scales=None):
         assert_weight_grads_close(got, want, scales, dtype)
 
 
-def assert_parity(cell, nl, p, dtype, **kwargs):
+def assert_parity(kind, p, dtype, **kwargs):
     """Compiled == twin on one problem; returns the twin's results."""
-    compiled = run(cell, nl, p, "cython", **kwargs)
-    twin = run(cell, nl, p, "numpy", **kwargs)
-    assert_results_close(compiled, twin, dtype, weight_grad_scales(cell, nl, p, **kwargs))
+    compiled = run(kind, p, "cython", **kwargs)
+    twin = run(kind, p, "numpy", **kwargs)
+    assert_results_close(compiled, twin, dtype, weight_grad_scales(kind, p, **kwargs))
     return twin
 
 
@@ -163,10 +137,10 @@ def assert_parity(cell, nl, p, dtype, **kwargs):
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: SHAPE_ID % s)
-@pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
-def test_parity_shapes(cell, nl, shape, batch_first, dtype):
-    p = random_problem(cell, *shape, dtype, batch_first=batch_first, seed=sum(shape))
-    twin = assert_parity(cell, nl, p, dtype, batch_first=batch_first)
+@pytest.mark.parametrize("kind", COMPILED)
+def test_parity_shapes(kind, shape, batch_first, dtype):
+    p = random_problem(kind, *shape, dtype, batch_first=batch_first, seed=sum(shape))
+    twin = assert_parity(kind, p, dtype, batch_first=batch_first)
     # the problem is not degenerate: its gradients are not all zero
     assert np.abs(twin["dWx"]).max() > 0 and np.abs(twin["dx"]).max() > 0
 
@@ -178,24 +152,30 @@ def test_parity_shapes(cell, nl, shape, batch_first, dtype):
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 def test_parity_streamed_weights(batch_first, dtype):
     p = random_problem("lstm", 11, 2, 3, 1024, dtype, batch_first=batch_first, seed=1024)
-    twin = assert_parity("lstm", None, p, dtype, batch_first=batch_first)
+    twin = assert_parity("lstm", p, dtype, batch_first=batch_first)
     assert np.abs(twin["dWh"]).max() > 0 and np.abs(twin["dx"]).max() > 0
 
 
+def _subsets(names):
+    """Every subset of the state names, as strings: "hc", "h", "c", "" (or "h", "")."""
+    full = "".join(names)
+    subsets = [full] + ([n for n in names] if len(names) > 1 else []) + [""]
+    return list(dict.fromkeys(subsets))
+
+
 # which initial states are given, h0 ("h") and/or c0 ("c"), and which final-state
-# gradients, dh_n ("h") and/or dc_n ("c"); an RNN has h only
-OPTIONAL = ([("rnn", nl, s, d) for nl in ("tanh", "relu") for s in ("h", "") for d in ("h", "")]
-            + [("lstm", None, s, d) for s in ("hc", "h", "c", "") for d in ("hc", "h", "c", "")])
+# gradients, dh_n ("h") and/or dc_n ("c"); an RNN or GRU has h only
+OPTIONAL = [(k, s, d) for k in COMPILED for s in _subsets(state_names(k))
+            for d in _subsets(state_names(k))]
 
 
 @pytest.mark.parametrize("dout", [True, False], ids=["dout", "no-dout"])
-@pytest.mark.parametrize("cell,nl,states,dstates", OPTIONAL,
-                         ids=[f"{c}{'-' + n if n else ''}-state[{s}]-dstate[{d}]"
-                              for c, n, s, d in OPTIONAL])
-def test_parity_optional_arguments(cell, nl, states, dstates, dout, dtype):
+@pytest.mark.parametrize("kind,states,dstates", OPTIONAL,
+                         ids=[f"{k}-state[{s}]-dstate[{d}]" for k, s, d in OPTIONAL])
+def test_parity_optional_arguments(kind, states, dstates, dout, dtype):
     for batch_first in (True, False):
-        p = random_problem(cell, 3, 5, 4, 6, dtype, batch_first=batch_first, seed=7)
-        twin = assert_parity(cell, nl, p, dtype, batch_first=batch_first, states=states,
+        p = random_problem(kind, 3, 5, 4, 6, dtype, batch_first=batch_first, seed=7)
+        twin = assert_parity(kind, p, dtype, batch_first=batch_first, states=states,
                              dout=dout, dstates=dstates)
         grads = [k for k in twin if k.startswith("d")]
         if not dout and not dstates:
@@ -207,36 +187,33 @@ def test_parity_optional_arguments(cell, nl, states, dstates, dout, dtype):
 
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
-def test_parity_long_sequence(cell, nl, batch_first, dtype):
-    p = random_problem(cell, 4, 50, 13, 33, dtype, batch_first=batch_first, seed=50)
-    assert_parity(cell, nl, p, dtype, batch_first=batch_first)
+@pytest.mark.parametrize("kind", COMPILED)
+def test_parity_long_sequence(kind, batch_first, dtype):
+    p = random_problem(kind, 4, 50, 13, 33, dtype, batch_first=batch_first, seed=50)
+    assert_parity(kind, p, dtype, batch_first=batch_first)
 
 
 # --------------------------------------------------------------------- equivalent inputs
 
-def make_layer(cell, nl, p, backend, dtype, batch_first=True):
+def layer_with(kind, p, backend, dtype, batch_first=True):
     D, H = p["Wx"].shape[0], p["Wh"].shape[0]
-    if cell == "rnn":
-        layer = rnnfast.RNN(D, H, nl, batch_first=batch_first, dtype=dtype, backend=backend)
-    else:
-        layer = rnnfast.LSTM(D, H, batch_first=batch_first, dtype=dtype, backend=backend)
-    for name in ("Wx", "Wh", "b"):
+    layer = make_layer(kind, D, H, batch_first=batch_first, dtype=dtype, backend=backend)
+    for name in param_names(kind):
         layer.params[name][...] = p[name]
     return layer
 
 
-def layer_run(layer, cell, a):
+def layer_run(layer, kind, a):
     """Forward and backward of a layer on the arrays ``a``; every result by name."""
-    if cell == "rnn":
-        out, h_n = layer(a["x"], a["h0"])
-        dx, dh0 = layer.backward(a["dout"], a["dh_n"])
-        res = dict(out=out, h_n=h_n, dx=dx, dh0=dh0)
-    else:
-        out, (h_n, c_n) = layer(a["x"], (a["h0"], a["c0"]))
-        dx, (dh0, dc0) = layer.backward(a["dout"], (a["dh_n"], a["dc_n"]))
-        res = dict(out=out, h_n=h_n, c_n=c_n, dx=dx, dh0=dh0, dc0=dc0)
+    names = state_names(kind)
+    out, finals = layer_forward(layer, a["x"], problem_states(kind, a))
+    dx, d0 = layer_backward(layer, a["dout"], problem_states(kind, a, "d", "_n"))
+    res = dict(out=out)
+    res.update({f"{n}_n": f for n, f in zip(names, finals)})
+    res["dx"] = dx
+    res.update({f"d{n}0": g for n, g in zip(names, d0)})
     res.update({"d" + k: g.copy() for k, g in layer.grads.items()})
+    assert tuple(res) == result_names(kind)
     return res
 
 
@@ -280,8 +257,8 @@ INPUT_NAMES = ("x", "h0", "c0", "dout", "dh_n", "dc_n")
 
 
 @pytest.mark.parametrize("kind", INPUT_KINDS)
-@pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
-def test_equivalent_inputs_same_results(cell, nl, kind, backend, dtype):
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
+def test_equivalent_inputs_same_results(cell, kind, backend, dtype):
     """Views, orders, read-only arrays, the other float dtype and integers behave as the
     plain C-contiguous array of the layer's dtype with the same values, and stay unchanged."""
     rng = np.random.default_rng(3)
@@ -295,7 +272,7 @@ def test_equivalent_inputs_same_results(cell, nl, kind, backend, dtype):
         if kind in ("strided", "reversed", "swapped", "fortran"):
             assert not given["x"].flags.c_contiguous
         before = {k: np.array(a, copy=True) for k, a in given.items()}
-        layer = make_layer(cell, nl, p64, backend, dtype, batch_first)
+        layer = layer_with(cell, p64, backend, dtype, batch_first)
         got = layer_run(layer, cell, given)
         want = layer_run(layer, cell, plain)
         assert_results_close(got, want, dtype)
@@ -307,17 +284,17 @@ PARAM_KINDS = ["strided", "reversed", "fortran", "readonly", "other_float"]
 
 
 @pytest.mark.parametrize("kind", PARAM_KINDS)
-@pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
-def test_equivalent_params_same_results(cell, nl, kind, backend, dtype):
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
+def test_equivalent_params_same_results(cell, kind, backend, dtype):
     """A params entry replaced by an equivalent array of another form (the user's own)
     gives the results of the plain parameters and is not written to."""
     rng = np.random.default_rng(4)
     p64 = random_problem(cell, 3, 6, 4, 5, np.float64, seed=12)
     inputs = {k: np.ascontiguousarray(p64[k], dtype=dtype) for k in INPUT_NAMES}
-    given = {k: variant(p64[k][None], kind, dtype, rng)[0] for k in ("Wx", "Wh", "b")}
+    given = {k: variant(p64[k][None], kind, dtype, rng)[0] for k in param_names(cell)}
     plain = {k: np.ascontiguousarray(a, dtype=dtype) for k, a in given.items()}
-    want = layer_run(make_layer(cell, nl, plain, backend, dtype), cell, inputs)
-    layer = make_layer(cell, nl, plain, backend, dtype)
+    want = layer_run(layer_with(cell, plain, backend, dtype), cell, inputs)
+    layer = layer_with(cell, plain, backend, dtype)
     layer.params.update(given)
     before = {k: np.array(v, copy=True) for k, v in layer.params.items()}
     got = layer_run(layer, cell, inputs)
@@ -335,13 +312,13 @@ EVAL_SHAPES = [(1, 1, 2, 3), (3, 7, 4, 5), (33, 20, 4, 6), (600, 2, 3, 4)]
 
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 @pytest.mark.parametrize("shape", EVAL_SHAPES, ids=lambda s: SHAPE_ID % s)
-@pytest.mark.parametrize("cell,nl", CELLS, ids=CELL_IDS)
-def test_eval_forward_equals_training_forward(cell, nl, shape, batch_first, backend, dtype):
-    p = random_problem(cell, *shape, dtype, batch_first=batch_first, seed=5)
+@pytest.mark.parametrize("kind,backend", KIND_BACKENDS)
+def test_eval_forward_equals_training_forward(kind, shape, batch_first, backend, dtype):
+    p = random_problem(kind, *shape, dtype, batch_first=batch_first, seed=5)
     for states in ("hc", ""):
-        out_t, finals_t, ws_t = forward(cell, nl, p, backend, batch_first=batch_first,
+        out_t, finals_t, ws_t = forward(kind, p, backend, batch_first=batch_first,
                                         states=states, training=True)
-        out_e, finals_e, ws_e = forward(cell, nl, p, backend, batch_first=batch_first,
+        out_e, finals_e, ws_e = forward(kind, p, backend, batch_first=batch_first,
                                         states=states, training=False)
         assert ws_t is not None and ws_e is None
         for name, got, want in zip(("out", "h_n", "c_n"), (out_e,) + finals_e,

@@ -1,6 +1,6 @@
 """Property tests: the compiled core equals its NumPy twin on thousands of random tiny problems.
 
-Hypothesis draws the cell (tanh/relu RNN, LSTM), the sizes (batch, seq_len, input, hidden,
+Hypothesis draws the cell (every kind the compiled core has: cells_for_tests.COMPILED), the sizes (batch, seq_len, input, hidden,
 each down to 1, seq_len down to 0), the dtype, ``batch_first``, which optional states and
 gradients are given, and the memory layout of every array argument (C, Fortran, strided
 view, negative strides, read-only, another dtype that converts exactly or by rounding).
@@ -11,6 +11,10 @@ For each problem:
 - the compiled result equals the twin's (``backend="numpy"``) within the per-dtype tolerance
   of ``conftest.RTOL``/``ATOL``, outputs and every gradient;
 - no input array is modified (read-only ones included).
+
+The kinds only the twin has so far (the GRU, the sigmoid RNN) get the same draws on the twin:
+its result on the drawn layouts is bitwise its result on plain inputs, finite, and no input
+is modified.
 
 Budget: the whole file runs in well under a minute on 2 cores (tiny sizes, ~2,000 examples
 in all). ``RNNFAST_PROPERTY_EXAMPLES`` scales the example count for a longer local soak.
@@ -23,9 +27,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import rnnfast
+from rnnfast import cells
 from rnnfast import functional as F
-from conftest import ATOL, RTOL, random_problem
+
+import cells_for_tests as reg
+from cells_for_tests import COMPILED, KINDS, TWIN_ONLY, random_problem
+from conftest import ATOL, RTOL
 
 _SCALE = float(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "1"))
 settings.register_profile(
@@ -83,8 +90,8 @@ def canonical(a, dtype):
 
 
 @st.composite
-def problems(draw, cell=None):
-    cell = draw(st.sampled_from(["tanh", "relu", "lstm"])) if cell is None else cell
+def problems(draw, kinds=COMPILED):
+    cell = draw(st.sampled_from(kinds))
     dims = dict(B=draw(st.integers(1, 4)), T=draw(st.integers(0, 6)),
                 D=draw(st.integers(1, 4)), H=draw(st.integers(1, 5)))
     return dict(
@@ -96,12 +103,12 @@ def problems(draw, cell=None):
             {k: st.booleans() for k in ("h0", "c0", "dout", "dh_n", "dc_n")})),
         layouts=draw(st.fixed_dictionaries(
             {k: st.sampled_from(LAYOUTS)
-             for k in ("x", "h0", "c0", "Wx", "Wh", "b", "dout", "dh_n", "dc_n")})),
+             for k in ("x", "h0", "c0", "Wx", "Wh", "b", "b_hn", "dout", "dh_n", "dc_n")})),
     )
 
 
 def make_arrays(pr):
-    kind = "lstm" if pr["cell"] == "lstm" else "rnn"
+    kind = pr["cell"]
     T = max(pr["T"], 1)          # random_problem needs T >= 1; cut back to T below
     p = random_problem(kind, pr["B"], T, pr["D"], pr["H"], pr["dtype"],
                        batch_first=pr["batch_first"], seed=pr["seed"])
@@ -116,22 +123,14 @@ def make_arrays(pr):
 
 def run(pr, p, backend):
     """Forward + backward through the checked functional face; every result, flattened."""
-    bf = pr["batch_first"]
-    if pr["cell"] == "lstm":
-        out, h_n, c_n, ws = F.lstm_forward(p["x"], p["h0"], p["c0"], p["Wx"], p["Wh"], p["b"],
-                                           batch_first=bf, backend=backend)
-        grads = F.lstm_backward(p["dout"], p["dh_n"], p["dc_n"], p["x"], p["Wx"], p["Wh"], ws,
-                                batch_first=bf, backend=backend)
-        return (out, h_n, c_n) + tuple(grads)
-    out, h_n, ws = F.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], pr["cell"],
-                                 batch_first=bf, backend=backend)
-    grads = F.rnn_backward(p["dout"], p["dh_n"], p["x"], p["Wx"], p["Wh"], ws, pr["cell"],
-                           batch_first=bf, backend=backend)
-    return (out, h_n) + tuple(grads)
-
-
-NAMES = {"lstm": ("out", "h_n", "c_n", "dx", "dh0", "dc0", "dWx", "dWh", "db"),
-         "rnn": ("out", "h_n", "dx", "dh0", "dWx", "dWh", "db")}
+    kind, bf = pr["cell"], pr["batch_first"]
+    out, finals, ws = reg.kernel_forward(
+        F, kind, p["x"], reg.problem_states(kind, p), tuple(p[n] for n in reg.param_names(kind)),
+        batch_first=bf, backend=backend)
+    dx, d0, dparams = reg.kernel_backward(
+        F, kind, p["dout"], reg.problem_states(kind, p, "d", "_n"), p["x"], p["Wx"], p["Wh"],
+        ws, batch_first=bf, backend=backend)
+    return (out,) + finals + (dx,) + d0 + dparams
 
 
 def snapshot(p):
@@ -165,8 +164,7 @@ def test_compiled_equals_twin_any_layout(pr):
     want = run(pr, plain, "cython")
     twin = run(pr, plain, "numpy")
 
-    kind = "lstm" if pr["cell"] == "lstm" else "rnn"
-    for name, g, w, r in zip(NAMES[kind], got, want, twin):
+    for name, g, w, r in zip(reg.result_names(pr["cell"]), got, want, twin, strict=True):
         if name in ("dh0", "dc0") and g is None:
             continue
         assert g.dtype == dt and r.dtype == dt, name
@@ -194,14 +192,10 @@ def test_layers_compiled_equals_twin(pr):
     dt = pr["dtype"]
     layers = {}
     for backend in ("cython", "numpy"):
-        if pr["cell"] == "lstm":
-            layers[backend] = rnnfast.LSTM(pr["D"], pr["H"], batch_first=pr["batch_first"],
-                                           dtype=dt, backend=backend, seed=pr["seed"])
-        else:
-            layers[backend] = rnnfast.RNN(pr["D"], pr["H"], pr["cell"], dtype=dt,
-                                          batch_first=pr["batch_first"], backend=backend,
-                                          seed=pr["seed"])
-    for k in ("Wx", "Wh", "b"):
+        layers[backend] = reg.make_layer(pr["cell"], pr["D"], pr["H"],
+                                         batch_first=pr["batch_first"], dtype=dt,
+                                         backend=backend, seed=pr["seed"])
+    for k in reg.param_names(pr["cell"]):
         np.testing.assert_array_equal(layers["cython"].params[k], layers["numpy"].params[k])
     for call in range(pr["calls"]):
         p = make_arrays(dict(pr, seed=pr["seed"] + call))
@@ -209,19 +203,14 @@ def test_layers_compiled_equals_twin(pr):
         drawn = {k: (None if v is None else with_layout(v, pr["layouts"][k], rng))
                  for k, v in p.items()}
         res = {}
+        kind = pr["cell"]
         for backend, layer in layers.items():
-            if pr["cell"] == "lstm":
-                state = (drawn["h0"], drawn["c0"])
-                state = None if all(s is None for s in state) else state
-                dstate = (drawn["dh_n"], drawn["dc_n"])
-                dstate = None if all(s is None for s in dstate) else dstate
-                out, (h_n, c_n) = layer(drawn["x"], state)
-                dx, (dh0, dc0) = layer.backward(drawn["dout"], dstate)
-                res[backend] = dict(out=out, h_n=h_n, c_n=c_n, dx=dx, dh0=dh0, dc0=dc0)
-            else:
-                out, h_n = layer(drawn["x"], drawn["h0"])
-                dx, dh0 = layer.backward(drawn["dout"], drawn["dh_n"])
-                res[backend] = dict(out=out, h_n=h_n, dx=dx, dh0=dh0)
+            out, finals = reg.layer_forward(layer, drawn["x"], reg.problem_states(kind, drawn))
+            dx, d0 = reg.layer_backward(layer, drawn["dout"],
+                                        reg.problem_states(kind, drawn, "d", "_n"))
+            res[backend] = dict(out=out, dx=dx)
+            res[backend].update({f"{n}_n": f for n, f in zip(reg.state_names(kind), finals)})
+            res[backend].update({f"d{n}0": g for n, g in zip(reg.state_names(kind), d0)})
             res[backend].update({"d" + k: layer.grads[k].copy() for k in layer.grads})
         for name, g in res["cython"].items():
             r = res["numpy"][name]
@@ -234,3 +223,37 @@ def test_layers_compiled_equals_twin(pr):
         for k, w in layers["cython"].params.items():
             w -= dt(0.01) * layers["cython"].grads[k]
             layers["numpy"].params[k][...] = w
+
+
+@examples(300)
+@given(pr=problems(kinds=TWIN_ONLY or KINDS))
+def test_twin_any_layout(pr):
+    """Every kind on the twin (the ones the compiled core lacks above all: nothing else
+    draws random layouts and sizes for them): the drawn layouts give bitwise the result on
+    plain C-contiguous inputs, every result is finite and has the compute dtype and the
+    expected shape, and no input is modified."""
+    dt = np.dtype(pr["dtype"])
+    p = make_arrays(pr)
+    rng = np.random.default_rng(pr["seed"])
+    drawn = {k: (None if v is None else with_layout(v, pr["layouts"][k], rng))
+             for k, v in p.items()}
+    if pr["layouts"]["Wx"] in ("other_dtype", "list"):
+        drawn["Wx"] = p["Wx"]
+    plain = {k: canonical(v, dt) for k, v in drawn.items()}
+    before = snapshot(drawn)
+    got = run(pr, drawn, "numpy")
+    assert_unchanged(before, drawn)
+    want = run(pr, plain, "numpy")
+    B, T, D, H = pr["B"], pr["T"], pr["D"], pr["H"]
+    seq = (B, T) if pr["batch_first"] else (T, B)
+    shapes = {"out": seq + (H,), "dx": seq + (D,),
+              **{f"{n}_n": (B, H) for n in reg.state_names(pr["cell"])},
+              **{f"d{n}0": (B, H) for n in reg.state_names(pr["cell"])},
+              **{"d" + n: s for n, s in cells.get(pr["cell"]).param_shapes(D, H).items()}}
+    for name, g, w in zip(reg.result_names(pr["cell"]), got, want, strict=True):
+        if name.endswith("0") and g is None:
+            assert pr["given"][name[1:-1] + "0"] is False, name
+            continue
+        assert g.dtype == dt and g.shape == shapes[name], name
+        np.testing.assert_array_equal(g, w, err_msg=f"{name}: layout changed the result")
+        assert np.isfinite(g).all(), name

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 import rnnfast
 from rnnfast import _core
-from test_threads import THREADED_SHAPES, assert_bitwise, data, make_layer, train_step
+from test_threads import assert_bitwise, data, make_layer, threaded_shape, train_step
 
 
 @pytest.fixture(autouse=True)
@@ -70,11 +70,11 @@ def test_the_late_region_rule():
         assert _core._thread_state()["team_threads"] == 2
 
 
-@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
 def test_results_do_not_depend_on_what_the_policy_decides(dtype, cell):
     """The threaded shapes, with the steps solo (as after a late thread), shared (static)
     and at 1 thread: bitwise the same."""
-    shape = THREADED_SHAPES[cell]
+    shape = threaded_shape(cell, "odd")
     inputs = data(cell, dtype, seed=600, shape=shape)
     results = {}
     with threadpool_limits(2, user_api="openmp"):

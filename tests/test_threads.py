@@ -19,12 +19,17 @@ import numpy as np
 import pytest
 
 import rnnfast
+from rnnfast import cells
 from rnnfast import functional as F
-from conftest import RTOL, random_problem
+
+import cells_for_tests as reg
+from cells_for_tests import COMPILED, random_problem
+from conftest import RTOL
 
 N_THREADS = 4
 REPEATS = 5
-CELLS = ("tanh", "relu", "lstm")
+# the compiled kernels' threads: the kinds the compiled core has
+CELLS = COMPILED
 # (batch, seq_len, input, hidden). "regular": big enough that a call spends its time in the
 # kernels (GIL released) and BLAS. "blas-sensitive": a shape whose BLAS products round
 # differently with 1 and 2 BLAS threads (scipy's OpenBLAS 0.3.30; see docs/reliability.md),
@@ -35,16 +40,14 @@ B, T, D, H = SHAPES["regular"]
 
 def make_layer(cell, dtype, seed, backend="cython", shape=SHAPES["regular"]):
     _, _, D, H = shape
-    if cell == "lstm":
-        return rnnfast.LSTM(D, H, dtype=dtype, backend=backend, seed=seed)
-    return rnnfast.RNN(D, H, cell, dtype=dtype, backend=backend, seed=seed)
+    return reg.make_layer(cell, D, H, dtype=dtype, backend=backend, seed=seed)
 
 
 def data(cell, dtype, seed, shape=SHAPES["regular"]):
     B, T, D, H = shape
-    p = random_problem("lstm" if cell == "lstm" else "rnn", B, T, D, H, dtype, seed=seed)
-    state = (p["h0"], p["c0"]) if cell == "lstm" else p["h0"]
-    dstate = (p["dh_n"], p["dc_n"]) if cell == "lstm" else p["dh_n"]
+    p = random_problem(cell, B, T, D, H, dtype, seed=seed)
+    state = reg.state_arg(cell, reg.problem_states(cell, p))
+    dstate = reg.state_arg(cell, reg.problem_states(cell, p, "d", "_n"))
     return p["x"], state, p["dout"], dstate
 
 
@@ -135,18 +138,15 @@ def test_threads_sharing_an_eval_layer_match_serial(dtype, cell, shape):
 def test_threads_sharing_weights_functional_training_match_serial(dtype, cell, shape):
     """Shared weights, one workspace per call: concurrent training is fine this way."""
     layer = make_layer(cell, dtype, seed=2, shape=shape)
-    Wx, Wh, b = (layer.params[k] for k in ("Wx", "Wh", "b"))
+    weights = tuple(layer.params[k] for k in reg.param_names(cell))
     inputs = [data(cell, dtype, seed=300 + i, shape=shape) for i in range(N_THREADS)]
 
     def step(i):
         x, state, dout, dstate = inputs[i]
-        if cell == "lstm":
-            out, h_n, c_n, ws = F.lstm_forward(x, state[0], state[1], Wx, Wh, b)
-            grads = F.lstm_backward(dout, dstate[0], dstate[1], x, Wx, Wh, ws)
-            return flat(out, h_n, c_n, grads)
-        out, h_n, ws = F.rnn_forward(x, state, Wx, Wh, b, cell)
-        grads = F.rnn_backward(dout, dstate, x, Wx, Wh, ws, cell)
-        return flat(out, h_n, grads)
+        out, finals, ws = reg.kernel_forward(F, cell, x, reg.as_states(cell, state), weights)
+        grads = reg.kernel_backward(F, cell, dout, reg.as_states(cell, dstate), x, weights[0],
+                                    weights[1], ws)
+        return flat(out, finals, grads)
 
     serial = [step(i) for i in range(N_THREADS)]
     for i, reps in enumerate(run_threads(lambda i: [step(i) for _ in range(REPEATS)])):
@@ -234,8 +234,21 @@ def test_repeatable_for_a_fixed_blas_thread_count(dtype, cell, blas_threads):
 # partial panels.
 # Batch 1: a single-row product, whose panels go four at a time (rf_micro_1x4) at any thread
 # count; hidden over one k block (256), and a partial last panel.
-THREADED_SHAPES = {"tanh": (40, 4, 17, 241), "relu": (40, 4, 17, 241), "lstm": (33, 4, 17, 130)}
-THREADED_BATCH_1 = {"tanh": (1, 3, 5, 1450), "relu": (1, 3, 5, 1450), "lstm": (1, 3, 5, 730)}
+THREADED_SHAPES = {"rnn_tanh": (40, 4, 17, 241), "rnn_relu": (40, 4, 17, 241),
+                   "lstm": (33, 4, 17, 130)}
+THREADED_BATCH_1 = {"rnn_tanh": (1, 3, 5, 1450), "rnn_relu": (1, 3, 5, 1450),
+                    "lstm": (1, 3, 5, 730)}
+
+
+def threaded_shape(cell, batch):
+    """The shape above for the cell, or for a kind compiled later one derived the same way:
+    hidden just past the 2^21 threshold (with a partial last panel), input 17 or 5."""
+    table = THREADED_SHAPES if batch == "odd" else THREADED_BATCH_1
+    if cell in table:
+        return table[cell]
+    B, T, D = (33, 4, 17) if batch == "odd" else (1, 3, 5)
+    H = int(np.ceil(np.sqrt(1.1 * 2**21 / (B * cells.get(cell).gates)))) | 1
+    return (B, T, D, H)
 
 
 @pytest.mark.parametrize("batch", ["odd", "one"])
@@ -245,9 +258,9 @@ def test_openmp_split_products_match_one_thread_and_the_twin(dtype, cell, batch)
     output value is computed by one thread, in the same order) and the NumPy twin's."""
     from threadpoolctl import threadpool_limits
 
-    shape = (THREADED_SHAPES if batch == "odd" else THREADED_BATCH_1)[cell]
+    shape = threaded_shape(cell, batch)
     B, _, _, H = shape
-    assert B * H * H * (4 if cell == "lstm" else 1) >= 2**21
+    assert B * H * H * cells.get(cell).gates >= 2**21
     inputs = data(cell, dtype, seed=500, shape=shape)
     results = {}
     for threads in (1, 2):
