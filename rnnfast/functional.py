@@ -5,6 +5,9 @@ are interchangeable: the same names, arguments and return values. These validate
 and convert their inputs (``rnnfast._checks``) and run the compiled core unless
 ``backend="numpy"``.
 """
+import importlib.util
+import os
+
 from . import _checks, reference
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "kernels"]
@@ -14,7 +17,20 @@ def kernels(backend):
     """The kernel module behind ``backend``: ``rnnfast._core`` or ``rnnfast.reference``."""
     if _checks.check_backend(backend) == "numpy":
         return reference
-    from . import _core
+    return compiled_core()
+
+
+def compiled_core():
+    """``rnnfast._core``, or an ImportError that says why it is missing and what to do
+    (usually: a source checkout, imported from its root, has no compiled module)."""
+    try:
+        from . import _core
+    except ImportError:
+        name = f"{__package__}._core"
+        if importlib.util.find_spec(name) is not None:   # there, but it does not load: its
+            raise                                        # own error says why (a library)
+        raise ImportError(_checks.missing_core_message(os.path.dirname(__file__)),
+                          name=name) from None
     return _core
 
 
