@@ -66,7 +66,8 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True, *, backe
 
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True, *,
                   backend="cython"):
-    """BPTT of ``lstm_forward``; returns ``(dx, dh0, dc0, dWx, dWh, db)``. Consumes ``workspace``."""
+    """BPTT of ``lstm_forward``; returns ``(dx, dh0, dc0, dWx, dWh, db)``. Consumes
+    ``workspace``."""
     dout, (dh_n, dc_n), x, Wx, Wh, workspace = _checks.check_backward(
         "lstm", dout, (dh_n, dc_n), x, Wx, Wh, workspace, batch_first, backend)
     workspace["consumed"] = True

@@ -242,7 +242,7 @@ def _bad_states(cell):
 def test_bad_state_and_gradients_leave_the_layer_unchanged(backend, cell):
     layer = make_layer(cell, backend)
     out, _ = layer(clean_x())
-    for name, value, exc in _bad_states(cell):
+    for _name, value, exc in _bad_states(cell):
         state = layer_state(layer)
         with pytest.raises(exc):
             layer(clean_x(), value)

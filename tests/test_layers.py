@@ -9,7 +9,6 @@ import pytest
 
 import rnnfast
 from rnnfast import functional as F
-
 from conftest import ATOL, RTOL, random_problem
 
 B, T, D, H = 3, 5, 4, 6

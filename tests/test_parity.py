@@ -19,7 +19,6 @@ import pytest
 
 import rnnfast
 from rnnfast import functional as F
-
 from conftest import ATOL, RTOL, random_problem
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None)]

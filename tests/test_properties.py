@@ -19,7 +19,6 @@ On CI (``CI`` set) the examples are derandomized, so a run is reproducible.
 import os
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -163,6 +163,7 @@ def test_kernels_release_the_gil():
     Released, the gaps are scheduling noise. The bound is relative (half the call's own
     duration, measured in the same run), so a slow machine does not make it fail."""
     import time
+
     from threadpoolctl import threadpool_limits
 
     layer = rnnfast.LSTM(8, 64, seed=0).eval()

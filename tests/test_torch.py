@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 import rnnfast
-
 from conftest import random_problem
-from test_parity import (assert_results_close, assert_weight_grads_close, layer_run,
-                         weight_grad_scales)
+from test_parity import (
+    assert_results_close,
+    assert_weight_grads_close,
+    layer_run,
+    weight_grad_scales,
+)
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed; the torch comparisons need it "
