@@ -94,14 +94,19 @@ def test_bad_options_are_argparse_errors(argv, message, capsys):
     assert "rnnfast-bench: error:" in err and message in err
 
 
-@pytest.mark.parametrize("mode, column", [([], False), (["--full"], True)])
-def test_full_mode_adds_the_same_run_1thread_timing(tmp_path, mode, column):
+@pytest.mark.parametrize("mode, full", [([], False), (["--full"], True)])
+def test_full_mode_adds_the_1thread_timing_and_the_roofline_before_each_cell(tmp_path, mode,
+                                                                             full):
     out_json = tmp_path / "r.json"
     bench.main([*mode, "--threads", "2", "--cells", "tiny-rnn-fwd", "--repeat", "1",
                 "--budget", "0", "--quiet", "--no-memory", "--no-torch", "--gemm-size", "128",
                 "--json", str(out_json)])
-    row = json.loads(out_json.read_text())["runs"][0]["cells"][0]
-    assert (bench.ONE_THREAD in row["time_s"]) is column and ("vs_1thread" in row) is column
+    run = json.loads(out_json.read_text())["runs"][0]
+    row = run["cells"][0]
+    assert (bench.ONE_THREAD in row["time_s"]) is full and ("vs_1thread" in row) is full
+    # before the grid, (with --full) before the one cell, after the grid
+    assert len(run["gemm_flops_per_s_measured"]) == (3 if full else 2)
+    assert ("gemm_flops_per_s_before" in row) is full
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

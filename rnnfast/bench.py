@@ -91,6 +91,7 @@ class Mode:
     repeat: int            # at most this many timed rounds per cell
     budget: float          # seconds of sampling per implementation after which to stop
     one_thread_column: bool  # with > 1 thread, also time rnnfast at 1 thread in the same run
+    gemm_every_cell: bool    # measure the GEMM rate before every cell (else before and after)
 
     def describe(self):
         what = ("the whole grid" if self.cells == "all" else
@@ -99,15 +100,19 @@ class Mode:
         return (f"{what}, up to {self.repeat} timed rounds per cell (at least 3), fewer past "
                 f"{self.budget:g} s of sampling per implementation"
                 + ("" if self.one_thread_column else
-                   ", without the same-run 1-thread column"))
+                   ", without the same-run 1-thread column")
+                + ("" if self.gemm_every_cell else
+                   ", the GEMM roofline measured before and after the grid only"))
 
 
 # The default: the table within about a minute on a 2-core machine. The large cells alone
 # take longer than the rest of the grid (the NumPy twin's large LSTM fwd+bwd is seconds per
 # call), and with more than one thread every sample waits SETTLE_S, which bounds the rounds.
-QUICK = Mode("quick", "tiny,small,medium", repeat=5, budget=0.5, one_thread_column=False)
+QUICK = Mode("quick", "tiny,small,medium", repeat=5, budget=0.5, one_thread_column=False,
+             gemm_every_cell=False)
 # BENCHMARKS.md: every cell, 20 rounds, and rnnfast at 1 thread beside every multi-thread run.
-FULL = Mode("full", "all", repeat=20, budget=2.0, one_thread_column=True)
+FULL = Mode("full", "all", repeat=20, budget=2.0, one_thread_column=True,
+            gemm_every_cell=True)
 
 
 def select_cells(spec):
@@ -445,10 +450,12 @@ class _Progress:
 
 
 def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budget=2.0,
-             gemm_size=2048, measure_memory=True, progress=True, one_thread_column=True):
+             gemm_size=2048, measure_memory=True, progress=True, one_thread_column=True,
+             gemm_every_cell=True):
     """Time ``cells`` at ``threads`` threads; a JSON-able dict (see ``main``).
     ``one_thread_column``: with more than one thread, also time rnnfast at 1 thread in the
-    same round-robin (``vs_1thread``)."""
+    same round-robin (``vs_1thread``). ``gemm_every_cell``: measure the GEMM rate before
+    each cell too, not only before and after the grid."""
     dtype = np.dtype(dtype)
     if _import_torch() is None:
         impls = tuple(i for i in impls if i != "torch")
@@ -466,16 +473,19 @@ def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budg
         bar = _Progress(len(cells) * len(impls), progress)
         try:
             for cell in cells:
-                rates.append(gemm_rate(dtype, gemm_size, repeat=2))
+                if gemm_every_cell:
+                    rates.append(gemm_rate(dtype, gemm_size, repeat=2))
                 result["cells"].append(_run_cell(cell, dtype, impls, repeat, budget,
                                                  measure_memory, bar, threads,
                                                  one_thread_column))
-                result["cells"][-1]["gemm_flops_per_s_before"] = rates[-1]
+                if gemm_every_cell:
+                    result["cells"][-1]["gemm_flops_per_s_before"] = rates[-1]
         finally:
             bar.close()
         rates.append(gemm_rate(dtype, gemm_size))
         result["load_avg_1min_after"] = _load_avg()
     result["gemm_flops_per_s_measured"] = rates
+    result["gemm_every_cell"] = gemm_every_cell
     result["gemm_flops_per_s"] = rate = max(rates)
     if min(rates) < 0.9 * rate:
         print(f"rnnfast.bench: the GEMM rate varied during the run ({min(rates) / 1e9:.0f} to "
@@ -627,7 +637,8 @@ def _run_header(run):
     return (f"{run['blas_threads'] or '?'} BLAS thread(s), torch threads "
             f"{run['torch_threads'] if run['torch_threads'] is not None else 'n/a'}, "
             f"{run['dtype']}; roofline {run['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (best {gemm} "
-            f"{run['gemm_size']}x{run['gemm_size']} rate measured before, during and after the "
+            f"{run['gemm_size']}x{run['gemm_size']} rate measured before"
+            f"{', during' if run.get('gemm_every_cell', True) else ''} and after the "
             f"grid; lowest {min(rates) / 1e9:.1f}); 1-min load average before/after: {load}")
 
 
@@ -923,7 +934,7 @@ def run(argv=None):
     for n in args.threads or [None]:
         grid = run_grid(args.cells, np.dtype(args.dtype), n, impls, args.repeat, args.budget,
                         args.gemm_size, not args.no_memory, not args.quiet,
-                        args.mode.one_thread_column)
+                        args.mode.one_thread_column, args.mode.gemm_every_cell)
         report["runs"].append(grid)
         if args.markdown != "-":
             print(f"\n{_run_header(grid)}\n{format_table(grid)}", flush=True)
