@@ -6,7 +6,7 @@
 
 Each benchmark's ``extra_info`` holds the cell's FLOPs and its GEMM floor (FLOPs / the
 sgemm or dgemm rate measured once per session), so a ``--benchmark-json`` file carries
-the roofline too. ``python -m rnnfast.bench`` prints the same grid as one table.
+the roofline too. ``rnnfast-bench --full`` prints the same grid as one table.
 """
 import numpy as np
 import pytest

@@ -85,7 +85,7 @@ def main():
                     t = {}
                     for denormal in (False, True):
                         p = problem(cell, dtype, denormal)
-                        t[denormal] = seconds(lambda: call(cell, p, backend))
+                        t[denormal] = seconds(lambda c=cell, p=p, b=backend: call(c, p, b))
                     ratio = t[True][0] / t[False][0]
                     ratio_median = t[True][1] / t[False][1]
                     verdict = ("yes" if ratio <= 2 else "NO") if backend == "cython" \

@@ -67,7 +67,7 @@ def run_cell(cell):
     training = layer_type(D, H, seed=0)
     p = inference.params
     forward, gradients = jax_functions(cell)
-    import jax.numpy as jnp      # JAX's best case: its inputs already are its own arrays
+    import jax.numpy as jnp  # JAX's best case: its inputs already are its own arrays
     jx, jWx, jWh, jb = (jnp.asarray(a) for a in (x, p["Wx"], p["Wh"], p["b"]))
 
     def rnnfast_fwd():

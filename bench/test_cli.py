@@ -3,6 +3,11 @@
 Run with ``pytest bench/test_cli.py``; ``--benchmark-only`` skips them.
 """
 import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -46,8 +51,88 @@ def test_main_writes_json_and_markdown(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "tiny-rnn-fwd" in table and "% roofline" in table
     report = json.loads(out_json.read_text())
+    assert report["mode"] == "quick" and report["cells"] == ["tiny-rnn-fwd"]
     row = report["runs"][0]["cells"][0]
     assert row["name"] == "tiny-rnn-fwd" and row["time_s"]["rnnfast"] > 0
     assert set(row) >= {"floor_s", "target_s", "target_met", "speedup", "memory_bytes"}
     md = out_md.read_text()
     assert md.startswith("# rnnfast benchmarks") and "| tiny-rnn-fwd |" in md
+
+
+def test_quick_is_the_default_and_full_the_whole_grid():
+    quick = bench.parse_args([])
+    assert quick.mode is bench.QUICK is bench.parse_args(["--quick"]).mode
+    assert {c.size for c in quick.cells} == {"tiny", "small", "medium"} and len(quick.cells) == 12
+    assert (quick.repeat, quick.budget) == (bench.QUICK.repeat, bench.QUICK.budget)
+    full = bench.parse_args(["--full"])
+    assert full.mode is bench.FULL and full.cells == list(bench.GRID)
+    assert (full.repeat, full.budget) == (20, 2.0)
+    # --cells, --repeat and --budget override the mode's choice, one by one
+    narrowed = bench.parse_args(["--full", "--cells", "large-lstm", "--repeat", "7"])
+    assert [c.name for c in narrowed.cells] == ["large-lstm-fwd", "large-lstm-fwdbwd"]
+    assert (narrowed.repeat, narrowed.budget) == (7, 2.0)
+    assert len(bench.parse_args(["--cells", "all"]).cells) == 16
+    assert bench.parse_args(["--budget", "0"]).repeat == bench.QUICK.repeat
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quick", "--full"], "not allowed with argument"),
+    (["--full=yes"], "ignored explicit argument"),
+    (["--repeat", "0"], "--repeat: must be >= 1"),
+    (["--repeat", "many"], "--repeat: expected a whole number"),
+    (["--budget", "-1"], "--budget: must be a finite number >= 0"),
+    (["--budget", "inf"], "--budget: must be a finite number >= 0"),
+    (["--gemm-size", "0"], "--gemm-size: must be >= 1"),
+    (["--cells", "huge"], "names no cell"),
+    (["--mode", "fast"], "unrecognized arguments"),
+])
+def test_bad_options_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "rnnfast-bench: error:" in err and message in err
+
+
+@pytest.mark.parametrize("mode, full", [([], False), (["--full"], True)])
+def test_full_mode_adds_the_1thread_timing_and_the_roofline_before_each_cell(tmp_path, mode,
+                                                                             full):
+    out_json = tmp_path / "r.json"
+    bench.main([*mode, "--threads", "2", "--cells", "tiny-rnn-fwd", "--repeat", "1",
+                "--budget", "0", "--quiet", "--no-memory", "--no-torch", "--gemm-size", "128",
+                "--json", str(out_json)])
+    run = json.loads(out_json.read_text())["runs"][0]
+    row = run["cells"][0]
+    assert (bench.ONE_THREAD in row["time_s"]) is full and ("vs_1thread" in row) is full
+    # before the grid, (with --full) before the one cell, after the grid
+    assert len(run["gemm_flops_per_s_measured"]) == (3 if full else 2)
+    assert ("gemm_flops_per_s_before" in row) is full
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = ["--cells", "tiny-rnn-fwd", "--repeat", "1", "--budget", "0", "--quiet", "--no-memory",
+         "--no-torch", "--gemm-size", "128"]
+
+
+def _run(cmd, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_console_script_runs_from_the_checkout_root():
+    """The README's command: rnnfast-bench imports the installed package even from the root
+    of the checkout, whose source tree has no compiled core."""
+    script = (shutil.which("rnnfast-bench", path=os.path.dirname(sys.executable))
+              or shutil.which("rnnfast-bench"))
+    assert script, "rnnfast-bench is not installed (pip install .)"
+    r = _run([script, *SMOKE], REPO)
+    assert r.returncode == 0, r.stderr
+    assert "tiny-rnn-fwd" in r.stdout and "% roofline" in r.stdout
+
+
+def test_python_m_runs_from_another_directory(tmp_path):
+    r = _run([sys.executable, "-m", "rnnfast.bench", *SMOKE], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "tiny-rnn-fwd" in r.stdout
+    help_ = _run([sys.executable, "-m", "rnnfast.bench", "--help"], tmp_path)
+    assert help_.returncode == 0 and "--full" in help_.stdout and "quick" in help_.stdout.lower()

@@ -458,3 +458,33 @@ def check_keras_weights(spec, kernel, recurrent_kernel, bias):
         bias = np.asarray(bias, np.float64)
     return (np.asarray(kernel, np.float64), np.asarray(recurrent_kernel, np.float64), bias,
             kernel.shape[0], H)
+
+
+def missing_core_message(package_dir):
+    """What to tell a user whose ``rnnfast`` has no compiled module ``rnnfast._core``:
+    usually a source checkout imported from its root (``python -m``, ``python -c`` and the
+    interactive interpreter put the current directory first on ``sys.path``)."""
+    import importlib.machinery
+    import os
+    import sys
+
+    package_dir = os.path.abspath(package_dir)
+    root = os.path.dirname(package_dir)
+    if not any(os.path.exists(os.path.join(root, f)) for f in ("pyproject.toml", "setup.py")):
+        return (f"rnnfast's compiled core (rnnfast._core) is missing from {package_dir}: the "
+                "installation is incomplete. Reinstall it (pip install --force-reinstall "
+                "rnnfast, or pip install . from a checkout), or use backend=\"numpy\" (the "
+                "NumPy twin).")
+    # an installed rnnfast that the checkout shadows: rnnfast on the rest of sys.path
+    rest = [p for p in sys.path if os.path.abspath(p or os.curdir) != root]
+    spec = importlib.machinery.PathFinder.find_spec("rnnfast", rest)
+    where = (f"an installed rnnfast in {os.path.dirname(spec.origin)} is shadowed"
+             if spec is not None and spec.origin else "no installed rnnfast was found")
+    return (f"rnnfast was imported from the source checkout {package_dir}, which has no "
+            "compiled core (rnnfast._core is built by installing the package): the checkout's "
+            f"root {root} comes first on sys.path (as the current directory does under python "
+            f"-m and python -c); {where}. "
+            f"Install with `pip install .` in {root}, then run from another directory, or use "
+            "the installed commands, which import the installed package from anywhere: "
+            "`rnnfast-bench` for the benchmark table, and the `pytest` script (not python -m "
+            "pytest) for the tests. backend=\"numpy\" (the NumPy twin) needs no compiled core.")

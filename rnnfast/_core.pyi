@@ -1,23 +1,151 @@
-# Type stub of the compiled module rnnfast._core (see rnnfast/reference.py for the contract).
-from typing import Any
+# Type stub of the compiled module rnnfast._core (rnnfast/_core.pyx), checked against the
+# built module by `python -m mypy.stubtest rnnfast._core` in .ci/run. The kernels trust their
+# contract (rnnfast/reference.py, rnnfast/_checks.py): every array of one call has one dtype,
+# float32 or float64 (_F), and is C-contiguous with consistent shapes.
+from typing import Any, Literal, TypedDict, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-_Array = npt.NDArray[np.floating[Any]]
-_Workspace = dict[str, Any]
+_F = TypeVar("_F", np.float32, np.float64)
+_Array = npt.NDArray[_F]
+_Nonlinearity = Literal["tanh", "relu", "sigmoid"]
+_Cell = Literal["rnn", "lstm", "gru"]
+# BufferedKernels' kept buffers, by name (flat arrays, grown when too small)
+_Pool = dict[str, npt.NDArray[Any]]
 
+class _Workspace(TypedDict, total=False):
+    """What a training forward keeps for its backward (``training=False``: None)."""
+
+    backend: Literal["cython"]
+    cell: _Cell
+    batch_first: bool
+    dims: tuple[int, int, int]                 # (batch, seq_len, hidden)
+    gates: npt.NDArray[Any] | None             # (seq_len, batch, G*hidden)
+    hgates: npt.NDArray[Any] | None            # GRU: (seq_len, batch, 3*hidden)
+    hs: npt.NDArray[Any] | None                # (seq_len + 1, batch, hidden)
+    cs: npt.NDArray[Any] | None                # LSTM: (seq_len + 1, batch, hidden)
+    nonlinearity: _Nonlinearity                # RNN only
+    lent: list[npt.NDArray[Any]]               # SharedBuffers' buffers, until backward
+    consumed: bool                             # set by rnnfast.functional's backward
+
+# Problems whose per-step product has up to this many multiply-adds run in the packed
+# products; larger ones in BLAS (writable: 0 sends every product to BLAS).
 packed_max_work: int
+# Values of the packed product's scratch for its left operand (RF_MC * RF_KC).
+A_PACKED_SIZE: int
+# Cython's doctest table (empty).
+__test__: dict[str, str]
+# The cell kinds of the compiled loops, by their number (_forward's and _backward's kind).
+KINDS: tuple[str, ...]
+_NONLINEARITY_KINDS: dict[str, int]
+# The thread policies (set_thread_policy); RNNFAST_THREAD_POLICY sets one at import.
+THREAD_POLICIES: tuple[str, ...]
+_ThreadPolicy = Literal["adaptive", "static"]
 
-def rnn_forward(x: _Array, h0: _Array | None, Wx: _Array, Wh: _Array, b: _Array,
-                nonlinearity: str = ..., batch_first: bool = ..., training: bool = ...
-                ) -> tuple[_Array, _Array, _Workspace | None]: ...
-def rnn_backward(dout: _Array | None, dh_n: _Array | None, x: _Array, Wx: _Array, Wh: _Array,
-                 workspace: _Workspace, nonlinearity: str = ..., batch_first: bool = ...
-                 ) -> tuple[_Array, _Array, _Array, _Array, _Array]: ...
-def lstm_forward(x: _Array, h0: _Array | None, c0: _Array | None, Wx: _Array, Wh: _Array,
-                 b: _Array, batch_first: bool = ..., training: bool = ...
-                 ) -> tuple[_Array, _Array, _Array, _Workspace | None]: ...
-def lstm_backward(dout: _Array | None, dh_n: _Array | None, dc_n: _Array | None, x: _Array,
-                  Wx: _Array, Wh: _Array, workspace: _Workspace, batch_first: bool = ...
-                  ) -> tuple[_Array, _Array, _Array, _Array, _Array, _Array]: ...
+def rnn_forward(x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F], Wh: _Array[_F],
+                b: _Array[_F], nonlinearity: _Nonlinearity = "tanh", batch_first: bool = True,
+                training: bool = True
+                ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
+def rnn_backward(dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
+                 Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
+                 nonlinearity: _Nonlinearity = "tanh", batch_first: bool = True
+                 ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F]]: ...
+def lstm_forward(x: _Array[_F], h0: _Array[_F] | None, c0: _Array[_F] | None, Wx: _Array[_F],
+                 Wh: _Array[_F], b: _Array[_F], batch_first: bool = True, training: bool = True
+                 ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Workspace | None]: ...
+def lstm_backward(dout: _Array[_F] | None, dh_n: _Array[_F] | None, dc_n: _Array[_F] | None,
+                  x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
+                  batch_first: bool = True
+                  ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
+                             _Array[_F]]: ...
+def gru_forward(x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F], Wh: _Array[_F],
+                b: _Array[_F], b_hn: _Array[_F], batch_first: bool = True,
+                training: bool = True
+                ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
+def gru_backward(dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
+                 Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace, batch_first: bool = True
+                 ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
+                            _Array[_F]]: ...
+
+class SharedBuffers:
+    """Flat buffers lent to calls without a pool of their own (rnnfast.functional, eval
+    layers); at most MAX_COUNT buffers of MAX_BYTES in all are kept."""
+
+    MAX_COUNT: int
+    MAX_BYTES: int
+    def __init__(self) -> None: ...
+    def take(self, n: int, is_float: bool) -> npt.NDArray[Any]: ...
+    def give_back(self, lent: list[npt.NDArray[Any]]) -> None: ...
+    def release(self) -> None: ...
+    def kept_bytes(self) -> int: ...
+
+_shared: SharedBuffers
+
+def release_shared_buffers() -> None: ...
+def _give_back_workspace(workspace: _Workspace) -> None: ...
+
+class BufferedKernels:
+    """The four kernels for one layer, keeping the training workspace and scratch between
+    calls (a workspace is valid until the next training forward; one thread at a time)."""
+
+    def __init__(self) -> None: ...
+    def release(self) -> None: ...
+    def kept_copy(self, x: _Array[_F]) -> _Array[_F]: ...
+    def rnn_forward(self, x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F],
+                    Wh: _Array[_F], b: _Array[_F], nonlinearity: _Nonlinearity = "tanh",
+                    batch_first: bool = True, training: bool = True
+                    ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
+    def rnn_backward(self, dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
+                     Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
+                     nonlinearity: _Nonlinearity = "tanh", batch_first: bool = True
+                     ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F],
+                                _Array[_F]]: ...
+    def lstm_forward(self, x: _Array[_F], h0: _Array[_F] | None, c0: _Array[_F] | None,
+                     Wx: _Array[_F], Wh: _Array[_F], b: _Array[_F], batch_first: bool = True,
+                     training: bool = True
+                     ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Workspace | None]: ...
+    def lstm_backward(self, dout: _Array[_F] | None, dh_n: _Array[_F] | None,
+                      dc_n: _Array[_F] | None, x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F],
+                      workspace: _Workspace, batch_first: bool = True
+                      ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
+                                 _Array[_F]]: ...
+    def gru_forward(self, x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F],
+                    Wh: _Array[_F], b: _Array[_F], b_hn: _Array[_F], batch_first: bool = True,
+                    training: bool = True
+                    ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
+    def gru_backward(self, dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
+                     Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
+                     batch_first: bool = True
+                     ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
+                                _Array[_F]]: ...
+
+def set_thread_policy(policy: _ThreadPolicy) -> _ThreadPolicy: ...
+def thread_policy() -> _ThreadPolicy: ...
+
+# The shared implementation of the faces above, for a kind (an index of KINDS; c_n and
+# dc0 None but for the LSTM, b_hn and db_hn but for the GRU).
+def _forward(kind: int, x: _Array[_F], h0: _Array[_F] | None, c0: _Array[_F] | None,
+             Wx: _Array[_F], Wh: _Array[_F], b: _Array[_F], b_hn: _Array[_F] | None,
+             batch_first: bool, training: bool, pool: _Pool | None = None
+             ) -> tuple[_Array[_F], _Array[_F], _Array[_F] | None, _Workspace | None]: ...
+def _backward(kind: int, dout: _Array[_F] | None, dh_n: _Array[_F] | None,
+              dc_n: _Array[_F] | None, x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F],
+              workspace: _Workspace, batch_first: bool, pool: _Pool | None = None
+              ) -> tuple[_Array[_F], _Array[_F], _Array[_F] | None, _Array[_F], _Array[_F],
+                         _Array[_F], _Array[_F] | None]: ...
+def _state_or_zeros(s: npt.ArrayLike | None, B: int, H: int,
+                    dtype: npt.DTypeLike) -> npt.NDArray[Any]: ...
+
+# For tests and benchmarks: the thread policy's state, a made-up back-off, a made-up region.
+def _thread_state() -> dict[str, int]: ...
+def _go_solo_for(seconds: float) -> None: ...
+def _judge_region(finish_after_start_ns: list[int]) -> bool: ...
+def _policy_from_environment() -> None: ...
+
+# Test and development aids: the compiled tanh and sigmoid over a C-contiguous 1-D array,
+# and C = a @ w through the packed per-step product, `repeat` times.
+def _tanh(x: _Array[_F]) -> _Array[_F]: ...
+def _sigmoid(x: _Array[_F]) -> _Array[_F]: ...
+def _packed_matmul_bench(a: npt.NDArray[np.float32], w: npt.NDArray[np.float32],
+                         repeat: int) -> npt.NDArray[np.float32]: ...

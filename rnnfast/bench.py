@@ -1,7 +1,8 @@
 """Benchmark grid: rnnfast (compiled) vs its NumPy twin vs PyTorch, against the GEMM roofline.
 
-Run ``python -m rnnfast.bench`` (``--help`` for options). For every cell of the grid
-(size x cell type x pass) it times
+Run ``rnnfast-bench`` (installed with the package; ``python -m rnnfast.bench`` is the same
+from any directory but the checkout's root; ``--help`` for options). For every cell of the
+grid (size x cell type x pass) it times
 
 - ``rnnfast``: the compiled core, ``backend="cython"``;
 - ``numpy``:   the pure-NumPy twin, ``backend="numpy"``;
@@ -14,8 +15,10 @@ force). ``% roofline`` is floor / rnnfast time. The target of the speed issue is
 ``rnnfast <= max(best peer / 10, floor / 0.89)`` at 1 thread, best peer being the faster of
 NumPy and PyTorch.
 
-``python -m rnnfast.bench --threads 1,2 --markdown BENCHMARKS.md`` regenerates
-BENCHMARKS.md. The pytest-benchmark suite in ``bench/`` reuses ``GRID`` and
+By default it runs in *quick* mode (``QUICK``: the tiny, small and medium cells, fewer
+samples, a minute or so); ``--full`` times the whole grid with the full sampling budget
+(``FULL``; several minutes). ``rnnfast-bench --full --threads 1,2 --markdown BENCHMARKS.md``
+regenerates BENCHMARKS.md. The pytest-benchmark suite in ``bench/`` reuses ``GRID`` and
 ``build_callables`` from here.
 """
 import argparse
@@ -79,6 +82,38 @@ class Cell:
 
 
 GRID = tuple(Cell(s, k, p) for s in SIZES for k in KINDS for p in PASSES)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What a run covers unless ``--cells``, ``--repeat`` or ``--budget`` say otherwise."""
+    name: str
+    cells: str             # a select_cells spec
+    repeat: int            # at most this many timed rounds per cell
+    budget: float          # seconds of sampling per implementation after which to stop
+    one_thread_column: bool  # with > 1 thread, also time rnnfast at 1 thread in the same run
+    gemm_every_cell: bool    # measure the GEMM rate before every cell (else before and after)
+
+    def describe(self):
+        what = ("the whole grid" if self.cells == "all" else
+                f"the {self.cells.replace(',', ', ')} cells ({len(select_cells(self.cells))} of "
+                f"{len(GRID)})")
+        return (f"{what}, up to {self.repeat} timed rounds per cell (at least 3), fewer past "
+                f"{self.budget:g} s of sampling per implementation"
+                + ("" if self.one_thread_column else
+                   ", without the same-run 1-thread column")
+                + ("" if self.gemm_every_cell else
+                   ", the GEMM roofline measured before and after the grid only"))
+
+
+# The default: the table within about a minute on a 2-core machine. The large cells alone
+# take longer than the rest of the grid (the NumPy twin's large LSTM fwd+bwd is seconds per
+# call), and with more than one thread every sample waits SETTLE_S, which bounds the rounds.
+QUICK = Mode("quick", "tiny,small,medium", repeat=5, budget=0.5, one_thread_column=False,
+             gemm_every_cell=False)
+# BENCHMARKS.md: every cell, 20 rounds, and rnnfast at 1 thread beside every multi-thread run.
+FULL = Mode("full", "all", repeat=20, budget=2.0, one_thread_column=True,
+            gemm_every_cell=True)
 
 
 def select_cells(spec):
@@ -416,8 +451,12 @@ class _Progress:
 
 
 def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budget=2.0,
-             gemm_size=2048, measure_memory=True, progress=True):
-    """Time ``cells`` at ``threads`` threads; a JSON-able dict (see ``main``)."""
+             gemm_size=2048, measure_memory=True, progress=True, one_thread_column=True,
+             gemm_every_cell=True):
+    """Time ``cells`` at ``threads`` threads; a JSON-able dict (see ``main``).
+    ``one_thread_column``: with more than one thread, also time rnnfast at 1 thread in the
+    same round-robin (``vs_1thread``). ``gemm_every_cell``: measure the GEMM rate before
+    each cell too, not only before and after the grid."""
     dtype = np.dtype(dtype)
     if _import_torch() is None:
         impls = tuple(i for i in impls if i != "torch")
@@ -435,15 +474,19 @@ def run_grid(cells, dtype=np.float32, threads=None, impls=IMPLS, repeat=20, budg
         bar = _Progress(len(cells) * len(impls), progress)
         try:
             for cell in cells:
-                rates.append(gemm_rate(dtype, gemm_size, repeat=2))
+                if gemm_every_cell:
+                    rates.append(gemm_rate(dtype, gemm_size, repeat=2))
                 result["cells"].append(_run_cell(cell, dtype, impls, repeat, budget,
-                                                 measure_memory, bar, threads))
-                result["cells"][-1]["gemm_flops_per_s_before"] = rates[-1]
+                                                 measure_memory, bar, threads,
+                                                 one_thread_column))
+                if gemm_every_cell:
+                    result["cells"][-1]["gemm_flops_per_s_before"] = rates[-1]
         finally:
             bar.close()
         rates.append(gemm_rate(dtype, gemm_size))
         result["load_avg_1min_after"] = _load_avg()
     result["gemm_flops_per_s_measured"] = rates
+    result["gemm_every_cell"] = gemm_every_cell
     result["gemm_flops_per_s"] = rate = max(rates)
     if min(rates) < 0.9 * rate:
         print(f"rnnfast.bench: the GEMM rate varied during the run ({min(rates) / 1e9:.0f} to "
@@ -462,7 +505,8 @@ def _load_avg():
         return None
 
 
-def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads):
+def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads,
+              one_thread_column=True):
     B, T, D, H = cell.dims
     fns = build_callables(cell, dtype, impls)
     row = {"name": cell.name, "size": cell.size, "kind": cell.kind, "pass": cell.pass_,
@@ -473,7 +517,7 @@ def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads):
     label = f" ({threads} thr)" if threads else ""
     n_threads = threads or blas_threads() or 1
     contexts = {}
-    if n_threads > 1 and "rnnfast" in fns:
+    if one_thread_column and n_threads > 1 and "rnnfast" in fns:
         # rnnfast at 1 thread in the same round-robin: the issue's "never slower than its own
         # 1-thread time" compared at the same moment (this VM's speed drifts between grids)
         fns[ONE_THREAD] = fns["rnnfast"]
@@ -594,7 +638,8 @@ def _run_header(run):
     return (f"{run['blas_threads'] or '?'} BLAS thread(s), torch threads "
             f"{run['torch_threads'] if run['torch_threads'] is not None else 'n/a'}, "
             f"{run['dtype']}; roofline {run['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (best {gemm} "
-            f"{run['gemm_size']}x{run['gemm_size']} rate measured before, during and after the "
+            f"{run['gemm_size']}x{run['gemm_size']} rate measured before"
+            f"{', during' if run.get('gemm_every_cell', True) else ''} and after the "
             f"grid; lowest {min(rates) / 1e9:.1f}); 1-min load average before/after: {load}")
 
 
@@ -645,12 +690,16 @@ def format_markdown(report):
     out = [
         "# rnnfast benchmarks",
         "",
-        "Regenerate with (from the repository root, after building the extension):",
+        "Regenerate with (after `pip install \".[bench]\"` in the checkout; from any "
+        "directory):",
         "",
         "```",
         report["command"],
         "```",
         "",
+        *([f"- Quick mode: {len(report['cells'])} of {len(GRID)} cells "
+           f"({', '.join(report['cells'])}) and a small sampling budget; `--full` times the "
+           "whole grid"] if report.get("mode") == "quick" else []),
         f"- Machine: {env['cpu']}, {env['cpu_count']} logical CPUs; {env['platform']}",
         f"- Python {env['python']}, numpy {env['numpy']}, scipy {env['scipy']}, "
         f"torch {env['torch'] or 'not installed'}, rnnfast {env['rnnfast']}"
@@ -762,13 +811,41 @@ def _thread_list(text):
     return counts
 
 
+def _positive_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _seconds(text):
+    try:
+        t = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not t >= 0 or math.isinf(t):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return t
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        prog="python -m rnnfast.bench",
+        prog="rnnfast-bench",
         description="Time rnnfast (compiled), its NumPy twin and PyTorch on a grid of tanh "
-                    "RNN/LSTM cells and compare with the GEMM roofline.",
+                    "RNN/LSTM cells and compare with the GEMM roofline. Also runs as "
+                    "python -m rnnfast.bench (from any directory but a source checkout's "
+                    f"root). Quick mode (the default): {QUICK.describe()}. --full: "
+                    f"{FULL.describe()}.",
         epilog="Cells: " + ", ".join(c.name for c in GRID) + ". Regenerate BENCHMARKS.md: "
-               "python -m rnnfast.bench --threads 1,2 --markdown BENCHMARKS.md")
+               "rnnfast-bench --full --threads 1,2 --markdown BENCHMARKS.md")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const=QUICK,
+                      help=f"the default: {QUICK.describe()} (about a minute on 2 cores)")
+    mode.add_argument("--full", dest="mode", action="store_const", const=FULL,
+                      help=f"{FULL.describe()}: several minutes; what BENCHMARKS.md holds")
     p.add_argument("--threads", type=_thread_list, default=None, metavar="N[,M...]",
                    help="BLAS/OpenMP threads (threadpoolctl) and torch.set_num_threads; a "
                         "comma list runs the grid once per count (default: the BLAS count "
@@ -776,17 +853,20 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--cells", default=None,
                    help="comma-separated cells, prefixes, sizes, kinds or passes, e.g. "
-                        "'tiny-lstm-fwd,medium-rnn-fwdbwd' or 'tiny,small' (default: all 16)")
-    p.add_argument("--repeat", type=int, default=20,
+                        "'tiny-lstm-fwd,medium-rnn-fwdbwd' or 'tiny,small', or 'all' "
+                        f"(default: {QUICK.cells}; with --full, all {len(GRID)})")
+    p.add_argument("--repeat", type=_positive_int, default=None,
                    help="timed samples per implementation and cell, taken round-robin over "
-                        "the implementations; the median is reported (default 20; fewer, "
-                        "but at least 3, past --budget)")
-    p.add_argument("--budget", type=float, default=2.0,
+                        "the implementations; the median is reported (default "
+                        f"{QUICK.repeat}, with --full {FULL.repeat}; fewer, but at least 3, "
+                        "past --budget)")
+    p.add_argument("--budget", type=_seconds, default=None,
                    help="seconds of sampling per implementation and cell after which to stop "
-                        "once 3 samples are in (default 2)")
+                        f"once 3 samples are in (default {QUICK.budget:g}, with --full "
+                        f"{FULL.budget:g})")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory calls")
-    p.add_argument("--gemm-size", type=int, default=2048,
+    p.add_argument("--gemm-size", type=_positive_int, default=2048,
                    help="n of the n x n GEMM that measures the roofline (default 2048)")
     p.add_argument("--json", metavar="FILE", help="write all results (with samples) as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the results (matplotlib)")
@@ -795,12 +875,13 @@ def parse_args(argv=None):
                         "BENCHMARKS.md; '-' prints it to stdout instead of the text tables)")
     p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     args = p.parse_args(argv)
+    args.mode = args.mode or QUICK
     try:
-        args.cells = select_cells(args.cells)
+        args.cells = select_cells(args.mode.cells if args.cells is None else args.cells)
     except ValueError as e:
         p.error(str(e))
-    if args.repeat < 1:
-        p.error("--repeat must be >= 1")
+    args.repeat = args.mode.repeat if args.repeat is None else args.repeat
+    args.budget = args.mode.budget if args.budget is None else args.budget
     return args
 
 
@@ -814,18 +895,26 @@ def _command(argv):
             skip = True
         elif not (arg == "--quiet" or arg.startswith(("--json=", "--plot="))):
             kept.append(arg)
-    return " ".join(["python -m rnnfast.bench", *map(shlex.quote, kept)])
+    return " ".join(["rnnfast-bench", *map(shlex.quote, kept)])
 
 
 def main(argv=None):
+    """The ``rnnfast-bench`` command: prints the tables (and writes the files asked for);
+    returns 0 (its exit status). ``run`` does the same and returns the report."""
+    run(argv)
+    return 0
+
+
+def run(argv=None):
+    """Parse ``argv`` (default: ``sys.argv[1:]``), time, print and write as ``main``;
+    returns the report: ``{"command", "environment", "mode", "dtype", "repeat", "budget",
+    "runs": [one run_grid result per thread count]}``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
-        from . import _core  # noqa: F401
+        rnnfast.functional.compiled_core()
     except ImportError as e:
-        raise SystemExit(f"rnnfast.bench: the compiled core rnnfast._core is not importable "
-                         f"from {os.path.dirname(rnnfast.__file__)} ({e}); build it first "
-                         f"(pip install . or python setup.py build_ext --inplace)") from None
+        raise SystemExit(f"rnnfast-bench: {e}") from None
     if args.plot:                               # fail now, not after minutes of timing
         try:
             import matplotlib  # noqa: F401
@@ -837,14 +926,19 @@ def main(argv=None):
         print("rnnfast.bench: torch is not importable; timing rnnfast and NumPy only",
               file=sys.stderr)
     report = {"command": _command(argv),
-              "environment": environment(), "dtype": args.dtype, "repeat": args.repeat,
-              "budget": args.budget, "runs": []}
+              "environment": environment(), "mode": args.mode.name,
+              "cells": [c.name for c in args.cells], "dtype": args.dtype,
+              "repeat": args.repeat, "budget": args.budget, "runs": []}
+    if args.mode is QUICK and not args.quiet and args.markdown != "-":
+        print(f"rnnfast-bench: quick mode, {QUICK.describe()}; --full for the whole grid "
+              "(several minutes)", file=sys.stderr)
     for n in args.threads or [None]:
-        run = run_grid(args.cells, np.dtype(args.dtype), n, impls, args.repeat, args.budget,
-                       args.gemm_size, not args.no_memory, not args.quiet)
-        report["runs"].append(run)
+        grid = run_grid(args.cells, np.dtype(args.dtype), n, impls, args.repeat, args.budget,
+                        args.gemm_size, not args.no_memory, not args.quiet,
+                        args.mode.one_thread_column, args.mode.gemm_every_cell)
+        report["runs"].append(grid)
         if args.markdown != "-":
-            print(f"\n{_run_header(run)}\n{format_table(run)}", flush=True)
+            print(f"\n{_run_header(grid)}\n{format_table(grid)}", flush=True)
     if args.markdown == "-":
         print(format_markdown(report), end="")
     elif args.markdown:
@@ -859,4 +953,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

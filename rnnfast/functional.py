@@ -7,6 +7,9 @@ and convert their inputs (``rnnfast._checks``) and run the compiled core unless
 ``CellSpec.compiled``; today it has every cell) raises NotImplementedError on
 ``backend="cython"``.
 """
+import importlib.util
+import os
+
 from . import _checks, cells, reference
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward",
@@ -27,7 +30,20 @@ def kernels(backend, spec=None):
         _checks.check_compiled(spec, backend)
     if backend == "numpy":
         return reference
-    from . import _core
+    return compiled_core()
+
+
+def compiled_core():
+    """``rnnfast._core``, or an ImportError that says why it is missing and what to do
+    (usually: a source checkout, imported from its root, has no compiled module)."""
+    try:
+        from . import _core
+    except ImportError:
+        name = f"{__package__}._core"
+        if importlib.util.find_spec(name) is not None:   # there, but it does not load: its
+            raise                                        # own error says why (a library)
+        raise ImportError(_checks.missing_core_message(os.path.dirname(__file__)),
+                          name=name) from None
     return _core
 
 
@@ -38,8 +54,7 @@ def release_buffers():
     backward that consumes it) from a small process-wide stock of buffers instead of
     allocating them, so that their pages stay mapped (at most 16 buffers, 256 MiB in all).
     """
-    from . import _core
-    _core.release_shared_buffers()
+    compiled_core().release_shared_buffers()
 
 
 def _rnn_spec(nonlinearity):
@@ -78,7 +93,8 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True, *, backe
 
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True, *,
                   backend="cython"):
-    """BPTT of ``lstm_forward``; returns ``(dx, dh0, dc0, dWx, dWh, db)``. Consumes ``workspace``."""
+    """BPTT of ``lstm_forward``; returns ``(dx, dh0, dc0, dWx, dWh, db)``. Consumes
+    ``workspace``."""
     k = kernels(backend, _LSTM)
     dout, (dh_n, dc_n), x, (Wx, Wh), workspace = _checks.check_backward(
         _LSTM, dout, (dh_n, dc_n), x, (Wx, Wh), workspace, batch_first, backend)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from rnnfast import _core
-
 import cells_for_tests as reg
 from cells_for_tests import COMPILED
 

@@ -12,11 +12,18 @@ import pytest
 import rnnfast
 from rnnfast import cells
 from rnnfast import functional as F
-
 import cells_for_tests as reg
-from cells_for_tests import (KIND_BACKENDS, KINDS, default_backend, kernel_backward,
-                             kernel_forward, param_names, random_problem, state_arg,
-                             state_names)
+from cells_for_tests import (
+    KIND_BACKENDS,
+    KINDS,
+    default_backend,
+    kernel_backward,
+    kernel_forward,
+    param_names,
+    random_problem,
+    state_arg,
+    state_names,
+)
 
 B, T, D, H = 3, 6, 4, 5
 
@@ -116,12 +123,12 @@ def test_non_numeric_states_and_gradients_are_type_errors(cell, kind, backend, d
     for name in (n + "0" for n in state_names(cell)):
         bad = dict(h0=p["h0"], c0=p["c0"]) | {name: BAD_X[kind](p[name].shape)}
         check_error(layer, p, TypeError,
-                    lambda lay: fwd(lay, p["x"], bad["h0"], bad["c0"]), name)
+                    lambda lay, bad=bad: fwd(lay, p["x"], bad["h0"], bad["c0"]), name)
     for name in ("dout",) + tuple(f"d{n}_n" for n in state_names(cell)):
         bad = dict(dout=p["dout"], dh_n=p["dh_n"], dc_n=p["dc_n"]) | {
             name: BAD_X[kind](p[name].shape)}
         check_error(layer, p, TypeError,
-                    lambda lay: bwd(lay, bad["dout"], bad["dh_n"], bad["dc_n"]), name)
+                    lambda lay, bad=bad: bwd(lay, bad["dout"], bad["dh_n"], bad["dc_n"]), name)
 
 
 @pytest.mark.parametrize("kind", ["int64", "int8", "uint8", "bool"])
@@ -160,7 +167,7 @@ def test_x_of_wrong_shape(cell, batch_first, backend, dtype):
     cases = [(bad, any_length) for bad in (x[0], x[..., None], x.ravel(), np.float64(1.0))]
     cases += [(np.zeros(x.shape[:2] + (f,), dtype), this_length) for f in (D - 1, D + 1)]
     for bad, expected in cases:
-        check_error(layer, p, ValueError, lambda lay: fwd(lay, bad), "x", expected,
+        check_error(layer, p, ValueError, lambda lay, bad=bad: fwd(lay, bad), "x", expected,
                     "got shape " + shape_str(np.shape(bad)))
 
 
@@ -174,7 +181,7 @@ def test_initial_state_of_wrong_shape(cell, batch_first, backend, dtype):
         for shape in [(B + 1, H), (B - 1, H), (B, H + 1), (H,), (1, B, H)]:
             states = dict(h0=p["h0"], c0=p["c0"]) | {name: np.zeros(shape, dtype)}
             check_error(layer, p, ValueError,
-                        lambda lay: fwd(lay, p["x"], states["h0"], states["c0"]), name,
+                        lambda lay, s=states: fwd(lay, p["x"], s["h0"], s["c0"]), name,
                         shape_str((B, H)), "got shape " + shape_str(shape))
 
 
@@ -194,7 +201,7 @@ def test_gradients_of_wrong_shape(cell, batch_first, backend, dtype):
         args = dict(dout=p["dout"], dh_n=p["dh_n"], dc_n=p["dc_n"]) | {
             name: np.zeros(shape, dtype)}
         check_error(layer, p, ValueError,
-                    lambda lay: bwd(lay, args["dout"], args["dh_n"], args["dc_n"]), name,
+                    lambda lay, a=args: bwd(lay, a["dout"], a["dh_n"], a["dc_n"]), name,
                     shape_str(expected), "got shape " + shape_str(shape))
 
 

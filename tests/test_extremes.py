@@ -19,7 +19,6 @@ import pytest
 
 from rnnfast import _core, cells
 from rnnfast import functional as F
-
 import cells_for_tests as reg
 from cells_for_tests import COMPILED, KIND_BACKENDS, KINDS, random_problem, result_names
 from conftest import ATOL, RTOL

@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 
 from rnnfast import cells
-
-from cells_for_tests import (KIND_BACKENDS, backward, forward, param_names, random_problem,
-                             state_names)
+from cells_for_tests import (
+    KIND_BACKENDS,
+    backward,
+    forward,
+    param_names,
+    random_problem,
+    state_names,
+)
 
 B, T, D, H = 2, 4, 3, 5
 STEP = 1e-6

@@ -21,10 +21,16 @@ import pytest
 
 from rnnfast import cells
 from rnnfast import functional as F
-
 import cells_for_tests as reg
-from cells_for_tests import (COMPILED, KIND_BACKENDS, KINDS, kernel_backward, kernel_forward,
-                             param_names, state_names)
+from cells_for_tests import (
+    COMPILED,
+    KIND_BACKENDS,
+    KINDS,
+    kernel_backward,
+    kernel_forward,
+    param_names,
+    state_names,
+)
 
 B, T, D, H = 2, 4, 3, 5
 
@@ -266,7 +272,7 @@ def _bad_states(cell):
 def test_bad_state_and_gradients_leave_the_layer_unchanged(backend, cell):
     layer = make_layer(cell, backend)
     out, _ = layer(clean_x())
-    for name, value, exc in _bad_states(cell):
+    for _name, value, exc in _bad_states(cell):
         state = layer_state(layer)
         with pytest.raises(exc):
             layer(clean_x(), value)

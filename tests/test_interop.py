@@ -17,7 +17,6 @@ import pytest
 
 import rnnfast
 from rnnfast import cells
-
 from cells_for_tests import backends_for
 from conftest import ATOL, RTOL
 

@@ -10,10 +10,20 @@ import pytest
 import rnnfast
 from rnnfast import _checks, cells
 from rnnfast import functional as F
-
-from cells_for_tests import (KIND_BACKENDS, KINDS, default_backend, kernel_forward,
-                             layer_backward, layer_class, layer_forward, make_layer,
-                             param_names, problem_states, random_problem, state_names)
+from cells_for_tests import (
+    KIND_BACKENDS,
+    KINDS,
+    default_backend,
+    kernel_forward,
+    layer_backward,
+    layer_class,
+    layer_forward,
+    make_layer,
+    param_names,
+    problem_states,
+    random_problem,
+    state_names,
+)
 from conftest import ATOL, RTOL
 
 B, T, D, H = 3, 5, 4, 6

@@ -18,7 +18,6 @@ import psutil
 import pytest
 
 from rnnfast import functional as F
-
 import cells_for_tests as reg
 from cells_for_tests import COMPILED, REPRESENTATIVES, kind_backends, random_problem
 

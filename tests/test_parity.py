@@ -20,10 +20,21 @@ import numpy as np
 import pytest
 
 from rnnfast import cells
-
-from cells_for_tests import (COMPILED, KIND_BACKENDS, backward, forward, make_layer,
-                             layer_backward, layer_forward, param_names, problem_states,
-                             random_problem, result_names, run, state_names)
+from cells_for_tests import (
+    COMPILED,
+    KIND_BACKENDS,
+    backward,
+    forward,
+    layer_backward,
+    layer_forward,
+    make_layer,
+    param_names,
+    problem_states,
+    random_problem,
+    result_names,
+    run,
+    state_names,
+)
 from conftest import ATOL, RTOL
 
 # (batch, seq_len, input_size, hidden): the unit sizes, odd sizes, a mix; from

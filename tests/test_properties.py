@@ -1,9 +1,10 @@
 """Property tests: the compiled core equals its NumPy twin on thousands of random tiny problems.
 
-Hypothesis draws the cell (every kind the compiled core has: cells_for_tests.COMPILED), the sizes (batch, seq_len, input, hidden,
-each down to 1, seq_len down to 0), the dtype, ``batch_first``, which optional states and
-gradients are given, and the memory layout of every array argument (C, Fortran, strided
-view, negative strides, read-only, another dtype that converts exactly or by rounding).
+Hypothesis draws the cell (every kind the compiled core has: cells_for_tests.COMPILED), the
+sizes (batch, seq_len, input, hidden, each down to 1, seq_len down to 0), the dtype,
+``batch_first``, which optional states and gradients are given, and the memory layout of
+every array argument (C, Fortran, strided view, negative strides, read-only, another dtype
+that converts exactly or by rounding).
 For each problem:
 
 - the compiled result on the drawn layouts is *bitwise* the compiled result on plain
@@ -23,13 +24,11 @@ On CI (``CI`` set) the examples are derandomized, so a run is reproducible.
 import os
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnnfast import cells
 from rnnfast import functional as F
-
 import cells_for_tests as reg
 from cells_for_tests import COMPILED, KINDS, TWIN_ONLY, random_problem
 from conftest import ATOL, RTOL

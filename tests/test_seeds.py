@@ -14,7 +14,6 @@ import pytest
 
 import rnnfast
 from rnnfast import cells
-
 from cells_for_tests import backends_for
 
 # seed 001, In [4]: (batch_size=1, n_sequences=3, n_features=2), 4 nodes

@@ -21,7 +21,6 @@ import pytest
 import rnnfast
 from rnnfast import cells
 from rnnfast import functional as F
-
 import cells_for_tests as reg
 from cells_for_tests import COMPILED, random_problem
 from conftest import RTOL
@@ -182,6 +181,7 @@ def test_kernels_release_the_gil():
     the call's own duration, measured in the same run), and the call is made long enough
     by construction, so neither a fast nor a slow machine decides the verdict."""
     import time
+
     from threadpoolctl import threadpool_limits
 
     span = {}

@@ -17,12 +17,22 @@ import pytest
 
 import rnnfast
 from rnnfast import cells
-
-from cells_for_tests import (TORCH_KINDS, kind_backends, layer_class, make_layer, param_names,
-                             random_problem, state_names)
+from cells_for_tests import (
+    TORCH_KINDS,
+    kind_backends,
+    layer_class,
+    make_layer,
+    param_names,
+    random_problem,
+    state_names,
+)
 from conftest import ATOL, RTOL
-from test_parity import (assert_results_close, assert_weight_grads_close, layer_run,
-                         weight_grad_scales)
+from test_parity import (
+    assert_results_close,
+    assert_weight_grads_close,
+    layer_run,
+    weight_grad_scales,
+)
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed; the torch comparisons need it "
