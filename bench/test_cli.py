@@ -15,16 +15,19 @@ import pytest
 from rnnfast import bench
 
 
-def test_grid_has_16_cells_with_the_issue_sizes():
-    assert len(bench.GRID) == 16
-    assert {c.name for c in bench.GRID} >= {"tiny-lstm-fwd", "medium-rnn-fwdbwd"}
+def test_grid_has_24_cells_with_the_issue_sizes():
+    assert len(bench.GRID) == 24
+    assert {c.name for c in bench.GRID} >= {"tiny-lstm-fwd", "medium-rnn-fwdbwd",
+                                            "large-gru-fwdbwd"}
     medium = next(c for c in bench.GRID if c.name == "medium-lstm-fwd")
     B, T, D, H = medium.dims
     assert medium.flops == 2 * B * T * 4 * H * (D + H)
+    gru = next(c for c in bench.GRID if c.name == "medium-gru-fwd")
+    assert gru.flops == 2 * B * T * 3 * H * (D + H)
     assert next(c for c in bench.GRID if c.name == "medium-lstm-fwdbwd").flops == 3 * medium.flops
 
 
-@pytest.mark.parametrize("spec, n", [(None, 16), ("tiny", 4), ("lstm", 8), ("fwdbwd", 8),
+@pytest.mark.parametrize("spec, n", [(None, 24), ("tiny", 6), ("lstm", 8), ("fwdbwd", 12),
                                      ("tiny-lstm", 2), ("tiny-lstm-fwd+bwd,large-rnn-fwd", 2)])
 def test_select_cells(spec, n):
     assert len(bench.select_cells(spec)) == n
@@ -39,7 +42,8 @@ def test_select_cells_rejects_unknown_names():
 def test_implementations_agree(cell):
     """The same weights and input give the same output (fwd) or dx (fwd+bwd) everywhere."""
     fns = bench.build_callables(cell, np.float32)
-    results = {impl: bench._as_numpy(fn()) for impl, fn in fns.items()}
+    results = {impl: bench._as_numpy(getattr(fn, "to_batch_first", lambda y: y)(fn()))
+               for impl, fn in fns.items()}
     for impl, r in results.items():
         np.testing.assert_allclose(r, results["rnnfast"], rtol=1e-4, atol=1e-5, err_msg=impl)
 
@@ -62,7 +66,7 @@ def test_main_writes_json_and_markdown(tmp_path, capsys):
 def test_quick_is_the_default_and_full_the_whole_grid():
     quick = bench.parse_args([])
     assert quick.mode is bench.QUICK is bench.parse_args(["--quick"]).mode
-    assert {c.size for c in quick.cells} == {"tiny", "small", "medium"} and len(quick.cells) == 12
+    assert {c.size for c in quick.cells} == {"tiny", "small", "medium"} and len(quick.cells) == 14
     assert (quick.repeat, quick.budget) == (bench.QUICK.repeat, bench.QUICK.budget)
     full = bench.parse_args(["--full"])
     assert full.mode is bench.FULL and full.cells == list(bench.GRID)
@@ -71,7 +75,7 @@ def test_quick_is_the_default_and_full_the_whole_grid():
     narrowed = bench.parse_args(["--full", "--cells", "large-lstm", "--repeat", "7"])
     assert [c.name for c in narrowed.cells] == ["large-lstm-fwd", "large-lstm-fwdbwd"]
     assert (narrowed.repeat, narrowed.budget) == (7, 2.0)
-    assert len(bench.parse_args(["--cells", "all"]).cells) == 16
+    assert len(bench.parse_args(["--cells", "all"]).cells) == 24
     assert bench.parse_args(["--budget", "0"]).repeat == bench.QUICK.repeat
 
 

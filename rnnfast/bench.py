@@ -6,14 +6,17 @@ grid (size x cell type x pass) it times
 
 - ``rnnfast``: the compiled core, ``backend="cython"``;
 - ``numpy``:   the pure-NumPy twin, ``backend="numpy"``;
-- ``torch``:   ``torch.nn.RNN`` / ``torch.nn.LSTM`` with the same weights, when importable,
+- ``torch``:   ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with the same weights, when importable;
+- ``onnxruntime``: ONNX Runtime's RNN / LSTM / GRU operator with the same weights (inference
+  only, so in the ``fwd`` cells), when ``onnx`` and ``onnxruntime`` are importable,
 
 and prints the medians, how many times faster rnnfast is than each, and the GEMM floor:
 the cell's FLOPs divided by the sgemm/dgemm rate measured in the same run (scipy's
 OpenBLAS, which the compiled core calls, on large square matrices at the thread count in
 force). ``% roofline`` is floor / rnnfast time. The target of the speed issue is
 ``rnnfast <= max(best peer / 10, floor / 0.89)`` at 1 thread, best peer being the faster of
-NumPy and PyTorch.
+NumPy and PyTorch. The GRU rows have their own target (the GRU issue's): faster than the
+fastest peer by 1.1x (at tiny also 2x ONNX Runtime and 10x PyTorch), or floor / 0.89.
 
 By default it runs in *quick* mode (``QUICK``: the tiny, small and medium cells, fewer
 samples, a minute or so); ``--full`` times the whole grid with the full sampling budget
@@ -50,13 +53,17 @@ SIZES = {            # name: (batch, seq_len, input_size, hidden_size), batch-fi
     "medium": (32, 100, 128, 256),
     "large": (64, 50, 512, 1024),
 }
-KINDS = ("rnn", "lstm")            # tanh RNN, LSTM
-SPECS = {"rnn": cells.get("rnn_tanh"), "lstm": cells.get("lstm")}     # the registry's
+KINDS = ("rnn", "lstm", "gru")     # tanh RNN, LSTM, GRU
+SPECS = {"rnn": cells.get("rnn_tanh"), "lstm": cells.get("lstm"),      # the registry's
+         "gru": cells.get("gru")}
 PASSES = ("fwd", "fwdbwd")         # inference forward; training forward + backward
-IMPLS = ("rnnfast", "numpy", "torch")
+IMPLS = ("rnnfast", "numpy", "torch", "onnxruntime")
+PEERS = ("numpy", "torch", "onnxruntime")
 ONE_THREAD = "rnnfast_1thread"     # rnnfast at 1 thread, timed within a multi-thread grid
 TARGET_PEER_FACTOR = 10            # rnnfast <= best peer / 10 ...
 TARGET_ROOFLINE = 0.89             # ... or <= floor / 0.89, whichever is larger
+GRU_PEER_FACTOR = 1.1              # GRU: fastest peer / 1.1, at tiny also ORT / 2, torch / 10
+GRU_TINY_FACTORS = {"onnxruntime": 2, "torch": 10}
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class Mode:
 # The default: the table within about a minute on a 2-core machine. The large cells alone
 # take longer than the rest of the grid (the NumPy twin's large LSTM fwd+bwd is seconds per
 # call), and with more than one thread every sample waits SETTLE_S, which bounds the rounds.
-QUICK = Mode("quick", "tiny,small,medium", repeat=5, budget=0.5, one_thread_column=False,
+QUICK = Mode("quick", "tiny,small,medium-gru", repeat=5, budget=0.5, one_thread_column=False,
              gemm_every_cell=False)
 # BENCHMARKS.md: every cell, 20 rounds, and rnnfast at 1 thread beside every multi-thread run.
 FULL = Mode("full", "all", repeat=20, budget=2.0, one_thread_column=True,
@@ -141,8 +148,17 @@ def _import_torch():
     return torch
 
 
+def _have_onnxruntime():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- callables
-def build_callables(cell, dtype=np.float32, impls=IMPLS, seed=0):
+def build_callables(cell, dtype=np.float32, impls=IMPLS, seed=0, threads=1):
     """``{impl: fn}``: zero-argument callables running one pass of ``cell``.
 
     All implementations share the weights of one ``torch.nn`` module (mapped with
@@ -152,7 +168,10 @@ def build_callables(cell, dtype=np.float32, impls=IMPLS, seed=0):
     ``no_grad``); ``fwdbwd`` a training forward and a backward from a gradient of ones on the
     last step's output, computing dx and every parameter gradient. Each callable returns
     ``out`` (fwd) or ``dx`` (fwdbwd) as a NumPy array or tensor, so results can be compared.
-    ``torch`` is left out when torch is not importable.
+    ``torch`` is left out when torch is not importable; ``onnxruntime`` (with ``threads``
+    intra-op threads) when onnx/onnxruntime are not, and from ``fwdbwd`` cells. ONNX
+    Runtime's CPU kernels take time-major x only: it gets x so, prepared outside the timed
+    call (its best case), and its callable's ``to_batch_first`` turns its result back.
     """
     B, T, D, H = cell.dims
     dtype = np.dtype(dtype)
@@ -206,6 +225,20 @@ def build_callables(cell, dtype=np.float32, impls=IMPLS, seed=0):
             # memory is measured from a layer without kept buffers (see _run_cell)
             train_step.release = layer.release_buffers
             fns[impl] = train_step
+    if "onnxruntime" in impls and cell.pass_ == "fwd" and _have_onnxruntime():
+        from rnnfast import _onnx_peer
+        try:
+            _, run_onnx = _onnx_peer.session(cell.kind, layers["rnnfast"], threads=threads)
+        except Exception as e:      # its CPU provider has RNN and GRU in float32 only
+            print(f"rnnfast.bench: no ONNX Runtime peer for {cell.name} in {dtype}: "
+                  f"{str(e).splitlines()[0][:120]}", file=sys.stderr)
+            return {impl: fns[impl] for impl in impls if impl in fns}
+        x_tm = np.ascontiguousarray(x.transpose(1, 0, 2))
+
+        def onnx_fn():
+            return run_onnx(x_tm)[0]
+        onnx_fn.to_batch_first = lambda y: np.asarray(y).transpose(1, 0, 2)
+        fns["onnxruntime"] = onnx_fn
     return {impl: fns[impl] for impl in impls if impl in fns}
 
 
@@ -508,14 +541,14 @@ def _load_avg():
 def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads,
               one_thread_column=True):
     B, T, D, H = cell.dims
-    fns = build_callables(cell, dtype, impls)
+    n_threads = threads or blas_threads() or 1
+    fns = build_callables(cell, dtype, impls, threads=n_threads)
     row = {"name": cell.name, "size": cell.size, "kind": cell.kind, "pass": cell.pass_,
            "batch": B, "seq_len": T, "input_size": D, "hidden_size": H,
            "flops": cell.flops,
            "time_s": {}, "min_s": {}, "spread": {}, "samples_s": {}, "number": {},
            "memory_bytes": {}, "memory_method": {}, "max_abs_diff": {}}
     label = f" ({threads} thr)" if threads else ""
-    n_threads = threads or blas_threads() or 1
     contexts = {}
     if one_thread_column and n_threads > 1 and "rnnfast" in fns:
         # rnnfast at 1 thread in the same round-robin: the issue's "never slower than its own
@@ -533,14 +566,14 @@ def _run_cell(cell, dtype, impls, repeat, budget, measure_memory, bar, threads,
         row["samples_s"][impl] = timing.samples
         row["number"][impl] = timing.number
         if impl != "rnnfast":      # the same weights and input must give the same numbers
-            row["max_abs_diff"][impl] = float(np.max(np.abs(_as_numpy(timing.first)
-                                                            - reference)))
+            result = getattr(fns[impl], "to_batch_first", lambda y: y)(timing.first)
+            row["max_abs_diff"][impl] = float(np.max(np.abs(_as_numpy(result) - reference)))
     del timings
     if measure_memory:
         for impl, fn in fns.items():
             if impl == ONE_THREAD:
                 continue
-            if impl == "torch":
+            if impl in ("torch", "onnxruntime"):     # native allocations: RSS
                 row["memory_bytes"][impl], row["memory_method"][impl] = rss_peak_delta(fn), "rss"
             else:
                 # a training layer keeps its workspace between calls: counted by measuring
@@ -566,11 +599,24 @@ def _targets(row):
     if ONE_THREAD in t:
         row["vs_1thread"] = t[ONE_THREAD] / ours       # > 1: faster than at 1 thread
     row["roofline_fraction"] = row["floor_s"] / ours
-    peers = {impl: t[impl] for impl in ("numpy", "torch") if impl in t}
-    best = min(peers, key=peers.get)
-    row["best_peer"] = best
-    by_peer = peers[best] / TARGET_PEER_FACTOR
+    every_peer = {impl: t[impl] for impl in PEERS if impl in t}
+    row["fastest_peer"] = fastest = min(every_peer, key=every_peer.get)
+    row["vs_fastest_peer"] = every_peer[fastest] / ours
     by_floor = row["floor_s"] / TARGET_ROOFLINE
+    if row["kind"] == "gru":
+        # the GRU issue's target: ahead of the fastest peer (ONNX Runtime included) by 1.1x,
+        # at tiny also 2x ONNX Runtime and 10x PyTorch
+        bounds = {fastest: every_peer[fastest] / GRU_PEER_FACTOR}
+        if row["size"] == "tiny":
+            bounds.update({p: t[p] / f for p, f in GRU_TINY_FACTORS.items() if p in t})
+        best = min(bounds, key=bounds.get)
+        by_peer = bounds[best]
+    else:
+        # the speed issue's: a tenth of the faster of NumPy and PyTorch
+        peers = {impl: t[impl] for impl in ("numpy", "torch") if impl in t}
+        best = min(peers, key=peers.get)
+        by_peer = peers[best] / TARGET_PEER_FACTOR
+    row["best_peer"] = best
     row["target_s"] = max(by_peer, by_floor)
     row["target_bound"] = "peer" if by_peer >= by_floor else "roofline"
     row["target_met"] = bool(ours <= row["target_s"])
@@ -592,9 +638,9 @@ def _mem(nbytes):
     return f"{nbytes / 1024**2:.1f} MB"
 
 
-COLUMNS = ("cell", "B,T,D,H", "rnnfast ms", "NumPy ms", "PyTorch ms", "vs NumPy",
-           "vs PyTorch", "floor ms", "% roofline", "target ms", "met?",
-           "mem rnnfast", "mem NumPy", "mem PyTorch (RSS)", "noise")
+COLUMNS = ("cell", "B,T,D,H", "rnnfast ms", "NumPy ms", "PyTorch ms", "ORT ms", "vs NumPy",
+           "vs PyTorch", "vs ORT", "vs fastest peer", "floor ms", "% roofline", "target ms",
+           "met?", "mem rnnfast", "mem NumPy", "mem PyTorch (RSS)", "noise")
 
 
 ONE_THREAD_COLUMNS = ("rnnfast 1-thread ms (same run)", "vs 1 thread")
@@ -611,8 +657,11 @@ def format_table(run, markdown=False):
             r["name"].replace("fwdbwd", "fwd+bwd"),
             f"{r['batch']},{r['seq_len']},{r['input_size']},{r['hidden_size']}",
             _ms(t["rnnfast"]), _ms(t.get("numpy")), _ms(t.get("torch")),
+            _ms(t.get("onnxruntime")),
             f"{x['numpy']:.2f}x" if "numpy" in x else "n/a",
             f"{x['torch']:.2f}x" if "torch" in x else "n/a",
+            f"{x['onnxruntime']:.2f}x" if "onnxruntime" in x else "n/a",
+            f"{r['vs_fastest_peer']:.2f}x ({r['fastest_peer']})",
             _ms(r["floor_s"]), f"{100 * r['roofline_fraction']:.0f}%",
             _ms(r["target_s"]), "yes" if r["target_met"] else "NO",
             _mem(mem.get("rnnfast")), _mem(mem.get("numpy")), _mem(mem.get("torch")),
@@ -620,7 +669,7 @@ def format_table(run, markdown=False):
             + ((_ms(t[ONE_THREAD]), f"{r['vs_1thread']:.2f}x") if same_run_1thread else ()))
     if markdown:
         lines = ["| " + " | ".join(columns) + " |",
-                 "|" + "|".join("---" if i < 2 or i == 10 else "--:"
+                 "|" + "|".join("---" if i < 2 or i == COLUMNS.index("met?") else "--:"
                                 for i in range(len(columns))) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
@@ -865,6 +914,8 @@ def parse_args(argv=None):
                         f"once 3 samples are in (default {QUICK.budget:g}, with --full "
                         f"{FULL.budget:g})")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="skip ONNX Runtime even if onnx and onnxruntime are importable")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory calls")
     p.add_argument("--gemm-size", type=_positive_int, default=2048,
                    help="n of the n x n GEMM that measures the roofline (default 2048)")
@@ -921,7 +972,8 @@ def run(argv=None):
         except ImportError:
             raise SystemExit("rnnfast.bench: --plot needs matplotlib: pip install matplotlib "
                              "(or rnnfast[bench])") from None
-    impls = tuple(i for i in IMPLS if not (i == "torch" and args.no_torch))
+    impls = tuple(i for i in IMPLS if not (i == "torch" and args.no_torch)
+                  and not (i == "onnxruntime" and (args.no_onnx or not _have_onnxruntime())))
     if "torch" in impls and _import_torch() is None:
         print("rnnfast.bench: torch is not importable; timing rnnfast and NumPy only",
               file=sys.stderr)
