@@ -16,7 +16,8 @@ ATOL = {np.float32: 1e-6, np.float64: 1e-13}
 def pytest_report_header(config):
     import rnnfast._core
     return (f"rnnfast {rnnfast.__version__} from {os.path.dirname(rnnfast.__file__)}; "
-            f"compiled core {rnnfast._core.__file__}")
+            f"compiled core {rnnfast._core.__file__}; SIMD path {rnnfast.simd_path()} "
+            f"(this CPU runs {', '.join(rnnfast.simd_paths())})")
 
 
 @pytest.fixture(params=BACKENDS)
