@@ -6,8 +6,13 @@ BLAS, GIL released) with a pure-NumPy twin (``rnnfast.reference``,
 ``set_simd_path(name)`` and ``simd_paths()`` show and force the compiled core's
 SIMD code path (see the README, "SIMD paths").
 """
+from typing import TYPE_CHECKING
+
 from . import functional, reference
 from .layers import LSTM, RNN, from_torch
+
+if TYPE_CHECKING:   # (at run time from __getattr__ below)
+    from ._core import set_simd_path, simd_path, simd_paths
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "LSTM", "from_torch", "functional", "reference", "simd_path",

@@ -1,5 +1,5 @@
 # Type stub of the compiled module rnnfast._core (see rnnfast/reference.py for the contract).
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -21,3 +21,11 @@ def lstm_forward(x: _Array, h0: _Array | None, c0: _Array | None, Wx: _Array, Wh
 def lstm_backward(dout: _Array | None, dh_n: _Array | None, dc_n: _Array | None, x: _Array,
                   Wx: _Array, Wh: _Array, workspace: _Workspace, batch_first: bool = ...
                   ) -> tuple[_Array, _Array, _Array, _Array, _Array, _Array]: ...
+
+# The SIMD paths of the C kernels (README, "SIMD paths"), best last.
+_SimdPath = Literal["baseline", "avx2", "avx512"]
+SIMD_PATHS: tuple[_SimdPath, ...]
+
+def simd_paths() -> tuple[_SimdPath, ...]: ...
+def simd_path() -> _SimdPath: ...
+def set_simd_path(name: str) -> None: ...
