@@ -41,8 +41,9 @@ static inline int rf_simd_cpu_best(void) {
     return RF_PATH_BASELINE;
 }
 
-/* The path the entry points dispatch to. Written only by rf_simd_use, never to a path the
- * CPU lacks (so never an illegal instruction), not while kernels run. */
+/* The path the entry points dispatch to (and whose block sizes rf_packed_gemm takes).
+ * Written only by rf_simd_use, never to a path the CPU lacks (so never an illegal
+ * instruction), not while kernels run. */
 static int rf_simd_path = RF_PATH_BASELINE;
 static inline int rf_simd_use(int path) {
     const int best = rf_simd_cpu_best();

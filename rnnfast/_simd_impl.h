@@ -1,6 +1,6 @@
 /* Body of _simd.h, compiled once per SIMD path and REAL (float, double) by _simd_paths.h;
  * see there. Names get the suffix SFX: rf_tanh_array_f_v4, rf_tanh_array_d_base, and so
- * on; RF_WIDE is 1 on the AVX-512 path (the product's 8-row blocks).
+ * on.
  *
  * Every row function works on one batch row of n = hidden values; the gate
  * rows hold 4n values in the order i, f, g, o. The expressions follow
@@ -423,7 +423,9 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
     /* A(i, p) = a[i * rs + p * ks]: a is (m, k) row-major, or (k, m) when transposed */
     const ptrdiff_t rs = a_transposed ? 1 : lda, ks = a_transposed ? lda : 1;
     const int panels = (n + RF_NR - 1) / RF_NR;
-    const int wide = RF_WIDE;
+    /* 8-row blocks on the AVX-512 path. Read at run time, not a constant per path: folding
+     * it changed the register allocation of the AVX2 single-row product (1.1-1.2x slower). */
+    const int wide = rf_simd_path == RF_PATH_AVX512;
     const int threads = parallel && (long long)m * n * k >= RF_THREADS_MIN_WORK
                         ? rf_max_threads() : 1;
     if (m == 1 && k <= RF_KC && threads == 1) {   /* a batch-1 step: none of the blocking */

@@ -15,27 +15,21 @@
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
 #define RF_PATH_SFX _v4
-#define RF_WIDE 1           /* 8-row blocks: 8 x 2 accumulators fit in 32 registers */
 #include "_simd_impl.h"
 #undef RF_PATH_SFX
-#undef RF_WIDE
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
 #define RF_PATH_SFX _v3
-#define RF_WIDE 0
 #include "_simd_impl.h"
 #undef RF_PATH_SFX
-#undef RF_WIDE
 #pragma GCC pop_options
 #endif
 
 #define RF_PATH_SFX _base   /* the command line's target: x86-64 (SSE2), or the machine's */
-#define RF_WIDE 0
 #include "_simd_impl.h"
 #undef RF_PATH_SFX
-#undef RF_WIDE
 
 #ifndef RF_KERNELS
 /* The kernels of each path, X(name, parameters, arguments): a table entry and an entry
