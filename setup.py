@@ -1,8 +1,8 @@
 """Build of the compiled core: one Cython extension, directives set once for the project.
 
 RNNFAST_DEBUG=1 turns bounds checking (and -O0 -g) on; RNNFAST_SANITIZE=address builds with
-AddressSanitizer. No flag for the build machine's own CPU: the C helpers dispatch on the CPU at
-run time (GCC target_clones in rnnfast/_simd.h).
+AddressSanitizer. No flag for the build machine's own CPU: the C helpers are compiled once per
+SIMD path and dispatch at run time (rnnfast/_simd_paths.h).
 """
 import os
 

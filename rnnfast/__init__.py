@@ -3,27 +3,32 @@
 ``RNN``, ``LSTM`` and ``GRU`` layers over a compiled core (``rnnfast._core``: Cython over
 BLAS, GIL released) with a pure-NumPy twin (``rnnfast.reference``, ``backend="numpy"``)
 that the tests hold it to. ``rnnfast.cells`` is the registry of cell kinds;
-``rnnfast.interop`` maps weights from and to PyTorch and Keras.
+``rnnfast.interop`` maps weights from and to PyTorch and Keras. ``simd_path()``,
+``set_simd_path(name)`` and ``simd_paths()`` show and force the compiled core's SIMD code
+path, ``thread_policy()`` and ``set_thread_policy(name)`` how it shares threads (see the
+README, "SIMD paths" and "Thread policy").
 """
+from typing import TYPE_CHECKING
+
 from . import cells, functional, interop, reference
 from .interop import from_keras_weights, from_torch, to_torch
 from .layers import GRU, LSTM, RNN
 
-
-def set_thread_policy(policy):
-    """How large problems share OpenMP's threads: "adaptive" (default) or "static"; see
-    ``rnnfast._core.set_thread_policy``. Returns the previous policy."""
-    from . import _core
-    return _core.set_thread_policy(policy)
-
-
-def thread_policy():
-    """The thread policy in force ("adaptive" or "static")."""
-    from . import _core
-    return _core.thread_policy()
-
+if TYPE_CHECKING:   # (at run time from __getattr__ below)
+    from ._core import set_simd_path, set_thread_policy, simd_path, simd_paths, thread_policy
 
 __version__ = "0.1.0"
 __all__ = ["RNN", "LSTM", "GRU", "from_torch", "to_torch", "from_keras_weights", "cells",
-           "functional", "reference", "interop", "set_thread_policy", "thread_policy",
-           "__version__"]
+           "functional", "reference", "interop", "simd_path", "set_simd_path", "simd_paths",
+           "thread_policy", "set_thread_policy", "__version__"]
+
+_CORE_FUNCTIONS = ("simd_path", "set_simd_path", "simd_paths", "thread_policy",
+                   "set_thread_policy")
+
+
+def __getattr__(name):
+    # these live in the compiled core, imported on first use as elsewhere (importing
+    # rnnfast does not need it: backend="numpy" runs without)
+    if name in _CORE_FUNCTIONS:
+        return getattr(functional.compiled_core(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

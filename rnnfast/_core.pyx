@@ -21,6 +21,9 @@ activations. Backward: per step the elementwise gate gradients and
 steps. The loops run without the GIL, with denormals flushed to zero
 (restored afterwards).
 """
+import os
+import warnings
+
 import numpy as np
 
 cimport cython
@@ -54,6 +57,9 @@ cdef extern from "_simd.h" nogil:
         int threads
     void rf_team_start(rf_team_timer* timer, int threads)
     void rf_team_end(rf_team_timer* timer)
+    int rf_simd_cpu_best()
+    int rf_simd_use(int path)
+    int rf_simd_current()
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
     unsigned int rf_denormals_off()
@@ -1215,3 +1221,62 @@ def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat):
         for r in range(repeat):
             rf_packed_gemm_f(m, n, k, &a[0, 0], k, 0, &wp_v[0], 0, &c_v[0, 0], n, &ap_v[0], 1)
     return c
+
+
+# ----------------------------------------------------------------------------- SIMD paths
+# Every kernel of _simd.h is compiled for each path (_simd_paths.h). The best the CPU has
+# runs unless RNNFAST_SIMD (read once, at import) or set_simd_path forces another, so that
+# one machine can test all the paths it can run.
+
+SIMD_PATHS = ("baseline", "avx2", "avx512")     # indexed by RF_PATH_*: each a superset
+_SIMD_ACCEPTED = "'auto', 'avx512', 'avx2', 'baseline'"
+
+
+def simd_paths():
+    """The SIMD paths this CPU (and build) can run, best last: ``("baseline", "avx2",
+    "avx512")`` on an AVX-512 machine."""
+    return SIMD_PATHS[:rf_simd_cpu_best() + 1]
+
+
+def simd_path():
+    """The SIMD path the kernels run: ``"avx512"``, ``"avx2"`` or ``"baseline"``."""
+    return SIMD_PATHS[rf_simd_current()]
+
+
+def set_simd_path(name):
+    """Run the kernels on the SIMD path ``name``: ``"auto"`` (the best this CPU has),
+    ``"avx512"``, ``"avx2"`` or ``"baseline"``. ValueError for another name or a path the
+    CPU cannot run. Not to be called while kernels run in other threads (a call in flight
+    could mix paths). At import, the environment variable RNNFAST_SIMD sets it."""
+    path, problem = _simd_choice(name, simd_paths())
+    if problem is not None:
+        raise ValueError(problem)
+    rf_simd_use(SIMD_PATHS.index(path))
+
+
+def _simd_choice(name, available):
+    """``(path, problem)``: the path ``name`` selects among ``available`` (best last), and
+    why it is not ``name`` itself (None if it is; then the best is taken). The one rule for
+    set_simd_path and RNNFAST_SIMD."""
+    best = available[len(available) - 1]      # (no negative indices: wraparound=False)
+    if name == "auto":
+        return best, None
+    if not isinstance(name, str) or name not in SIMD_PATHS:
+        return best, f"unknown SIMD path {name!r}; accepted values: {_SIMD_ACCEPTED}"
+    if name not in available:
+        return best, f"this CPU cannot run the SIMD path {name!r} (it runs {', '.join(available)})"
+    return name, None
+
+
+def _simd_from_environment():
+    """Select the path RNNFAST_SIMD names (any case; unset or empty: auto). A value that
+    cannot be honoured is reported (RuntimeWarning) and ignored: the best path runs."""
+    value = os.environ.get("RNNFAST_SIMD", "")
+    path, problem = _simd_choice(value.strip().lower() or "auto", simd_paths())
+    if problem is not None:
+        warnings.warn(f"RNNFAST_SIMD={value!r} ignored: {problem}; running {path!r}",
+                      RuntimeWarning)
+    rf_simd_use(SIMD_PATHS.index(path))
+
+
+_simd_from_environment()

@@ -4,11 +4,12 @@
  * libm's scalar tanhf/expf make a compiled loop slower than NumPy (DESIGN.md,
  * "Measured facts"). These helpers use a Cody-Waite exp with a polynomial and
  * bit-built 2^n, written with no branches and no calls, so that GCC emits SIMD
- * code; each row function is cloned for AVX-512, AVX2+FMA and baseline x86-64
- * and the loader picks the clone for the CPU at run time (no -march=native).
+ * code; every kernel is compiled for AVX-512, AVX2+FMA and baseline x86-64 (no
+ * -march=native) and runs the path selected at run time (rf_simd_use; _core picks
+ * the best the CPU has unless RNNFAST_SIMD or set_simd_path forces another).
  *
- * _simd_impl.h is the body, included twice: REAL = float (suffix _f) and
- * REAL = double (suffix _d).
+ * _simd_paths.h compiles the body, _simd_impl.h, once per path for each REAL
+ * (float: suffix _f, double: _d) and defines the entry points _core calls.
  */
 #ifndef RNNFAST_ELEMENTWISE_H
 #define RNNFAST_ELEMENTWISE_H
@@ -16,12 +17,40 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* The SIMD paths, each a superset of the one before (RNNFAST_SIMD's values; _core's
+ * SIMD_PATHS lists them in this order). */
+enum { RF_PATH_BASELINE, RF_PATH_AVX2, RF_PATH_AVX512, RF_N_PATHS };
+
+/* GCC on x86-64 Linux compiles the body for all three paths (#pragma GCC target in
+ * _simd_paths.h); other compilers and systems, or RNNFAST_NO_CLONES, the baseline only. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(RNNFAST_NO_CLONES)
-#define RF_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define RF_MULTI_PATH 1
 #else
-#define RF_CLONES
+#define RF_MULTI_PATH 0
 #endif
+
+/* The best path the CPU (and this build) can run: the x86-64 levels v4 and v3, as the
+ * target_clones resolvers checked them. */
+static inline int rf_simd_cpu_best(void) {
+#if RF_MULTI_PATH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return RF_PATH_AVX512;
+    if (__builtin_cpu_supports("x86-64-v3")) return RF_PATH_AVX2;
+#endif
+    return RF_PATH_BASELINE;
+}
+
+/* The path the entry points dispatch to (and whose block sizes rf_packed_gemm takes).
+ * Written only by rf_simd_use, never to a path the CPU lacks (so never an illegal
+ * instruction), not while kernels run. */
+static int rf_simd_path = RF_PATH_BASELINE;
+static inline int rf_simd_use(int path) {
+    const int best = rf_simd_cpu_best();
+    rf_simd_path = path < 0 ? RF_PATH_BASELINE : path > best ? best : path;
+    return rf_simd_path;
+}
+static inline int rf_simd_current(void) { return rf_simd_path; }
 
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
@@ -50,15 +79,6 @@ static inline void rf_asan_unpoison(const void* p, size_t n) { ASAN_UNPOISON_MEM
 static inline void rf_asan_poison(const void* p, size_t n) { (void)p; (void)n; }
 static inline void rf_asan_unpoison(const void* p, size_t n) { (void)p; (void)n; }
 #endif
-
-/* Whether the CPU has AVX-512 (the loader's target_clones choice, for block sizes). */
-static inline int rf_have_avx512(void) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
 
 /* Threads for the packed products: only products of at least RF_THREADS_MIN_WORK
  * multiply-adds (about 30 us on one core; a parallel region costs a few us) use more than
@@ -109,7 +129,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 enum { RF_ACT_TANH = 0, RF_ACT_RELU = 1, RF_ACT_SIGMOID = 2 };
 
 #define REAL float
-#define SFX(name) name##_f
+#define RSFX(name) name##_f
 #define RF_EXP_LO (-87.0f)      /* exp(lo) is still a normal float */
 #define RF_EXP_HI (88.8f)       /* 2^128 is built as +inf: exp overflows cleanly */
 #define RF_SHIFTER 12582912.0f  /* 1.5 * 2^23 */
@@ -119,10 +139,10 @@ enum { RF_ACT_TANH = 0, RF_ACT_RELU = 1, RF_ACT_SIGMOID = 2 };
 #define RF_TANH_SATURATE 10.0f  /* tanh(10) rounds to 1 in float */
 #define RF_EXP_DEGREE 7
 #define RF_NR 32
-#include "_simd_impl.h"    /* (undefines the parameters above) */
+#include "_simd_paths.h"   /* (undefines the parameters above) */
 
 #define REAL double
-#define SFX(name) name##_d
+#define RSFX(name) name##_d
 #define RF_EXP_LO (-708.0)
 #define RF_EXP_HI (709.9)
 #define RF_SHIFTER 6755399441055744.0   /* 1.5 * 2^52 */
@@ -132,6 +152,6 @@ enum { RF_ACT_TANH = 0, RF_ACT_RELU = 1, RF_ACT_SIGMOID = 2 };
 #define RF_TANH_SATURATE 20.0   /* tanh(20) rounds to 1 in double */
 #define RF_EXP_DEGREE 13
 #define RF_NR 16
-#include "_simd_impl.h"    /* (undefines the parameters above) */
+#include "_simd_paths.h"   /* (undefines the parameters above) */
 
 #endif

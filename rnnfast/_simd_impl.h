@@ -1,6 +1,6 @@
-/* Body of _simd.h, included once per REAL (float, double); see there.
- * Names get the suffix SFX: rf_tanh_f / rf_tanh_d, and so on. The parameters it is
- * given (REAL, SFX, RF_*) are undefined at its end, ready for the next inclusion.
+/* Body of _simd.h, compiled once per SIMD path and REAL (float, double) by _simd_paths.h;
+ * see there. Names get the suffix SFX: rf_tanh_array_f_v4, rf_tanh_array_d_base, and so
+ * on.
  *
  * Every row function works on one batch row of n = hidden values; the gate
  * rows hold 4n values in the order i, f, g, o. The expressions follow
@@ -40,7 +40,7 @@ static inline __attribute__((always_inline)) REAL SFX(rf_exp)(REAL x) {
     REAL r = x - n * RF_LN2_HI;                       /* Cody-Waite: exact for |n| < 2^10 */
     r = r - n * RF_LN2_LO;
     const REAL exp_r = SFX(rf_expm1_over_r)(r) * r + 1;
-    return exp_r * SFX(rf_pow2_from_shifted)(shifted);
+    return exp_r * RSFX(rf_pow2_from_shifted)(shifted);
 }
 
 /* tanh(x) = expm1(2x) / (expm1(2x) + 2), with expm1(2x) = 2^n (1 + q) - 1 computed as
@@ -60,7 +60,7 @@ static inline __attribute__((always_inline)) REAL SFX(rf_tanh)(REAL x) {
     REAL r = two_x - n * RF_LN2_HI;                        /* as in rf_exp */
     r = r - n * RF_LN2_LO;
     const REAL q = SFX(rf_expm1_over_r)(r) * r;
-    const REAL two_n = SFX(rf_pow2_from_shifted)(shifted);
+    const REAL two_n = RSFX(rf_pow2_from_shifted)(shifted);
     const REAL expm1_2x = two_n * q + (two_n - 1);
     return expm1_2x / (expm1_2x + 2);
 }
@@ -71,19 +71,19 @@ static inline __attribute__((always_inline)) REAL SFX(rf_sigmoid)(REAL x) {
 }
 
 /* Vectorizable bulk versions, used by the unit tests of the approximations. */
-RF_CLONES static void SFX(rf_tanh_array)(ptrdiff_t n, const REAL* restrict x, REAL* restrict y) {
+static void SFX(rf_tanh_array)(ptrdiff_t n, const REAL* restrict x, REAL* restrict y) {
     for (ptrdiff_t j = 0; j < n; j++) y[j] = SFX(rf_tanh)(x[j]);
 }
-RF_CLONES static void SFX(rf_sigmoid_array)(ptrdiff_t n, const REAL* restrict x,
-                                             REAL* restrict y) {
+static void SFX(rf_sigmoid_array)(ptrdiff_t n, const REAL* restrict x,
+                                   REAL* restrict y) {
     for (ptrdiff_t j = 0; j < n; j++) y[j] = SFX(rf_sigmoid)(x[j]);
 }
 
 /* RNN forward, one row: h = act(a + b), a = x_t Wx + h_{t-1} Wh from the GEMMs;
  * h goes to the state buffer (read by the next step) and to the user's output row. */
-RF_CLONES static void SFX(rf_rnn_forward_row)(int n, int act, const REAL* restrict a,
-                                               const REAL* restrict b, REAL* restrict h,
-                                               REAL* restrict h_out) {
+static void SFX(rf_rnn_forward_row)(int n, int act, const REAL* restrict a,
+                                     const REAL* restrict b, REAL* restrict h,
+                                     REAL* restrict h_out) {
     if (act == RF_ACT_RELU) {
         for (int j = 0; j < n; j++) {
             const REAL v = a[j] + b[j];
@@ -98,9 +98,9 @@ RF_CLONES static void SFX(rf_rnn_forward_row)(int n, int act, const REAL* restri
 }
 
 /* RNN backward, one row: dpre = (dh_rec + dout) * act'(a), act' from h = act(a). */
-RF_CLONES static void SFX(rf_rnn_backward_row)(int n, int act, const REAL* restrict dout,
-                                                const REAL* restrict dh_rec,
-                                                const REAL* restrict h, REAL* restrict dpre) {
+static void SFX(rf_rnn_backward_row)(int n, int act, const REAL* restrict dout,
+                                      const REAL* restrict dh_rec,
+                                      const REAL* restrict h, REAL* restrict dpre) {
     if (act == RF_ACT_RELU) {
         for (int j = 0; j < n; j++) {
             const REAL dh = dh_rec[j] + dout[j];
@@ -127,9 +127,9 @@ RF_CLONES static void SFX(rf_rnn_backward_row)(int n, int act, const REAL* restr
  * chains them (c needs i, f, g; h needs tanh(c)), ~170 cycles of latency per vector,
  * which the out-of-order core could not hide (5.4 ns per unit, 3x the throughput of five
  * exp). Here each loop's iterations are independent. Same operations per value. */
-RF_CLONES static void SFX(rf_lstm_forward_row)(int n, REAL* restrict gates, const REAL* restrict b,
-                                                const REAL* restrict c_prev, REAL* restrict c,
-                                                REAL* restrict h, REAL* restrict h_out) {
+static void SFX(rf_lstm_forward_row)(int n, REAL* restrict gates, const REAL* restrict b,
+                                      const REAL* restrict c_prev, REAL* restrict c,
+                                      REAL* restrict h, REAL* restrict h_out) {
     for (int j = 0; j < 2 * n; j++)                              /* i, f */
         gates[j] = SFX(rf_sigmoid)(gates[j] + b[j]);
     for (int j = 2 * n; j < 3 * n; j++)                          /* g */
@@ -152,12 +152,12 @@ RF_CLONES static void SFX(rf_lstm_forward_row)(int n, REAL* restrict gates, cons
 /* LSTM backward, one row. gates: in the activated i, f, g, o of the forward,
  * out their pre-activation gradients. dc: in dL/dc_t carried from step t+1,
  * out dL/dc_{t-1}. dh = dh_rec + dout is dL/dh_t. */
-RF_CLONES static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
-                                                 const REAL* restrict c,
-                                                 const REAL* restrict c_prev,
-                                                 const REAL* restrict dout,
-                                                 const REAL* restrict dh_rec,
-                                                 REAL* restrict dc) {
+static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
+                                       const REAL* restrict c,
+                                       const REAL* restrict c_prev,
+                                       const REAL* restrict dout,
+                                       const REAL* restrict dh_rec,
+                                       REAL* restrict dc) {
     REAL* restrict gi = gates;
     REAL* restrict gf = gates + n;
     REAL* restrict gg = gates + 2 * n;
@@ -182,11 +182,11 @@ RF_CLONES static void SFX(rf_lstm_backward_row)(int n, REAL* restrict gates,
  *   r = sigmoid(x Wx_r + b_r + h Wh_r), z likewise, n = tanh(x Wx_n + b_n + r * hn),
  *   h' = (1 - z) * n + z * h
  * Gate by gate, as the LSTM's row (independent iterations in each loop). */
-RF_CLONES static void SFX(rf_gru_forward_row)(int n, REAL* restrict gates,
-                                               REAL* restrict hgates, const REAL* restrict b,
-                                               const REAL* restrict b_hn,
-                                               const REAL* restrict h_prev, REAL* restrict h,
-                                               REAL* restrict h_out) {
+static void SFX(rf_gru_forward_row)(int n, REAL* restrict gates,
+                                     REAL* restrict hgates, const REAL* restrict b,
+                                     const REAL* restrict b_hn,
+                                     const REAL* restrict h_prev, REAL* restrict h,
+                                     REAL* restrict h_out) {
     for (int j = 0; j < 2 * n; j++)                              /* r, z */
         gates[j] = SFX(rf_sigmoid)((gates[j] + b[j]) + hgates[j]);
     const REAL* restrict gr = gates;
@@ -212,11 +212,11 @@ RF_CLONES static void SFX(rf_gru_forward_row)(int n, REAL* restrict gates,
  * which r scales. dh_rec: in dL/dh_t carried from step t+1 (dh = dh_rec + dout), out the
  * part of dL/dh_{t-1} that does not pass through h_{t-1} Wh: dh * z (the caller adds
  * dGh @ Wh.T). */
-RF_CLONES static void SFX(rf_gru_backward_row)(int n, REAL* restrict gates,
-                                                REAL* restrict hgates,
-                                                const REAL* restrict h_prev,
-                                                const REAL* restrict dout,
-                                                REAL* restrict dh_rec) {
+static void SFX(rf_gru_backward_row)(int n, REAL* restrict gates,
+                                      REAL* restrict hgates,
+                                      const REAL* restrict h_prev,
+                                      const REAL* restrict dout,
+                                      REAL* restrict dh_rec) {
     REAL* restrict gr = gates;
     REAL* restrict gz = gates + n;
     REAL* restrict gn = gates + 2 * n;
@@ -265,18 +265,14 @@ typedef REAL SFX(rf_v64_u) __attribute__((vector_size(64), aligned(sizeof(REAL))
 typedef REAL SFX(rf_v32) __attribute__((vector_size(32)));
 typedef REAL SFX(rf_v32_u) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 
-static inline int SFX(rf_packed_size)(int k, int n) {
-    return k * ((n + RF_NR - 1) / RF_NR) * RF_NR;
-}
-
 /* Where panel q of the k block starting at row p0 (kc rows) begins in the packed W. */
 static inline ptrdiff_t SFX(rf_panel_offset)(int n, int p0, int q, int kc) {
     const ptrdiff_t panels = (n + RF_NR - 1) / RF_NR;
     return ((ptrdiff_t)p0 * panels + (ptrdiff_t)q * kc) * RF_NR;
 }
 
-RF_CLONES static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, int transposed,
-                                REAL* restrict wp) {
+static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, int transposed,
+                      REAL* restrict wp) {
     /* W(k, n) is w[p * ldw + j], or w[j * ldw + p] when transposed. Stored in the order
      * rf_packed_gemm reads it: k block by k block (RF_KC rows), panel by panel within a
      * block, so that a product streams the packed weights front to back. */
@@ -561,14 +557,16 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_group)(
  * shared out among threads for large products. Blocks of 8 rows of the A chunk are
  * interleaved into a_packed (room for RF_MC * RF_KC values) first: rows k values
  * apart would alias in L1 when k is a multiple of 1024 (4 KiB). */
-RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
-                                           int a_transposed, const REAL* restrict wp,
-                                           int accumulate, REAL* restrict c, int ldc,
-                                           REAL* restrict a_packed, int parallel) {
+static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
+                                 int a_transposed, const REAL* restrict wp,
+                                 int accumulate, REAL* restrict c, int ldc,
+                                 REAL* restrict a_packed, int parallel) {
     /* A(i, p) = a[i * rs + p * ks]: a is (m, k) row-major, or (k, m) when transposed */
     const ptrdiff_t rs = a_transposed ? 1 : lda, ks = a_transposed ? lda : 1;
     const int panels = (n + RF_NR - 1) / RF_NR;
-    const int wide = rf_have_avx512();
+    /* 8-row blocks on the AVX-512 path. Read at run time, not a constant per path: folding
+     * it changed the register allocation of the AVX2 single-row product (1.1-1.2x slower). */
+    const int wide = rf_simd_path == RF_PATH_AVX512;
     const int threads = parallel && (long long)m * n * k >= RF_THREADS_MIN_WORK
                         ? rf_team_threads() : 1;
     if (m == 1 && k <= RF_KC && threads == 1) {   /* a batch-1 step: none of the blocking */
@@ -640,22 +638,11 @@ RF_CLONES static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restr
 }
 
 /* dst[j] += sum over rows r of src[r * ld + j]: the bias gradient. */
-RF_CLONES static void SFX(rf_add_column_sums)(ptrdiff_t rows, int n, const REAL* restrict src,
-                                               ptrdiff_t ld, REAL* restrict dst) {
+static void SFX(rf_add_column_sums)(ptrdiff_t rows, int n, const REAL* restrict src,
+                                     ptrdiff_t ld, REAL* restrict dst) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         const REAL* restrict row = src + r * ld;
         for (int j = 0; j < n; j++) dst[j] += row[j];
     }
 }
-
-#undef REAL
-#undef SFX
-#undef RF_EXP_LO
-#undef RF_EXP_HI
-#undef RF_SHIFTER
-#undef RF_LN2_HI
-#undef RF_LN2_LO
-#undef RF_LOG2E
-#undef RF_TANH_SATURATE
-#undef RF_EXP_DEGREE
-#undef RF_NR
+#undef RF_STORE_BLOCK_ROW

@@ -26,7 +26,8 @@ def pytest_configure(config):
 def pytest_report_header(config):
     core = rnnfast.functional.compiled_core()
     return (f"rnnfast {rnnfast.__version__} from {os.path.dirname(rnnfast.__file__)}; "
-            f"compiled core {core.__file__}")
+            f"compiled core {core.__file__}; SIMD path {core.simd_path()} "
+            f"(this CPU runs {', '.join(core.simd_paths())})")
 
 
 @pytest.fixture(params=BACKENDS)

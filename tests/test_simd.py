@@ -1,0 +1,249 @@
+"""Every SIMD path of the compiled kernels, on any machine that can run it.
+
+The C kernels are compiled for AVX-512, AVX2 and baseline x86-64 (rnnfast/_simd_paths.h),
+and a machine runs the best it has unless told otherwise, so without these tests a CI
+machine with AVX-512 would never run the other two. Here each path the CPU can run
+(``rnnfast.simd_paths()``) is forced in turn and held to the NumPy twin on shapes that take
+each branch of the packed product (rnnfast/_simd_impl.h), and the tanh/sigmoid
+approximations to their bounds; paths the CPU lacks are skipped, visibly. Then the switch
+itself: RNNFAST_SIMD at import, set_simd_path, and their bad inputs. No test assumes which
+path the machine picks by itself.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import rnnfast
+from rnnfast import _core
+import test_approximations as approximations
+from cells_for_tests import COMPILED, random_problem, run
+from test_parity import SHAPE_ID, assert_parity, assert_results_close, weight_grad_scales
+from test_threads import threaded_shape
+
+PATHS = ("avx512", "avx2", "baseline")
+ACCEPTED = ("'auto'", "'avx512'", "'avx2'", "'baseline'")
+
+
+@pytest.fixture
+def keep_path():
+    """The SIMD path in use before the test, restored after it."""
+    before = rnnfast.simd_path()
+    yield
+    rnnfast.set_simd_path(before)
+
+
+@pytest.fixture(params=PATHS)
+def path(request, keep_path):
+    """Each SIMD path in turn, forced for one test."""
+    if request.param not in rnnfast.simd_paths():
+        pytest.skip(f"this CPU cannot run the {request.param} path "
+                    f"(it runs {', '.join(rnnfast.simd_paths())})")
+    rnnfast.set_simd_path(request.param)
+    return request.param
+
+
+@pytest.fixture
+def cpu_with(keep_path):
+    """``cpu_with(*paths)``: from then on the rule that picks a path believes the CPU runs
+    only ``paths`` (it asks simd_paths()); the real CPU is back after the test."""
+    real = _core.simd_paths
+
+    def limit(*paths):
+        _core.simd_paths = lambda: paths
+    yield limit
+    _core.simd_paths = real
+
+
+# --------------------------------------------------------------------- kernels per path
+
+# (batch, seq_len, input, hidden), each for a branch of rf_packed_gemm and its blocks (float32
+# panels of 32 columns, float64 of 16; 8-row blocks on the AVX-512 path only)
+SHAPES = [
+    (1, 4, 3, 30),      # batch 1: the single-row product, four panels at once, the last partial
+    (1, 3, 5, 300),     # batch 1, hidden over one k block (256): the blocked single-row path
+    (7, 3, 5, 33),      # odd batch: 2-row blocks and a single-row remainder
+    (13, 3, 6, 20),     # an 8-row block, then 2-row blocks and a remainder
+    (27, 2, 4, 17),     # three 8-row blocks, a 2-row block, a remainder
+    (9, 3, 1024, 16),   # x's rows 4 KiB apart (8 KiB in float64): 8-row blocks interleaved
+    (11, 2, 3, 300),    # LSTM Wh over 1 MiB: streamed panels, prefetch; k blocks 256 + 44
+]
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: SHAPE_ID % s)
+@pytest.mark.parametrize("kind", COMPILED)
+def test_kernels_match_the_twin(path, kind, shape, batch_first, dtype):
+    """Outputs, final states, dx, dh0, dc0 and every parameter gradient (test_parity's
+    tolerances). Weights scaled by the larger fan-in: with input 1024 and U(+-1/sqrt(H))
+    weights, float32 pre-activations of ~10 cancel to ~0.01, beyond what even the float32
+    twin computes to RTOL."""
+    D, H = shape[2:]
+    p = random_problem(kind, *shape, dtype, batch_first=batch_first, seed=sum(shape),
+                       scale=1 / np.sqrt(max(D, H)))
+    twin = assert_parity(kind, p, dtype, batch_first=batch_first)
+    assert np.abs(twin["dWx"]).max() > 0 and np.abs(twin["dx"]).max() > 0
+
+
+@pytest.mark.parametrize("batch", ["odd", "one"])
+@pytest.mark.parametrize("kind", COMPILED)
+def test_threaded_split_matches_one_thread_and_the_twin(path, kind, batch, dtype):
+    """Problems large enough for the OpenMP split of each step (test_threads' shapes): at 2
+    threads bitwise the 1-thread result of the same path, and the twin's."""
+    shape = threaded_shape(kind, batch)
+    p = random_problem(kind, *shape, dtype, seed=sum(shape))
+    results = {}
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="openmp"):
+            results[threads] = run(kind, p, "cython")
+    for name, want in results[1].items():
+        np.testing.assert_array_equal(results[2][name], want, err_msg=name)
+    assert_results_close(results[2], run(kind, p, "numpy"), dtype,
+                         weight_grad_scales(kind, p))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def test_approximations(path, name, dtype):
+    """_core._tanh and _core._sigmoid: test_approximations' error bounds, saturation and NaN."""
+    approximations.test_relative_error(dtype, name)
+    approximations.test_saturation_and_nan(dtype)
+
+
+# --------------------------------------------------------------------- the switch
+
+def test_simd_paths_are_the_cpus_best_last():
+    paths = rnnfast.simd_paths()
+    assert paths == ("baseline", "avx2", "avx512")[:len(paths)] and paths
+    assert rnnfast.simd_path() in paths
+    assert rnnfast.simd_paths is _core.simd_paths and rnnfast.set_simd_path is _core.set_simd_path
+
+
+def test_simd_path_reports_what_was_set(keep_path):
+    for name in rnnfast.simd_paths():
+        assert rnnfast.set_simd_path(name) is None
+        assert rnnfast.simd_path() == name
+    rnnfast.set_simd_path("auto")
+    assert rnnfast.simd_path() == rnnfast.simd_paths()[-1]
+
+
+@pytest.mark.parametrize("name", ["bogus", "AVX2", "", " avx2", "x86-64-v3", None, 2])
+def test_set_simd_path_refuses_unknown_names(keep_path, name):
+    rnnfast.set_simd_path("baseline")
+    with pytest.raises(ValueError, match="unknown SIMD path") as err:
+        rnnfast.set_simd_path(name)
+    assert all(value in str(err.value) for value in ACCEPTED), err.value
+    assert rnnfast.simd_path() == "baseline"
+
+
+def test_set_simd_path_refuses_paths_the_cpu_lacks(cpu_with):
+    """On any machine: the rule, with a CPU that (it is told) runs the baseline only."""
+    cpu_with("baseline")
+    rnnfast.set_simd_path("baseline")
+    for name in ("avx2", "avx512"):
+        with pytest.raises(ValueError, match=f"cannot run the SIMD path '{name}'"):
+            rnnfast.set_simd_path(name)
+        assert rnnfast.simd_path() == "baseline"
+    rnnfast.set_simd_path("auto")
+    assert rnnfast.simd_path() == "baseline"
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_set_simd_path_refuses_what_this_cpu_lacks(keep_path, name):
+    """The real CPU: a path it lacks is refused (never an illegal instruction)."""
+    if name in rnnfast.simd_paths():
+        pytest.skip(f"this CPU runs {name}")
+    with pytest.raises(ValueError, match="cannot run"):
+        rnnfast.set_simd_path(name)
+
+
+def select_from_environment(monkeypatch, value):
+    """What importing _core does with RNNFAST_SIMD=value (None: unset): the path it selects."""
+    if value is None:
+        monkeypatch.delenv("RNNFAST_SIMD", raising=False)
+    else:
+        monkeypatch.setenv("RNNFAST_SIMD", value)
+    _core._simd_from_environment()
+    return rnnfast.simd_path()
+
+
+@pytest.mark.parametrize("value", ["bogus", "avx", "x86-64-v4", "sse2"])
+def test_environment_unknown_value_warns_and_is_ignored(cpu_with, monkeypatch, value):
+    cpu_with("baseline")
+    with pytest.warns(RuntimeWarning, match=f"RNNFAST_SIMD='{value}' ignored") as record:
+        assert select_from_environment(monkeypatch, value) == "baseline"
+    assert all(name in str(record[0].message) for name in ACCEPTED), record[0].message
+
+
+@pytest.mark.parametrize("value", ["avx2", "avx512"])
+def test_environment_path_the_cpu_lacks_warns_and_takes_the_best(cpu_with, monkeypatch, value):
+    cpu_with("baseline")
+    with pytest.warns(RuntimeWarning, match=f"cannot run the SIMD path '{value}'"):
+        assert select_from_environment(monkeypatch, value) == "baseline"
+
+
+@pytest.mark.parametrize("value", [None, "", "auto", " Auto "])
+def test_environment_auto(keep_path, monkeypatch, recwarn, value):
+    assert select_from_environment(monkeypatch, value) == rnnfast.simd_paths()[-1]
+    assert not recwarn.list
+
+
+def test_environment_names_any_case(keep_path, monkeypatch, recwarn):
+    for name in rnnfast.simd_paths():
+        assert select_from_environment(monkeypatch, f" {name.upper()}\n") == name
+    assert not recwarn.list
+
+
+CHILD = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import rnnfast
+    path = rnnfast.simd_path()
+print(path)
+for w in caught:
+    print(w.category.__name__, w.message)
+"""
+
+
+def import_with(value, tmp_path):
+    """(path, warnings) of a fresh interpreter importing rnnfast with RNNFAST_SIMD=value."""
+    env = dict(os.environ, RNNFAST_SIMD=value)
+    # from tmp_path: the checkout's source tree (no compiled module) must not come first
+    lines = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=tmp_path, check=True,
+                           capture_output=True, text=True, timeout=120).stdout.splitlines()
+    return lines[0], lines[1:]
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_environment_variable_at_import(tmp_path, name):
+    path, warned = import_with(name, tmp_path)
+    if name in rnnfast.simd_paths():
+        assert (path, warned) == (name, [])
+    else:
+        assert path == rnnfast.simd_paths()[-1]
+        assert len(warned) == 1 and warned[0].startswith("RuntimeWarning"), warned
+        assert f"cannot run the SIMD path '{name}'" in warned[0]
+
+
+def test_environment_variable_bogus_at_import(tmp_path):
+    path, warned = import_with("bogus", tmp_path)
+    assert path == rnnfast.simd_paths()[-1]
+    assert len(warned) == 1 and warned[0].startswith("RuntimeWarning"), warned
+    assert "RNNFAST_SIMD='bogus' ignored" in warned[0]
+    assert all(name in warned[0] for name in ACCEPTED), warned[0]
+
+
+def test_forced_path_is_the_one_running():
+    """Under RNNFAST_SIMD=<path> (CI's extra runs) the kernels run that path: a CPU without it
+    would make such a run test another path, with only a warning to say so."""
+    value = os.environ.get("RNNFAST_SIMD", "").strip().lower()
+    if value in ("", "auto"):
+        pytest.skip("RNNFAST_SIMD is not set")
+    if value not in rnnfast.simd_paths():
+        pytest.skip(f"RNNFAST_SIMD={value}: this CPU cannot run it "
+                    f"(it runs {', '.join(rnnfast.simd_paths())})")
+    assert rnnfast.simd_path() == value
