@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 import rnnfast
 from rnnfast import _core
 
+ROUNDS = 7      # the two-thread table: best of this many alternated rounds
 SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
 
 
@@ -116,6 +117,8 @@ def busy_table(cases, samples, policy):
 
 
 def concurrent_table(calls):
+    """Throughput (calls per second, best of ROUNDS alternated rounds) of the same calls made
+    one after another (default threading, and on 1 thread) and from two Python threads."""
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal((32, 100, 64)).astype(np.float32) for _ in range(2)]
     shared = rnnfast.LSTM(64, 128, seed=0).eval()
@@ -130,21 +133,33 @@ def concurrent_table(calls):
             for _ in range(calls):
                 layers[i](xs[i])
 
-        best_serial = best_threads = float("inf")
-        for _ in range(3):                              # best of 3 of each, alternated
-            t0 = time.perf_counter()
+        def serial():
             work(0)
             work(1)
-            best_serial = min(best_serial, time.perf_counter() - t0)
+
+        def serial_1thread():
+            with threadpool_limits(1):
+                serial()
+
+        def two_threads():
             threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-            t0 = time.perf_counter()
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
-            best_threads = min(best_threads, time.perf_counter() - t0)
-        rows.append((label, 2 * calls / best_serial, 2 * calls / best_threads,
-                     best_serial / best_threads))
+
+        best = {"serial": float("inf"), "serial, 1 thread": float("inf"),
+                "2 threads": float("inf")}
+        for _ in range(ROUNDS):
+            for name, fn in (("serial", serial), ("serial, 1 thread", serial_1thread),
+                             ("2 threads", two_threads)):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+        rate = {k: 2 * calls / v for k, v in best.items()}
+        rows.append((label, rate["serial"], rate["serial, 1 thread"], rate["2 threads"],
+                     rate["2 threads"] / rate["serial"],
+                     rate["2 threads"] / rate["serial, 1 thread"]))
     return rows
 
 
@@ -157,6 +172,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer samples")
     p.add_argument("--cases", default=None, help="comma-separated busy cases")
     p.add_argument("--no-static", action="store_true", help="skip the static-policy table")
+    p.add_argument("--no-busy", action="store_true", help="only the two-thread table")
     args = p.parse_args(argv)
     cases = (args.cases.split(",") if args.cases else
              ["digits-eval", "digits-fwd", "digits-fwdbwd", "medium-lstm-eval",
@@ -165,7 +181,7 @@ def main(argv=None):
     samples = 9 if args.quick else 21
     print(f"rnnfast {rnnfast.__version__}, {os.cpu_count()} cores, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, policy {_core.thread_policy()}")
-    policies = ["adaptive"] if args.no_static else ["adaptive", "static"]
+    policies = [] if args.no_busy else ["adaptive"] if args.no_static else ["adaptive", "static"]
     for policy in policies:
         print(f"\n### One core busy with another process, policy {policy!r} "
               f"({samples} alternated samples; ms per call)\n")
@@ -176,11 +192,14 @@ def main(argv=None):
             print(f"| {r[0]} | {ms(r[1])} | {ms(r[2])} | {ms(r[3])} | {ms(r[4])} | "
                   f"{r[5]:.2f}x | {r[6]:.2f}x | {r[7]} |")
     print("\n### Two Python threads, idle machine (LSTM(64, 128) eval, (32, 100, 64) "
-          "batches; calls per second, best of 3)\n")
-    print("| case | serial | 2 threads | throughput ratio |")
-    print("|---|--:|--:|--:|")
-    for label, serial, threaded, ratio in concurrent_table(10 if args.quick else 30):
-        print(f"| {label} | {serial:.0f} | {threaded:.0f} | {ratio:.2f}x |")
+          f"batches; calls per second, best of {ROUNDS} alternated rounds)\n")
+    print("| case | serial (default threads) | serial, 1 thread | 2 Python threads | "
+          "vs serial | vs serial 1-thread |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for label, serial, serial1, threaded, ratio, ratio1 in concurrent_table(
+            10 if args.quick else 30):
+        print(f"| {label} | {serial:.0f} | {serial1:.0f} | {threaded:.0f} | {ratio:.2f}x | "
+              f"{ratio1:.2f}x |")
 
 
 if __name__ == "__main__":
