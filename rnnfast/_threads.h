@@ -14,7 +14,8 @@
  *   - for a while after a shared region found a thread late: the team's threads share
  *     equal work, and the last one finished more than half the fastest one's work (plus
  *     100 us) after the first. That while starts at 10 ms and doubles, up to 1 s, each
- *     time the next shared region (the probe) is late again; an on-time one halves it.
+ *     time the next shared region (the probe) is late again; after 2 s without a late
+ *     region it starts at 10 ms again.
  * "static" keeps OpenMP's count for every large step (a dedicated machine, benchmarks).
  * The split never changes a result: every value is computed by one thread, in the same
  * order, whatever the count (tests/test_threads.py). */
@@ -38,6 +39,7 @@ enum { RF_POLICY_ADAPTIVE = 0, RF_POLICY_STATIC = 1 };
 #define RF_BACKOFF_MIN_NS 10000000LL       /* 10 ms */
 #define RF_BACKOFF_MAX_NS 1000000000LL     /* 1 s */
 #define RF_CONCURRENT_HOLD_NS 50000000LL   /* 50 ms solo after calls overlapped */
+#define RF_CALM_NS 2000000000LL            /* 2 s without a late region: back-off anew */
 #define RF_TEAM_MAX 64                     /* threads whose finish times a region records */
 
 /* Process-wide state, read and written with relaxed atomics (a stale value costs at most
@@ -46,6 +48,7 @@ static int rf_policy = RF_POLICY_ADAPTIVE;
 static int rf_calls_in_flight = 0;
 static int64_t rf_solo_until_ns = 0;       /* steps use one thread until then */
 static int64_t rf_backoff_ns = RF_BACKOFF_MIN_NS;
+static int64_t rf_last_late_ns = 0;        /* when a region was last found late */
 static int64_t rf_late_regions = 0;        /* shared regions found late, for reports */
 
 static inline int64_t rf_now_ns(void) {
@@ -120,9 +123,10 @@ static inline void rf_team_done(rf_team_timer* timer) {
 /* After the region: was a thread late? The threads share equal work, so they should finish
  * together; when the last finished more than half the fastest one's work (plus slack)
  * after the first, one of them was descheduled or slowed (possibly the calling thread).
- * Then steps go solo for the back-off time, which doubles while probes stay late; an
- * on-time region halves it (a reset let every lucky probe restart the stalls: medium LSTM
- * fwd+bwd 1.31x its 1-thread p90 with a busy core). */
+ * Then steps go solo for the back-off time, which doubles with every late probe and starts
+ * afresh only after 2 s without one. (Shrinking it at every on-time region let the probes
+ * that were lucky on a busy machine bring the stalls back: medium LSTM fwd+bwd 1.3-1.8x
+ * its 1-thread p90 with a core busy.) */
 static inline void rf_team_end(rf_team_timer* timer) {
     if (rf_get_policy() == RF_POLICY_STATIC || timer->threads < 2) return;
     int64_t first = INT64_MAX, last = 0;
@@ -135,15 +139,14 @@ static inline void rf_team_end(rf_team_timer* timer) {
     if (last == 0) return;
     const int64_t fastest = first - timer->start_ns;
     if (last - first > fastest / 2 + RF_LATE_SLACK_NS) {
-        int64_t backoff = __atomic_load_n(&rf_backoff_ns, __ATOMIC_RELAXED);
+        /* a late region after a calm spell starts the back-off afresh */
+        const int64_t previous = __atomic_exchange_n(&rf_last_late_ns, last, __ATOMIC_RELAXED);
+        int64_t backoff = last - previous > RF_CALM_NS
+                          ? RF_BACKOFF_MIN_NS : __atomic_load_n(&rf_backoff_ns, __ATOMIC_RELAXED);
         __atomic_store_n(&rf_solo_until_ns, last + backoff, __ATOMIC_RELAXED);
         backoff = backoff * 2 < RF_BACKOFF_MAX_NS ? backoff * 2 : RF_BACKOFF_MAX_NS;
         __atomic_store_n(&rf_backoff_ns, backoff, __ATOMIC_RELAXED);
         __atomic_add_fetch(&rf_late_regions, 1, __ATOMIC_RELAXED);
-    } else {    /* halved, not reset: on a busy machine a probe is on time now and then */
-        int64_t backoff = __atomic_load_n(&rf_backoff_ns, __ATOMIC_RELAXED) / 2;
-        __atomic_store_n(&rf_backoff_ns, backoff > RF_BACKOFF_MIN_NS ? backoff : RF_BACKOFF_MIN_NS,
-                         __ATOMIC_RELAXED);
     }
 }
 
