@@ -402,6 +402,38 @@ def check_backward(spec, dout, dstates, x, weights, workspace, batch_first, back
     return dout, dstates, x, weights, workspace
 
 
+# ----------------------------------------------------------------------------- training
+
+def check_features(x, name, in_features, dtype):
+    """A ``(batch, features)`` or ``(batch, seq_len, features)`` array with ``in_features``
+    in its last axis (a Dense layer's input or output gradient), converted to ``dtype``."""
+    x = as_numeric_array(x, name)
+    if x.ndim not in (2, 3) or x.shape[-1] != in_features:
+        raise ValueError(f"{name} must have shape (batch, {in_features}) or (batch, seq_len, "
+                         f"{in_features}), got shape {x.shape}")
+    return as_float_array(x, name, dtype)
+
+
+def check_positive(value, name, *, allow_zero=False):
+    """A finite real number > 0 (>= 0 with ``allow_zero``), as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return v
+
+
+def check_fraction(value, name):
+    """A number in [0, 1) (a momentum, Adam's betas)."""
+    v = check_positive(value, name, allow_zero=True)
+    if v >= 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v
+
+
 # ----------------------------------------------------------------------------- interop
 
 _ONE_LAYER = ("only one-layer, unidirectional modules without projection map to rnnfast "
