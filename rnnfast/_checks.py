@@ -183,6 +183,50 @@ def check_params(params, spec, input_size, hidden, dtype):
     return check_weights(spec, tuple(params[name] for name in spec.params), dtype=dtype)
 
 
+def check_grads_store(grads, shapes, dtype, owner="layer"):
+    """The arrays of ``grads`` (a layer's ``grads`` dict) that a backward will write into.
+
+    ``layer.grads`` holds stable arrays that each backward overwrites in place (or adds to,
+    with ``accumulate=True``), so that an optimizer may hold them. A user may have replaced
+    an entry: it must then still be a writable ndarray of the parameter's shape and the
+    layer's dtype (anything else is an error here, before the backward computes anything);
+    a missing entry is allowed (backward puts a new array there). ``shapes`` is
+    ``{name: shape}`` in parameter order."""
+    if not isinstance(grads, dict):
+        raise TypeError(f"{owner}.grads must be a dict of arrays, got {type(grads).__name__}")
+    for name, shape in shapes.items():
+        g = grads.get(name)
+        if g is None:
+            continue
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"{owner}.grads[{name!r}] must be an ndarray of shape {shape} "
+                            f"(backward writes into it), got {type(g).__name__}")
+        if g.shape != shape:
+            raise ValueError(f"{owner}.grads[{name!r}] must have the shape of "
+                             f"params[{name!r}], {shape} (backward writes into it in place), "
+                             f"got shape {g.shape}")
+        if g.dtype != dtype:
+            raise ValueError(f"{owner}.grads[{name!r}] must have the layer's dtype {dtype} "
+                             f"(backward writes into it in place), got {g.dtype}")
+        if not g.flags.writeable:
+            raise ValueError(f"{owner}.grads[{name!r}] is read-only: backward writes into "
+                             f"it in place")
+
+
+def store_grads(grads, names, values, accumulate):
+    """Write a backward's gradients into the arrays of ``grads`` (checked by
+    check_grads_store): overwritten, or added to with ``accumulate``; a missing entry gets
+    the new array itself."""
+    for name, g in zip(names, values):
+        dest = grads.get(name)
+        if dest is None:
+            grads[name] = g
+        elif accumulate:
+            np.add(dest, g, out=dest)
+        else:
+            np.copyto(dest, g)
+
+
 def _fits_blas(batch, seq_len, input_size, width):
     """Whether the largest matrix of a call, batch*seq_len rows of the wider of input_size
     and width (gates * hidden), is indexable with 32-bit ints."""
@@ -356,6 +400,38 @@ def check_backward(spec, dout, dstates, x, weights, workspace, batch_first, back
     names = tuple(f"d{name}_n" for name in spec.states)
     dstates = tuple(check_state(s, n, batch, hidden, dtype) for s, n in zip(dstates, names))
     return dout, dstates, x, weights, workspace
+
+
+# ----------------------------------------------------------------------------- training
+
+def check_features(x, name, in_features, dtype):
+    """A ``(batch, features)`` or ``(batch, seq_len, features)`` array with ``in_features``
+    in its last axis (a Dense layer's input or output gradient), converted to ``dtype``."""
+    x = as_numeric_array(x, name)
+    if x.ndim not in (2, 3) or x.shape[-1] != in_features:
+        raise ValueError(f"{name} must have shape (batch, {in_features}) or (batch, seq_len, "
+                         f"{in_features}), got shape {x.shape}")
+    return as_float_array(x, name, dtype)
+
+
+def check_positive(value, name, *, allow_zero=False):
+    """A finite real number > 0 (>= 0 with ``allow_zero``), as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return v
+
+
+def check_fraction(value, name):
+    """A number in [0, 1) (a momentum, Adam's betas)."""
+    v = check_positive(value, name, allow_zero=True)
+    if v >= 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v
 
 
 # ----------------------------------------------------------------------------- interop

@@ -52,7 +52,9 @@ class _Recurrent:
         bias_ih = uniform(gh)
         bias_hh = uniform(gh)
         self.params = {"Wx": Wx, "Wh": Wh, **spec.biases_from_torch(bias_ih, bias_hh)}
+        # stable arrays: each backward writes into them (an optimizer may hold them)
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+        self._param_shapes = spec.param_shapes(self.input_size, self.hidden_size)
 
     # ---------------------------------------------------------------- modes
     def train(self, mode=True):
@@ -135,23 +137,26 @@ class _Recurrent:
                              "used once, so each backward needs its own forward")
         x, workspace, states_given = self._cache
         weights = self._weights()
+        _checks.check_grads_store(self.grads, self._param_shapes, self.dtype)
         dout, dstates, x, (Wx, Wh), workspace = _checks.check_backward(
             self._spec, dout, dstates, x, weights[:2], workspace, self.batch_first,
             self.backend, weights_checked=True)
         return dout, dstates, x, Wx, Wh, workspace, states_given
 
-    def _store_grads(self, *grads):
-        """The gradients of the parameters, in ``spec.params`` order."""
+    def _store_grads(self, grads, accumulate):
+        """The gradients of the parameters (in ``spec.params`` order), written into the
+        arrays of ``self.grads`` (stable objects: an optimizer may hold them), or added to
+        them with ``accumulate``."""
         self._cache = None
-        for name, g in zip(self._spec.params, grads):
-            self.grads[name] = g
+        _checks.store_grads(self.grads, self._spec.params, grads, accumulate)
 
 
 class RNN(_Recurrent):
     """Elman RNN, ``h_t = act(x_t @ Wx + h_{t-1} @ Wh + b)``, act tanh, relu or sigmoid.
 
     ``out, h_n = rnn(x, h0=None)``; ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
-    ``backward`` sets ``rnn.grads`` (it does not accumulate); ``dh0`` is None when
+    ``backward`` writes the gradients into the arrays of ``rnn.grads`` (the same objects
+    every time; ``accumulate=True`` adds to them instead); ``dh0`` is None when
     forward had no ``h0``. (The sigmoid RNN has no compiled kernels yet: it needs
     ``backend="numpy"``.)
     """
@@ -174,11 +179,11 @@ class RNN(_Recurrent):
             self._cache = (x, workspace, h0 is not None)
         return out, h_n
 
-    def backward(self, dout, dh_n=None):
+    def backward(self, dout, dh_n=None, *, accumulate=False):
         dout, (dh_n,), x, Wx, Wh, workspace, h0_given = self._backward_inputs(dout, (dh_n,))
         dx, dh0, dWx, dWh, db = self._kernels.rnn_backward(
             dout, dh_n, x, Wx, Wh, workspace, self.nonlinearity, self.batch_first)
-        self._store_grads(dWx, dWh, db)
+        self._store_grads((dWx, dWh, db), accumulate)
         return dx, (dh0 if h0_given else None)
 
 
@@ -187,7 +192,8 @@ class LSTM(_Recurrent):
 
     ``out, (h_n, c_n) = lstm(x, (h0, c0))`` (state optional);
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n))`` (state gradient optional).
-    ``backward`` sets ``lstm.grads``; ``dh0``/``dc0`` are None when forward had no state.
+    ``backward`` writes into ``lstm.grads``' arrays (``accumulate=True`` adds); ``dh0``/``dc0``
+    are None when forward had no state.
     """
 
     _spec = cells.get("lstm")
@@ -217,13 +223,13 @@ class LSTM(_Recurrent):
             self._cache = (x, workspace, (h0 is not None, c0 is not None))
         return out, (h_n, c_n)
 
-    def backward(self, dout, dstate=None):
+    def backward(self, dout, dstate=None, *, accumulate=False):
         dh_n, dc_n = self._pair(dstate, "dstate")
         dout, (dh_n, dc_n), x, Wx, Wh, workspace, given = self._backward_inputs(
             dout, (dh_n, dc_n))
         dx, dh0, dc0, dWx, dWh, db = self._kernels.lstm_backward(
             dout, dh_n, dc_n, x, Wx, Wh, workspace, self.batch_first)
-        self._store_grads(dWx, dWh, db)
+        self._store_grads((dWx, dWh, db), accumulate)
         return dx, (dh0 if given[0] else None, dc0 if given[1] else None)
 
 
@@ -255,11 +261,11 @@ class GRU(_Recurrent):
             self._cache = (x, workspace, h0 is not None)
         return out, h_n
 
-    def backward(self, dout, dh_n=None):
+    def backward(self, dout, dh_n=None, *, accumulate=False):
         dout, (dh_n,), x, Wx, Wh, workspace, h0_given = self._backward_inputs(dout, (dh_n,))
         dx, dh0, dWx, dWh, db, db_hn = self._kernels.gru_backward(
             dout, dh_n, x, Wx, Wh, workspace, self.batch_first)
-        self._store_grads(dWx, dWh, db, db_hn)
+        self._store_grads((dWx, dWh, db, db_hn), accumulate)
         return dx, (dh0 if h0_given else None)
 
 

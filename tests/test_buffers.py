@@ -45,12 +45,16 @@ def pooled(layer, x, dout):
     return (out, dx) + tuple(layer.grads[k] for k in reg.param_names(layer._spec.kind))
 
 
+N_RETURNED = 2      # out, dx: new arrays every call; layer.grads' arrays are the same ones,
+                    # overwritten by each backward (so that an optimizer may hold them)
+
+
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("cell", CELLS)
 def test_kept_buffers_give_the_fresh_results_and_never_overwrite_returned_arrays(cell,
                                                                                 batch_first):
     layer = make(cell, batch_first)
-    returned = []
+    returned, grads = [], None
     for i, (B, T) in enumerate(SHAPES):
         x, dout = problem(i, B, T, batch_first)
         got = pooled(layer, x, dout)
@@ -58,9 +62,11 @@ def test_kept_buffers_give_the_fresh_results_and_never_overwrite_returned_arrays
         names = ["out", "dx"] + ["d" + k for k in reg.param_names(cell)]
         for name, g, want in zip(names, got, fresh(layer, x, dout), strict=True):
             np.testing.assert_array_equal(g, want, err_msg=f"call {i}: {name}")
-        returned.append([a.copy() for a in got] + [got])
-    for i, entry in enumerate(returned):     # later calls left earlier results alone
-        copies, arrays = entry[:-1], entry[-1]
+        if grads is not None:                # the gradients: the same arrays every call
+            assert all(g is h for g, h in zip(got[N_RETURNED:], grads, strict=True))
+        grads = got[N_RETURNED:]
+        returned.append(([a.copy() for a in got[:N_RETURNED]], got[:N_RETURNED]))
+    for i, (copies, arrays) in enumerate(returned):     # later calls left earlier results alone
         for c, a in zip(copies, arrays):
             np.testing.assert_array_equal(a, c, err_msg=f"call {i}'s result was overwritten")
 

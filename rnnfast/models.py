@@ -1,0 +1,654 @@
+"""Trainable models with scikit-learn's conventions: ``SequenceClassifier`` and
+``SequenceRegressor``.
+
+A recurrent layer (any cell of ``rnnfast.cells``) reads ``X (n_sequences, seq_len,
+features)``; a ``rnnfast.nn.Dense`` head maps its last hidden state (many-to-one) or, for
+a regressor with ``y (n, seq_len, outputs)``, every step's output (many-to-many) to the
+outputs; softmax cross-entropy or the mean squared error is minimised with an optimizer of
+``rnnfast.optim`` over shuffled minibatches.
+
+Every hyperparameter is an argument of ``__init__``, stored as given and validated by
+``fit`` (scikit-learn's rules), so ``get_params``/``set_params``, ``sklearn.base.clone``,
+``Pipeline``, ``cross_val_score`` and ``GridSearchCV`` work. scikit-learn is optional: when
+it is installed the models are its ``BaseEstimator`` and ``ClassifierMixin`` /
+``RegressorMixin``, otherwise a small base with the same ``get_params``/``set_params``.
+Fitted models pickle, and ``save(path)`` / ``load(path)`` round-trip them exactly through
+one ``.npz`` file (the weights, plus the configuration as JSON inside it).
+"""
+import json
+import os
+import sys
+import zipfile
+
+import numpy as np
+
+from . import _checks, cells, layers, losses, optim
+from .nn import Dense
+
+try:                                    # scikit-learn is optional
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import NotFittedError
+    HAVE_SKLEARN = True
+except ImportError:                     # pragma: no cover - exercised without scikit-learn
+    HAVE_SKLEARN = False
+
+try:
+    from tqdm.auto import tqdm as _tqdm
+except ImportError:                     # pragma: no cover - exercised without tqdm
+    _tqdm = None
+
+__all__ = ["SequenceClassifier", "SequenceRegressor", "NotFittedError", "HAVE_SKLEARN"]
+
+OPTIMIZERS = ("adam", "sgd", "adagrad")
+FORMAT = "rnnfast.models"
+FORMAT_VERSION = 1
+_CONFIG_KEY = "__rnnfast_config__"
+_PREDICT_CHUNK = 1024                   # rows per forward at predict time
+_ALIGN = 16                             # parameters start at 64-byte offsets (float32)
+
+
+# --------------------------------------------------------------------------- fallback base
+
+class _EstimatorBase:
+    """``get_params`` / ``set_params`` / ``repr`` as scikit-learn's ``BaseEstimator`` has
+    them, for when scikit-learn is not installed."""
+
+    @classmethod
+    def _get_param_names(cls):
+        import inspect
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values()
+                      if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep=True):
+        out = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params):
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for estimator "
+                                 f"{type(self).__name__}. Valid parameters are: {valid!r}.")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
+        return f"{type(self).__name__}({args})"
+
+
+class _ClassifierBase:
+    _estimator_type = "classifier"
+
+
+class _RegressorBase:
+    _estimator_type = "regressor"
+
+
+if not HAVE_SKLEARN:                    # pragma: no cover - exercised without scikit-learn
+    BaseEstimator = _EstimatorBase
+    ClassifierMixin = _ClassifierBase
+    RegressorMixin = _RegressorBase
+
+    class NotFittedError(ValueError, AttributeError):
+        """The model was used before ``fit``."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _random_generator(random_state):
+    """A ``np.random.Generator`` from ``random_state``: None (fresh entropy), an int, a
+    Generator (used as is) or a legacy ``RandomState`` (a seed drawn from it)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None or (isinstance(random_state, (int, np.integer))
+                                and not isinstance(random_state, (bool, np.bool_))):
+        return np.random.default_rng(random_state)
+    raise TypeError(f"random_state must be None, an int, a np.random.Generator or a "
+                    f"RandomState, got {type(random_state).__name__} {random_state!r}")
+
+
+def _make_layer(kind, input_size, hidden_size, dtype, backend, seed):
+    spec = cells.get(kind)
+    cls = getattr(layers, spec.layer)
+    if spec.family == "rnn":
+        return cls(input_size, hidden_size, spec.nonlinearity, dtype=dtype, backend=backend,
+                   seed=seed)
+    return cls(input_size, hidden_size, dtype=dtype, backend=backend, seed=seed)
+
+
+def _share_storage(parts, dtype):
+    """Put the parameters (and gradients) of ``parts`` (layers) into one flat array each,
+    every entry of ``params``/``grads`` becoming a view of it (values kept), so that one
+    optimizer update runs a few NumPy calls over all of them instead of a few per
+    parameter. Returns ``(flat_params, flat_grads)``."""
+    sizes = [(lay, k, p) for lay in parts for k, p in lay.params.items()]
+    offsets, total = [], 0
+    for _, _, p in sizes:
+        offsets.append(total)
+        total += -(-p.size // _ALIGN) * _ALIGN
+    flat_p = np.zeros(total, dtype)
+    flat_g = np.zeros(total, dtype)
+    for (lay, k, p), off in zip(sizes, offsets):
+        view = flat_p[off:off + p.size].reshape(p.shape)
+        view[...] = p
+        lay.params[k] = view
+        lay.grads[k] = flat_g[off:off + p.size].reshape(p.shape)
+    return flat_p, flat_g
+
+
+def _layer_record(layer):
+    """What rebuilds a fitted layer (pickle, save): its class, sizes and parameters."""
+    if isinstance(layer, Dense):
+        return {"type": "Dense", "sizes": [layer.in_features, layer.out_features],
+                "dtype": layer.dtype.name, "params": dict(layer.params)}
+    return {"type": layer._spec.kind, "sizes": [layer.input_size, layer.hidden_size],
+            "dtype": layer.dtype.name, "backend": layer.backend,
+            "params": dict(layer.params)}
+
+
+def _layer_from_record(rec):
+    dtype = np.dtype(rec["dtype"])
+    if rec["type"] == "Dense":
+        lay = Dense(*rec["sizes"], dtype=dtype)
+    else:
+        lay = _make_layer(rec["type"], *rec["sizes"], dtype, rec["backend"], seed=0)
+    for k, v in rec["params"].items():
+        if k not in lay.params or lay.params[k].shape != np.shape(v):
+            raise ValueError(f"parameter {k!r} of shape {np.shape(v)} does not fit a "
+                             f"{rec['type']} layer of sizes {rec['sizes']}")
+        lay.params[k][...] = v
+    return lay.eval()
+
+
+def _json_value(value):
+    """A hyperparameter as JSON (numbers, strings, bools, None; a dtype by name)."""
+    if isinstance(value, (type, np.dtype)) and value is not bool:
+        try:
+            return {"dtype": np.dtype(value).name}
+        except TypeError:
+            pass
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return {"unsaved": repr(value)}
+
+
+def _from_json_value(value):
+    if isinstance(value, dict):
+        if "dtype" in value:
+            return getattr(np, value["dtype"])
+        return None                     # e.g. a Generator random_state: not restorable
+    return value
+
+
+# --------------------------------------------------------------------------- the models
+
+class _SequenceModel(BaseEstimator):
+    """What both models share: hyperparameters, validation, the training loop, predict's
+    forward, pickling, save and load."""
+
+    _history_keys = ("loss",)
+
+    def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
+                 optimizer="adam", learning_rate=1e-2, epochs=30, batch_size=32,
+                 clip_norm=None, random_state=None, verbose=0, dtype=np.float32,
+                 backend="cython"):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.clip_norm = clip_norm
+        self.random_state = random_state
+        self.verbose = verbose
+        self.dtype = dtype
+        self.backend = backend
+
+    if HAVE_SKLEARN and hasattr(BaseEstimator, "__sklearn_tags__"):
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.input_tags.three_d_array = True
+            return tags
+
+    # ------------------------------------------------------------ validation
+    def _checked_hyperparameters(self):
+        """The hyperparameters, validated (scikit-learn validates in fit, not __init__)."""
+        name = type(self).__name__
+        if self.cell not in cells.KINDS:
+            raise ValueError(f"{name}: cell must be one of {cells.KINDS}, got {self.cell!r}")
+        spec = cells.get(self.cell)
+        hidden = _checks.check_size(self.hidden_size, "hidden_size")
+        if self.num_layers != 1 or self.bidirectional is not False:
+            raise NotImplementedError(
+                f"{name}: num_layers={self.num_layers!r}, bidirectional="
+                f"{self.bidirectional!r}: only num_layers=1, bidirectional=False for now "
+                f"(rnnfast's layers are one-layer and one-direction)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"{name}: optimizer must be one of {OPTIMIZERS}, got "
+                             f"{self.optimizer!r}")
+        lr = _checks.check_positive(self.learning_rate, "learning_rate")
+        epochs = _checks.check_size(self.epochs, "epochs")
+        batch = _checks.check_size(self.batch_size, "batch_size")
+        clip = (None if self.clip_norm is None
+                else _checks.check_positive(self.clip_norm, "clip_norm"))
+        if isinstance(self.verbose, bool) or not isinstance(self.verbose, (int, np.integer)):
+            raise TypeError(f"{name}: verbose must be an int, got {self.verbose!r}")
+        dtype = _checks.check_dtype(self.dtype)
+        backend = _checks.check_compiled(spec, self.backend)
+        return dict(spec=spec, hidden=hidden, lr=lr, epochs=epochs, batch=batch, clip=clip,
+                    dtype=dtype, backend=backend, verbose=int(self.verbose))
+
+    def _check_X(self, X, dtype, fitting=False):
+        X = _checks.as_numeric_array(X, "X")
+        if X.ndim != 3:
+            hint = " (one sequence: X[None])" if X.ndim == 2 else ""
+            raise ValueError(f"X must be 3-D (n_sequences, seq_len, features), got shape "
+                             f"{X.shape}{hint}")
+        if min(X.shape) < 1:
+            raise ValueError(f"X must have at least one sequence, step and feature, got shape "
+                             f"{X.shape}")
+        if not fitting:
+            self._check_fitted()
+            if X.shape[2] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[2]} features per step, but "
+                                 f"{type(self).__name__} was fitted with "
+                                 f"{self.n_features_in_} (n_features_in_)")
+        X = np.ascontiguousarray(X, dtype=dtype)
+        finite = np.isfinite(X)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.all(axis=(1, 2)))
+            raise ValueError(f"X contains NaN or infinity (in sequence(s) "
+                             f"{bad[:5].tolist()}{'...' if bad.size > 5 else ''})")
+        return X
+
+    def _check_fitted(self):
+        if not hasattr(self, "rnn_"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: "
+                                 f"call fit(X, y) first")
+
+    @staticmethod
+    def _check_length(y, X, what):
+        if len(y) != X.shape[0]:
+            raise ValueError(f"y has {len(y)} {what} but X has {X.shape[0]} sequences: "
+                             f"they must be the same")
+
+    # ------------------------------------------------------------ training
+    def _build(self, hp, n_features, n_outputs, rng):
+        seeds = rng.integers(0, 2**63 - 1, size=2)
+        self.rnn_ = _make_layer(hp["spec"].kind, n_features, hp["hidden"], hp["dtype"],
+                                hp["backend"], int(seeds[0]))
+        self.dense_ = Dense(hp["hidden"], n_outputs, dtype=hp["dtype"], seed=int(seeds[1]))
+
+    def _make_optimizer(self, hp):
+        flat = _share_storage([self.rnn_, self.dense_], hp["dtype"])
+        pairs = {"parameters": flat}
+        if self.optimizer == "adam":
+            return optim.Adam(pairs, lr=hp["lr"])
+        if self.optimizer == "adagrad":
+            return optim.AdaGrad(pairs, lr=hp["lr"])
+        return optim.SGD(pairs, lr=hp["lr"])
+
+    def _last_hidden(self, state):
+        return state[0] if len(self.rnn_._spec.states) == 2 else state
+
+    def _state_gradient(self, dh):
+        return (dh, None) if len(self.rnn_._spec.states) == 2 else dh
+
+    def _fit(self, X, y, hp, n_outputs):
+        """The training loop over shuffled minibatches; ``y`` already encoded."""
+        rng = _random_generator(self.random_state)
+        self._build(hp, X.shape[2], n_outputs, rng)
+        opt = self._make_optimizer(hp)
+        n, batch = X.shape[0], hp["batch"]
+        n_batches = -(-n // batch)
+        history = {k: [] for k in self._history_keys}
+        for epoch in range(hp["epochs"]):
+            perm = rng.permutation(n)
+            bar = self._progress_bar(hp, epoch, n_batches)
+            total = {k: 0.0 for k in self._history_keys}
+            seen = 0
+            for start in range(0, n, batch):
+                idx = perm[start:start + batch]
+                stats = self._train_step(X[idx], y[idx], opt, hp["clip"])
+                seen += len(idx)
+                for k, v in stats.items():
+                    total[k] += v * len(idx)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v / seen:.4f}" for k, v in total.items()},
+                                    refresh=False)
+            for k in self._history_keys:
+                history[k].append(total[k] / n)
+            self._report(bar, hp, epoch, history)
+        self.rnn_.eval()
+        self.dense_.eval()
+        self.n_features_in_ = X.shape[2]
+        self.history_ = history
+        return self
+
+    def _progress_bar(self, hp, epoch, n_batches):
+        if hp["verbose"] <= 0 or _tqdm is None:
+            return None
+        return _tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{hp['epochs']}",
+                     unit="batch", leave=True)
+
+    def _report(self, bar, hp, epoch, history):
+        if hp["verbose"] <= 0:
+            return
+        last = {k: f"{v[-1]:.4f}" for k, v in history.items()}
+        if bar is not None:
+            bar.set_postfix(last)
+            bar.close()
+        else:                           # no tqdm: one line per epoch
+            print(f"epoch {epoch + 1}/{hp['epochs']}: "
+                  + ", ".join(f"{k} {v}" for k, v in last.items()), file=sys.stderr)
+
+    def _forward_train(self, xb):
+        out, state = self.rnn_(xb)
+        return out, self._last_hidden(state)
+
+    def _predict_raw(self, X):
+        """The head's outputs for every sequence (eval mode, in chunks)."""
+        res = []
+        for s in range(0, X.shape[0], _PREDICT_CHUNK):
+            out, state = self.rnn_(X[s:s + _PREDICT_CHUNK])
+            res.append(self.dense_(self._head_input(out, state)))
+        return np.concatenate(res, axis=0)
+
+    def _head_input(self, out, state):
+        return self._last_hidden(state)
+
+    # ------------------------------------------------------------ pickle, save, load
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for key in ("rnn_", "dense_"):
+            if key in state:
+                state[key] = _layer_record(state[key])
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        for key in ("rnn_", "dense_"):
+            if key in state:
+                state[key] = _layer_from_record(state[key])
+        self.__dict__.update(state)
+
+    def _fitted_config(self):
+        return {}
+
+    def _fitted_arrays(self):
+        return {}
+
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.npz``, added if missing): the weights as
+        arrays, the hyperparameters and fitted attributes as JSON inside the file. Returns
+        the path written. ``load`` gives the model back exactly (same predictions, bit for
+        bit, on the same backend)."""
+        self._check_fitted()
+        from . import __version__
+        params = {k: _json_value(v) for k, v in self.get_params(deep=False).items()}
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "class": type(self).__name__, "rnnfast_version": __version__,
+                  "params": params, "n_features_in_": int(self.n_features_in_),
+                  "history_": self.history_, **self._fitted_config(),
+                  "layers": {}}
+        arrays = {}
+        for key in ("rnn_", "dense_"):
+            rec = _layer_record(getattr(self, key))
+            for name, a in rec.pop("params").items():
+                arrays[f"{key}{name}"] = np.asarray(a)
+            config["layers"][key] = rec
+        arrays.update(self._fitted_arrays())
+        if isinstance(path, (str, os.PathLike)):
+            path = os.fspath(path)
+            if not path.endswith(".npz"):
+                path += ".npz"
+        np.savez(path, **{_CONFIG_KEY: np.array(json.dumps(config))}, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """The model saved at ``path`` by ``save``; a file that is not an rnnfast model (or
+        holds the other kind of model) is a ValueError naming it."""
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path!r} is not an rnnfast model file (an .npz written by "
+                             f"{cls.__name__}.save): {e}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path!r} is not an rnnfast model file (an .npz written by "
+                             f"{cls.__name__}.save): it holds a single array")
+        with data:
+            if _CONFIG_KEY not in data.files:
+                raise ValueError(f"{path!r} is not an rnnfast model file: it has no "
+                                 f"{_CONFIG_KEY!r} entry (it holds {sorted(data.files)[:5]})")
+            try:
+                config = json.loads(str(data[_CONFIG_KEY][()]))
+                ok = isinstance(config, dict) and config.get("format") == FORMAT
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{path!r} is not an rnnfast model file: its configuration "
+                                 f"is not one that {cls.__name__}.save writes")
+            if config.get("format_version", 0) > FORMAT_VERSION:
+                raise ValueError(f"{path!r} was written by a newer rnnfast (model format "
+                                 f"{config['format_version']}); this one reads up to "
+                                 f"{FORMAT_VERSION}")
+            if config.get("class") != cls.__name__:
+                raise ValueError(f"{path!r} holds a {config.get('class')}, not a "
+                                 f"{cls.__name__}: load it with {config.get('class')}.load")
+            arrays = {k: data[k] for k in data.files if k != _CONFIG_KEY}
+        model = cls(**{k: _from_json_value(v) for k, v in config["params"].items()})
+        for key, rec in config["layers"].items():
+            rec = dict(rec, params={k[len(key):]: a for k, a in arrays.items()
+                                    if k.startswith(key)})
+            setattr(model, key, _layer_from_record(rec))
+        model.n_features_in_ = config["n_features_in_"]
+        model.history_ = config["history_"]
+        model._restore_fitted(config, arrays)
+        return model
+
+    def _restore_fitted(self, config, arrays):
+        pass
+
+
+class SequenceClassifier(ClassifierMixin, _SequenceModel):
+    """Many-to-one sequence classification: the last hidden state of a recurrent layer ->
+    ``Dense`` -> softmax, trained with cross-entropy.
+
+    ``SequenceClassifier(cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
+    optimizer="adam", learning_rate=1e-2, epochs=30, batch_size=32, clip_norm=None,
+    random_state=None, verbose=0, dtype=np.float32, backend="cython")``
+
+    - ``cell``: a kind of ``rnnfast.cells`` (``"rnn_tanh"``, ``"rnn_relu"``,
+      ``"rnn_sigmoid"``, ``"lstm"``, ``"gru"``); ``num_layers`` and ``bidirectional`` only
+      their defaults for now (NotImplementedError otherwise).
+    - ``optimizer``: ``"adam"``, ``"sgd"`` or ``"adagrad"`` (``rnnfast.optim``'s defaults
+      but ``lr=learning_rate``); ``clip_norm``: clip the global gradient norm per step.
+    - ``random_state``: the initial weights and the shuffling (a seed makes ``fit``
+      reproducible to the bit on one machine and backend).
+    - ``verbose > 0``: a tqdm progress bar per epoch with the running loss and accuracy (a
+      line per epoch without tqdm).
+
+    ``fit(X, y)``: ``X (n_sequences, seq_len, features)`` (finite), ``y`` ``n`` labels of any
+    type (``classes_ = np.unique(y)``). After it: ``classes_``, ``n_features_in_``,
+    ``history_`` (``{"loss": [...], "accuracy": [...]}``, per epoch, over its minibatches),
+    ``rnn_`` and ``dense_`` (the fitted layers).
+    """
+
+    _history_keys = ("loss", "accuracy")
+
+    def fit(self, X, y):
+        hp = self._checked_hyperparameters()
+        X = self._check_X(X, hp["dtype"], fitting=True)
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D, one label per sequence, got shape {y.shape}")
+        self._check_length(y, X, "labels")
+        try:
+            classes, encoded = np.unique(y, return_inverse=True)
+        except TypeError as e:
+            raise TypeError(f"the labels in y must be comparable with each other (sorted by "
+                            f"np.unique): {e}") from None
+        if classes.size < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got "
+                             f"{classes.size} ({classes.tolist()})")
+        self.classes_ = classes
+        return self._fit(X, encoded.reshape(-1), hp, classes.size)
+
+    def _train_step(self, xb, yb, opt, clip):
+        out, h = self._forward_train(xb)
+        logits = self.dense_(h)
+        loss, dlogits = losses.softmax_cross_entropy(logits, yb)
+        self.rnn_.backward(None, self._state_gradient(self.dense_.backward(dlogits)))
+        if clip is not None:
+            optim.clip_grad_norm(opt, clip)
+        opt.step()
+        return {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == yb))}
+
+    def predict_proba(self, X):
+        """Class probabilities, ``(n, n_classes)`` in ``classes_`` order."""
+        X = self._check_X(X, self.rnn_.dtype if hasattr(self, "rnn_") else np.float32)
+        return losses.softmax(self._predict_raw(X))
+
+    def predict(self, X):
+        """The most probable class of each sequence (labels from ``classes_``)."""
+        self._check_fitted()
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """The accuracy of ``predict(X)`` against ``y`` (weighted by ``sample_weight``);
+        labels not seen in ``fit`` are a ValueError."""
+        self._check_fitted()
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D, one label per sequence, got shape {y.shape}")
+        self._check_length(y, _checks.as_numeric_array(X, "X"), "labels")
+        known = np.isin(y, self.classes_)
+        if not known.all():
+            unknown = np.unique(y[~known])
+            raise ValueError(f"y contains label(s) not seen in fit: {unknown[:5].tolist()} "
+                             f"(classes_ are {self.classes_.tolist()[:20]})")
+        correct = self.predict(X) == y
+        return float(np.average(correct, weights=sample_weight))
+
+    def _fitted_config(self):
+        if self.classes_.dtype == object:
+            values = self.classes_.tolist()
+            if not all(isinstance(v, (str, int, float, bool)) for v in values):
+                raise TypeError("save: classes_ of Python objects other than str, int, float "
+                                "and bool cannot be written without pickle")
+            return {"classes_object": values}
+        return {}
+
+    def _fitted_arrays(self):
+        return {} if self.classes_.dtype == object else {"classes_": self.classes_}
+
+    def _restore_fitted(self, config, arrays):
+        if "classes_object" in config:
+            self.classes_ = np.array(config["classes_object"], dtype=object)
+        else:
+            self.classes_ = arrays["classes_"]
+
+
+class SequenceRegressor(RegressorMixin, _SequenceModel):
+    """Sequence regression with the mean squared error: ``y (n,)`` or ``(n, outputs)``
+    from the last hidden state (many-to-one), or ``y (n, seq_len, outputs)`` from every
+    step's output (many-to-many; ``X``'s ``seq_len``). Hyperparameters as
+    ``SequenceClassifier``'s; ``score`` is R^2 (averaged over outputs, and over steps for a
+    many-to-many ``y``); ``history_`` is ``{"loss": [...]}``."""
+
+    def fit(self, X, y):
+        hp = self._checked_hyperparameters()
+        X = self._check_X(X, hp["dtype"], fitting=True)
+        y = self._check_y(y, X)
+        self.y_ndim_ = y.ndim
+        y3 = y.reshape(y.shape[0], -1) if y.ndim == 1 else y
+        self.n_outputs_ = y3.shape[-1]
+        return self._fit(X, y3, hp, self.n_outputs_)
+
+    def _check_y(self, y, X, dtype=None):
+        y = _checks.as_numeric_array(y, "y")
+        self._check_length(y, X, "targets")
+        if y.ndim == 3 and y.shape[1] != X.shape[1]:
+            raise ValueError(f"a many-to-many y (n, seq_len, outputs) must have X's seq_len "
+                             f"{X.shape[1]}, got shape {y.shape}")
+        if y.ndim not in (1, 2, 3) or y.size == 0:
+            raise ValueError(f"y must be (n,), (n, outputs) or (n, seq_len, outputs), got "
+                             f"shape {y.shape}")
+        y = np.asarray(y, dtype=X.dtype if dtype is None else dtype)
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity")
+        return y
+
+    def _many_to_many(self):
+        return self.y_ndim_ == 3
+
+    def _head_input(self, out, state):
+        return out if self._many_to_many() else self._last_hidden(state)
+
+    def _train_step(self, xb, yb, opt, clip):
+        out, h = self._forward_train(xb)
+        pred = self.dense_(out if self._many_to_many() else h)
+        loss, dpred = losses.mse(pred, yb)
+        d = self.dense_.backward(dpred)
+        if self._many_to_many():
+            self.rnn_.backward(d)
+        else:
+            self.rnn_.backward(None, self._state_gradient(d))
+        if clip is not None:
+            optim.clip_grad_norm(opt, clip)
+        opt.step()
+        return {"loss": loss}
+
+    def predict(self, X):
+        """Predictions shaped as ``y`` was in ``fit``: ``(n,)``, ``(n, outputs)`` or
+        ``(n, seq_len, outputs)``."""
+        X = self._check_X(X, self.rnn_.dtype if hasattr(self, "rnn_") else np.float32)
+        pred = self._predict_raw(X)
+        return pred[:, 0] if self.y_ndim_ == 1 else pred
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 (scikit-learn's ``r2_score``, outputs averaged uniformly; a many-to-many
+        ``y``'s steps count as samples)."""
+        self._check_fitted()
+        Xc = self._check_X(X, self.rnn_.dtype)
+        y = self._check_y(y, Xc, np.float64)
+        pred = self.predict(Xc).astype(np.float64)
+        if y.shape != pred.shape:
+            raise ValueError(f"y must have the shape of the predictions {pred.shape}, got "
+                             f"shape {y.shape}")
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, np.float64)
+            if self._many_to_many():
+                w = np.repeat(w, y.shape[1])
+        y2 = y.reshape(-1, y.shape[-1]) if y.ndim > 1 else y[:, None]
+        p2 = pred.reshape(y2.shape)
+        mean = np.average(y2, axis=0, weights=w)
+        ww = np.ones(y2.shape[0]) if w is None else w
+        ss_res = (ww[:, None] * (y2 - p2) ** 2).sum(axis=0)
+        ss_tot = (ww[:, None] * (y2 - mean) ** 2).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
+        return float(np.mean(r2))
+
+    def _fitted_config(self):
+        return {"y_ndim_": int(self.y_ndim_), "n_outputs_": int(self.n_outputs_)}
+
+    def _restore_fitted(self, config, arrays):
+        self.y_ndim_ = config["y_ndim_"]
+        self.n_outputs_ = config["n_outputs_"]
