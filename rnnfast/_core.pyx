@@ -48,6 +48,8 @@ cdef extern from "_simd.h" nogil:
     void rf_set_policy(int policy)
     int rf_get_calls_in_flight()
     long long rf_get_late_regions()
+    long long rf_get_last_spread()
+    long long rf_get_last_fastest()
     void rf_go_solo_for(long long ns)
     void rf_call_begin()
     void rf_call_end()
@@ -1140,7 +1142,9 @@ def _thread_state():
     """For tests and benchmarks: calls in flight, threads a step would get now, and how
     many shared regions were found late since the module was loaded."""
     return {"calls_in_flight": rf_get_calls_in_flight(), "team_threads": rf_team_threads(),
-            "late_regions": rf_get_late_regions()}
+            "late_regions": rf_get_late_regions(),
+            "last_late_spread_ns": rf_get_last_spread(),
+            "last_late_fastest_ns": rf_get_last_fastest()}
 
 
 def _go_solo_for(double seconds):
