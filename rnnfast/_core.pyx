@@ -899,7 +899,7 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
     """Allocates outputs and buffers, runs forward_loop; returns
     ``(out, h_n, c_n, workspace)`` (c_n None but for the LSTM). ``pool``: see pooled();
     without one, the buffers are lent by SharedBuffers."""
-    cdef bint lstm = kind == KIND_LSTM
+    cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
     cdef bint gru = kind == KIND_GRU
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
@@ -924,7 +924,7 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
         hgates = pooled(pool, "hgates", 3, dims, is_float, kept) if gru else None
         dims[0], dims[1], dims[2] = n_slots, B, H
         hs = pooled(pool, "hs", 3, dims, is_float, kept)
-        cs = pooled(pool, "cs", 3, dims, is_float, kept) if lstm else None
+        cs = pooled(pool, "cs", 3, dims, is_float, kept) if has_c else None
         workspace = {"backend": "cython", "cell": KINDS[kind].split("_")[0],
                      "batch_first": batch_first, "dims": (B, T, H), "gates": gates,
                      "hs": hs, "cs": cs}
@@ -936,11 +936,11 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
             workspace["nonlinearity"] = KINDS[kind].split("_")[1]
     if T == 0:
         return (out, _state_or_zeros(h0, B, H, dt),
-                _state_or_zeros(c0, B, H, dt) if lstm else None, workspace)
+                _state_or_zeros(c0, B, H, dt) if has_c else None, workspace)
     plan.gates = 0 if training else chunk * B * G
     plan.hgates = 0 if training or not gru else B * G
     plan.hs = 0 if training else n_slots * B * H
-    plan.cs = 0 if training or not lstm else n_slots * B * H
+    plan.cs = 0 if training or not has_c else n_slots * B * H
     plan.xbuf = chunk * B * D if batch_first and B > 1 else 0       # x time-major
     plan.Wp = packed_size(is_float, H, G) if packed else 0          # Wh packed
     plan.WxP = packed_size(is_float, D, G) if packed else 0         # Wx packed
@@ -949,7 +949,7 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
     scratch = pooled(pool, "forward scratch", 1, dims, is_float, lent)
     dims[0], dims[1] = B, H
     h_n = empty(2, dims, is_float)
-    c_n = empty(2, dims, is_float) if lstm else None
+    c_n = empty(2, dims, is_float) if has_c else None
     a.x, a.h0, a.c0 = data(x), data(h0), data(c0)
     a.Wx, a.Wh, a.b, a.b_hn = data(Wx), data(Wh), data(b), data(b_hn)
     a.out, a.h_n, a.c_n = data(out), data(h_n), data(c_n)
@@ -970,7 +970,7 @@ def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first
     workspace's lent buffers go back to it afterwards."""
     if workspace["hs"] is None:
         raise ValueError("this workspace was already used by a backward call")
-    cdef bint lstm = kind == KIND_LSTM
+    cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
     cdef bint gru = kind == KIND_GRU
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
@@ -981,7 +981,7 @@ def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first
     cdef BackwardArgs a
     dt = Wx.dtype
     dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
-    dc = _state_or_zeros(dc_n, B, H, dt) if lstm else None      # becomes dc0
+    dc = _state_or_zeros(dc_n, B, H, dt) if has_c else None      # becomes dc0
     if T == 0:
         return (np.zeros(x.shape, dt), dh_rec, dc, np.zeros(Wx.shape, dt),
                 np.zeros(Wh.shape, dt), np.zeros(G, dt), np.zeros(H, dt) if gru else None)
