@@ -132,6 +132,21 @@ def run(pr, p, backend):
     return (out,) + finals + (dx,) + d0 + dparams
 
 
+def drawn_and_plain(pr):
+    """``(dtype, drawn, plain)``: the problem's arrays in their drawn layouts, and what the
+    kernels must see of them (the drawn values converted to the compute dtype)."""
+    dt = np.dtype(pr["dtype"])
+    p = make_arrays(pr)
+    rng = np.random.default_rng(pr["seed"])
+    drawn = {k: (None if v is None else with_layout(v, pr["layouts"][k], rng))
+             for k, v in p.items()}
+    # Wx decides the dtype of a functional call: keep it in the compute dtype when its
+    # drawn layout is another dtype or a list (a list of floats would mean float64)
+    if pr["layouts"]["Wx"] in ("other_dtype", "list"):
+        drawn["Wx"] = p["Wx"]
+    return dt, drawn, {k: canonical(v, dt) for k, v in drawn.items()}
+
+
 def snapshot(p):
     return {k: (None if v is None else np.array(v, copy=True)) for k, v in p.items()}
 
@@ -145,17 +160,7 @@ def assert_unchanged(before, p):
 @examples(1600)
 @given(pr=problems())
 def test_compiled_equals_twin_any_layout(pr):
-    dt = np.dtype(pr["dtype"])
-    p = make_arrays(pr)
-    rng = np.random.default_rng(pr["seed"])
-    drawn = {k: (None if v is None else with_layout(v, pr["layouts"][k], rng))
-             for k, v in p.items()}
-    # Wx decides the dtype of a functional call: keep it in the compute dtype when its
-    # drawn layout is another dtype or a list (a list of floats would mean float64)
-    if pr["layouts"]["Wx"] in ("other_dtype", "list"):
-        drawn["Wx"] = p["Wx"]
-    # what the kernels must see: the drawn values, converted to the compute dtype
-    plain = {k: canonical(v, dt) for k, v in drawn.items()}
+    dt, drawn, plain = drawn_and_plain(pr)
     before = snapshot(drawn)
 
     got = run(pr, drawn, "cython")
@@ -231,14 +236,7 @@ def test_twin_any_layout(pr):
     draws random layouts and sizes for them): the drawn layouts give bitwise the result on
     plain C-contiguous inputs, every result is finite and has the compute dtype and the
     expected shape, and no input is modified."""
-    dt = np.dtype(pr["dtype"])
-    p = make_arrays(pr)
-    rng = np.random.default_rng(pr["seed"])
-    drawn = {k: (None if v is None else with_layout(v, pr["layouts"][k], rng))
-             for k, v in p.items()}
-    if pr["layouts"]["Wx"] in ("other_dtype", "list"):
-        drawn["Wx"] = p["Wx"]
-    plain = {k: canonical(v, dt) for k, v in drawn.items()}
+    dt, drawn, plain = drawn_and_plain(pr)
     before = snapshot(drawn)
     got = run(pr, drawn, "numpy")
     assert_unchanged(before, drawn)
