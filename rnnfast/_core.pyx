@@ -246,102 +246,187 @@ cdef inline void step_product(int m, int n, int k, const floating* a, const floa
 # ----------------------------------------------------------------------------- layout helpers
 
 cdef struct Layout:
-    # The user's sequence arrays: row (t, b) of x, out, dout, dx starts at
-    # (t * step + b * batch) * width.
+    # How the loop's steps map onto the user's arrays. Loop step s of (sorted) row i is the
+    # user's row order[i] at time s, or len_i - 1 - s in reverse (a bidirectional layer's
+    # reverse direction starts at each row's own end, as PyTorch's packed sequences); its row
+    # of x (or dx) starts at (time * step + user row * batch) * width, and of out (or dout)
+    # at that row * out_width + out_col (the two directions write the halves of one output).
+    # Inside, step s has active(s) rows, the rows longer than s (sorted longest first), at
+    # packed row offset(s) of the time-major gate and state buffers: padding is never
+    # computed, and step s's rows are a prefix of step s-1's.
     int T
     int B
     Py_ssize_t step
     Py_ssize_t batch
+    int out_width
+    int out_col
+    bint reverse
+    const int* order            # user row of each sorted row; NULL: all rows of length T
+    const int* lengths          # length of each sorted row
+    const int* batch_sizes      # active rows of each step, T + 1 entries (the last 0)
+    const Py_ssize_t* offsets   # packed row of each step, T + 1 entries (the last: all rows)
 
 
-cdef inline Layout make_layout(int T, int B, bint batch_first) noexcept nogil:
+cdef inline Layout make_layout(int T, int B, bint batch_first, int out_width) noexcept nogil:
+    """A full-length, forward-direction layout (every row of length T, none sorted)."""
     cdef Layout lay
     lay.T = T
     lay.B = B
     lay.step = 1 if batch_first else B
     lay.batch = T if batch_first else 1
+    lay.out_width = out_width
+    lay.out_col = 0
+    lay.reverse = False
+    lay.order = lay.lengths = lay.batch_sizes = NULL
+    lay.offsets = NULL
     return lay
 
 
-cdef inline Py_ssize_t user_row(Layout lay, int t, int b) noexcept nogil:
+cdef inline int active(const Layout* lay, int s) noexcept nogil:
+    """Rows taking part in step s (0 past the last step)."""
+    if s >= lay.T:
+        return 0
+    return lay.B if lay.order == NULL else lay.batch_sizes[s]
+
+
+cdef inline Py_ssize_t offset(const Layout* lay, int s) noexcept nogil:
+    """Packed row of step s's first row (for s = T: the rows of all steps, N)."""
+    return <Py_ssize_t> s * lay.B if lay.order == NULL else lay.offsets[s]
+
+
+cdef inline Py_ssize_t user_row(const Layout* lay, int s, int i) noexcept nogil:
+    """Row of the user's sequence arrays that step s of sorted row i reads or writes."""
+    cdef int length = lay.T
+    cdef int b = i
+    if lay.order != NULL:
+        length = lay.lengths[i]
+        b = lay.order[i]
+    cdef int t = length - 1 - s if lay.reverse else s
     return t * lay.step + b * lay.batch
 
 
-cdef void copy_state(int B, int H, const floating* src, floating* dst) noexcept nogil:
-    """dst (B, H) = src, or zeros when src is NULL (no initial state given)."""
+cdef inline bint gathers(const Layout* lay) noexcept nogil:
+    """Whether the packed rows differ from the user array's own (time-major, forward, full
+    length): then x is gathered into packed order (and dx scattered back). (One batch row:
+    batch-first and time-major are the same memory.)"""
+    return lay.order != NULL or lay.reverse or (lay.step != lay.B and lay.B > 1)
+
+
+cdef void gather_state(const Layout* lay, int H, const floating* src,
+                       floating* dst) noexcept nogil:
+    """dst (B, H) in sorted row order = the user's src (B, H), or zeros when src is NULL (no
+    initial state given)."""
+    cdef int i
     if src == NULL:
-        memset(dst, 0, <size_t> B * H * sizeof(floating))
+        memset(dst, 0, <size_t> lay.B * H * sizeof(floating))
+    elif lay.order == NULL:
+        memcpy(dst, src, <size_t> lay.B * H * sizeof(floating))
     else:
-        memcpy(dst, src, <size_t> B * H * sizeof(floating))
+        for i in range(lay.B):
+            memcpy(dst + <Py_ssize_t> i * H, src + <Py_ssize_t> lay.order[i] * H,
+                   H * sizeof(floating))
 
 
-cdef const floating* steps_time_major(Layout lay, int t0, int n, int width, const floating* a,
-                                      floating* buf) noexcept nogil:
-    """Rows of steps t0 .. t0+n-1 of a user array as a time-major (n, B, width) matrix:
-    ``a`` itself when time-major, else gathered into ``buf``."""
-    cdef int s, b
-    if lay.step == lay.B:                       # time-major: already contiguous
-        return a + <Py_ssize_t> t0 * lay.B * width
-    for s in range(n):
-        for b in range(lay.B):
-            memcpy(buf + (<Py_ssize_t> s * lay.B + b) * width,
-                   a + user_row(lay, t0 + s, b) * width, width * sizeof(floating))
+cdef void scatter_state(const Layout* lay, int H, const floating* src,
+                        floating* dst) noexcept nogil:
+    """The user's dst (B, H) = src (B, H) in sorted row order."""
+    cdef int i
+    if lay.order == NULL:
+        memcpy(dst, src, <size_t> lay.B * H * sizeof(floating))
+    else:
+        for i in range(lay.B):
+            memcpy(dst + <Py_ssize_t> lay.order[i] * H, src + <Py_ssize_t> i * H,
+                   H * sizeof(floating))
+
+
+cdef const floating* steps_packed(const Layout* lay, int s0, int n, int width,
+                                  const floating* a, floating* buf) noexcept nogil:
+    """The rows of steps s0 .. s0+n-1 of a user array as one packed (rows, width) matrix:
+    ``a`` itself where its own rows are in that order, else gathered into ``buf``."""
+    cdef int s, i
+    cdef Py_ssize_t r
+    if not gathers(lay):
+        return a + <Py_ssize_t> s0 * lay.B * width
+    for s in range(s0, s0 + n):
+        r = offset(lay, s) - offset(lay, s0)
+        for i in range(active(lay, s)):
+            memcpy(buf + (r + i) * width, a + user_row(lay, s, i) * width,
+                   width * sizeof(floating))
     return buf
 
 
-cdef void scatter_time_major(Layout lay, int width, const floating* src,
-                             floating* a) noexcept nogil:
-    """The user array ``a`` = the time-major (T, B, width) ``src``, in a's layout."""
-    cdef int t, b
-    for t in range(lay.T):
-        for b in range(lay.B):
-            memcpy(a + user_row(lay, t, b) * width,
-                   src + (<Py_ssize_t> t * lay.B + b) * width, width * sizeof(floating))
+cdef void scatter_steps(const Layout* lay, int width, const floating* src, floating* a,
+                        bint add) noexcept nogil:
+    """The user array ``a`` = (or, with ``add``, +=) the packed rows of all steps ``src``.
+    (Rows past a sequence's end are not written.)"""
+    cdef int s, i, k
+    cdef floating* dst
+    cdef const floating* row
+    for s in range(lay.T):
+        for i in range(active(lay, s)):
+            dst = a + user_row(lay, s, i) * width
+            row = src + (offset(lay, s) + i) * width
+            if add:
+                for k in range(width):
+                    dst[k] += row[k]
+            else:
+                memcpy(dst, row, width * sizeof(floating))
 
 
 # ----------------------------------------------------------------------------- step rows
-# The elementwise pass of one step over batch rows b0 .. b1-1; with several threads the
-# rows are shared out (split_rows) in the same way as the products' panels.
+# The elementwise pass of one step over its sorted rows i0 .. i1-1; with several threads the
+# rows are shared out (split_rows) in the same way as the products' panels. A row's new
+# state goes to the next step's block, or to the last-states block if its sequence ends here
+# (it is not among the next step's n_next rows).
 
-cdef void forward_rows(Cell cell, Layout lay, int t, int b0, int b1, floating* gates_t,
-                       floating* hgates_t, const floating* b, const floating* b_hn,
-                       const floating* h_prev, const floating* c_prev, floating* c_next,
-                       floating* h_next, floating* out) noexcept nogil:
+cdef void forward_rows(Cell cell, const Layout* lay, int s, int i0, int i1,
+                       floating* gates_t, floating* hgates_t, const floating* b,
+                       const floating* b_hn, const floating* h_prev, const floating* c_prev,
+                       floating* h_next, floating* c_next, floating* h_last,
+                       floating* c_last, int n_next, floating* out) noexcept nogil:
     cdef int H = cell.H, G = cell.G
-    cdef int bb
+    cdef int i
     cdef floating* out_row
-    for bb in range(b0, b1):
-        out_row = out + user_row(lay, t, bb) * H
+    cdef floating* h_row
+    for i in range(i0, i1):
+        out_row = out + user_row(lay, s, i) * lay.out_width + lay.out_col
+        h_row = (h_next if i < n_next else h_last) + <Py_ssize_t> i * H
         if cell.kind == KIND_LSTM:
-            lstm_forward_row(H, gates_t + bb * G, b, c_prev + bb * H, c_next + bb * H,
-                             h_next + bb * H, out_row)
+            lstm_forward_row(H, gates_t + <Py_ssize_t> i * G, b, c_prev + <Py_ssize_t> i * H,
+                             (c_next if i < n_next else c_last) + <Py_ssize_t> i * H, h_row,
+                             out_row)
         elif cell.kind == KIND_GRU:
-            gru_forward_row(H, gates_t + bb * G, hgates_t + bb * G, b, b_hn, h_prev + bb * H,
-                            h_next + bb * H, out_row)
+            gru_forward_row(H, gates_t + <Py_ssize_t> i * G, hgates_t + <Py_ssize_t> i * G, b,
+                            b_hn, h_prev + <Py_ssize_t> i * H, h_row, out_row)
         else:
-            rnn_forward_row(H, cell.kind, gates_t + bb * G, b, h_next + bb * H, out_row)
+            rnn_forward_row(H, cell.kind, gates_t + <Py_ssize_t> i * G, b, h_row, out_row)
 
 
-cdef void backward_rows(Cell cell, Layout lay, int t, int b0, int b1,
-                        const floating* dout, const floating* zero_row, const floating* hs,
-                        const floating* cs, floating* gates_t, floating* hgates_t,
-                        floating* dh_rec, floating* dc) noexcept nogil:
-    cdef int B = lay.B, H = cell.H, G = cell.G
-    cdef int bb
+cdef void backward_rows(Cell cell, const Layout* lay, int s, int i0, int i1,
+                        const floating* dout, const floating* zero_row,
+                        const floating* h_prev, const floating* h_next,
+                        const floating* h_last, const floating* c_prev,
+                        const floating* c_next, const floating* c_last, int n_next,
+                        floating* gates_t, floating* hgates_t, floating* dh_rec,
+                        floating* dc) noexcept nogil:
+    cdef int H = cell.H, G = cell.G
+    cdef int i
     cdef const floating* dout_row
-    for bb in range(b0, b1):
-        dout_row = zero_row if dout == NULL else dout + user_row(lay, t, bb) * H
+    for i in range(i0, i1):
+        dout_row = (zero_row if dout == NULL
+                    else dout + user_row(lay, s, i) * lay.out_width + lay.out_col)
         if cell.kind == KIND_LSTM:
-            lstm_backward_row(H, gates_t + bb * G,
-                              cs + (<Py_ssize_t> (t + 1) * B + bb) * H,
-                              cs + (<Py_ssize_t> t * B + bb) * H,
-                              dout_row, dh_rec + bb * H, dc + bb * H)
+            lstm_backward_row(H, gates_t + <Py_ssize_t> i * G,
+                              (c_next if i < n_next else c_last) + <Py_ssize_t> i * H,
+                              c_prev + <Py_ssize_t> i * H, dout_row,
+                              dh_rec + <Py_ssize_t> i * H, dc + <Py_ssize_t> i * H)
         elif cell.kind == KIND_GRU:
-            gru_backward_row(H, gates_t + bb * G, hgates_t + bb * G,
-                             hs + (<Py_ssize_t> t * B + bb) * H, dout_row, dh_rec + bb * H)
+            gru_backward_row(H, gates_t + <Py_ssize_t> i * G, hgates_t + <Py_ssize_t> i * G,
+                             h_prev + <Py_ssize_t> i * H, dout_row, dh_rec + <Py_ssize_t> i * H)
         else:
-            rnn_backward_row(H, cell.kind, dout_row, dh_rec + bb * H,
-                             hs + (<Py_ssize_t> (t + 1) * B + bb) * H, gates_t + bb * G)
+            rnn_backward_row(H, cell.kind, dout_row, dh_rec + <Py_ssize_t> i * H,
+                             (h_next if i < n_next else h_last) + <Py_ssize_t> i * H,
+                             gates_t + <Py_ssize_t> i * G)
 
 
 cdef inline bint step_parallel(int B, int H, int G) noexcept nogil:
@@ -387,31 +472,36 @@ cdef struct ForwardArgs:
     void* out
     void* h_n
     void* c_n           # LSTM only
-    # gates: x_t @ Wx of `chunk` steps, reused chunk after chunk, or in training all T steps
-    # (the BPTT workspace: the activated gates). hgates (GRU): h_{t-1} @ Wh of one step, or
-    # in training of all T steps (kept: the reset gate multiplies its n part).
+    # gates: x_t @ Wx of `chunk` steps, reused chunk after chunk, or in training all steps'
+    # packed rows (the BPTT workspace: the activated gates). hgates (GRU): h_{t-1} @ Wh of
+    # one step, or in training of all steps (kept: the reset gate multiplies its n part).
     void* gates
     void* hgates
-    void* hs            # n_slots (B, H) states: T + 1 in training (h_{-1} .. h_{T-1}), else 2
-    void* cs            # the same for the LSTM's cell state
-    void* xbuf          # chunk steps of x, time-major, when batch-first
+    # hs: the states blocks. Training: step s's h_{s-1} at packed row offset(s) (all N rows,
+    # the matrix of the deferred dWh), then each row's last state (B rows). Inference: two
+    # ping-pong blocks of B rows, then the last states. cs: the same for the LSTM's c.
+    void* hs
+    void* cs
+    void* xbuf          # chunk steps of x, packed, when gathered
     void* Wp            # Wh packed, or NULL (BLAS)
     void* WxP           # Wx packed, or NULL
     void* a_scratch     # rf_packed_gemm's scratch for the interleaved rows of A
     int chunk
-    int n_slots
+    bint training
+    bint serial         # no OpenMP threads inside (the caller runs loops side by side)
 
 
-cdef void forward_loop(floating tag, Cell cell, Layout lay,
+cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
                        ForwardArgs* a) noexcept nogil:
     """The forward of every cell: per chunk of steps one product x @ Wx, per step one
     product h @ Wh (into the gates, or for the GRU into its own buffer) and the row pass."""
     cdef int T = lay.T, B = lay.B, D = cell.D, H = cell.H, G = cell.G
-    cdef bint training = a.n_slots == T + 1
+    cdef bint training = a.training
     cdef bint gru = cell.kind == KIND_GRU
     cdef bint lstm = cell.kind == KIND_LSTM
-    cdef bint parallel = step_parallel(B, H, G)
-    cdef int threads, t, t0, s, n, part
+    cdef bint parallel = step_parallel(B, H, G) and not a.serial
+    cdef int threads, s, s0, n, m, part
+    cdef Py_ssize_t N = offset(lay, T), chunk_row, rows, prev_row, next_row, last_row
     cdef floating* gates = <floating*> a.gates
     cdef floating* hgates = <floating*> a.hgates
     cdef floating* hs = <floating*> a.hs
@@ -430,55 +520,61 @@ cdef void forward_loop(floating tag, Cell cell, Layout lay,
     cdef floating* hgates_t = NULL
     cdef floating* h_prev
     cdef floating* h_next
-    cdef floating* c_prev
-    cdef floating* c_next
+    cdef floating* c_prev = NULL
+    cdef floating* c_next = NULL
+    cdef floating* c_last = NULL
     if Wp != NULL:
         pack_panels(H, G, Wh, G, False, Wp)
         pack_panels(D, G, Wx, G, False, WxP)
-    copy_state(B, H, <const floating*> a.h0, hs)            # slot 0: h_{-1}
+    last_row = N if training else 2 * B                     # the last-states block
+    gather_state(lay, H, <const floating*> a.h0, hs)        # step 0's block: h_{-1}
     if lstm:
-        copy_state(B, H, <const floating*> a.c0, cs)
-    t0 = 0
-    while t0 < T:                                           # chunk by chunk
-        n = min(a.chunk, T - t0)
-        x_chunk = steps_time_major(lay, t0, n, D, <const floating*> a.x,
-                                   <floating*> a.xbuf)
-        gates_chunk = gates + (<Py_ssize_t> t0 * B * G if training else 0)
-        # gates_chunk = x_chunk @ Wx, every step of the chunk at once
-        step_product(n * B, G, D, x_chunk, Wx, False, WxP, False, gates_chunk, a_scratch,
-                     parallel)
-        for s in range(n):
-            t = t0 + s
-            gates_t = gates_chunk + <Py_ssize_t> s * B * G
-            h_prev = hs + <Py_ssize_t> (t % a.n_slots) * B * H
-            h_next = hs + <Py_ssize_t> ((t + 1) % a.n_slots) * B * H
+        gather_state(lay, H, <const floating*> a.c0, cs)
+        c_last = cs + last_row * H
+    s0 = 0
+    while s0 < T:                                           # chunk by chunk
+        n = min(a.chunk, T - s0)
+        x_chunk = steps_packed(lay, s0, n, D, <const floating*> a.x, <floating*> a.xbuf)
+        chunk_row = offset(lay, s0)
+        rows = offset(lay, s0 + n) - chunk_row
+        gates_chunk = gates + (chunk_row * G if training else 0)
+        # gates_chunk = x_chunk @ Wx, every row of every step of the chunk at once
+        step_product(<int> rows, G, D, x_chunk, Wx, False, WxP, False, gates_chunk,
+                     a_scratch, parallel)
+        for s in range(s0, s0 + n):
+            m = active(lay, s)
+            gates_t = gates_chunk + (offset(lay, s) - chunk_row) * G
+            prev_row = offset(lay, s) if training else (s % 2) * B
+            next_row = offset(lay, s + 1) if training else ((s + 1) % 2) * B
+            h_prev = hs + prev_row * H
+            h_next = hs + next_row * H
             if gru:
                 # hgates_t = h_prev @ Wh (apart from the gates: r multiplies its n part)
-                hgates_t = hgates + (<Py_ssize_t> t * B * G if training else 0)
-                step_product(B, G, H, h_prev, Wh, False, Wp, False, hgates_t, a_scratch,
+                hgates_t = hgates + (offset(lay, s) * G if training else 0)
+                step_product(m, G, H, h_prev, Wh, False, Wp, False, hgates_t, a_scratch,
                              parallel)
             else:
                 # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
-                step_product(B, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch,
+                step_product(m, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch,
                              parallel)
-            c_prev = c_next = NULL
             if lstm:
-                c_prev = cs + <Py_ssize_t> (t % a.n_slots) * B * H
-                c_next = cs + <Py_ssize_t> ((t + 1) % a.n_slots) * B * H
-            threads = row_threads(B, parallel)
+                c_prev = cs + prev_row * H
+                c_next = cs + next_row * H
+            threads = row_threads(m, parallel)
             if threads > 1:
                 for part in prange(threads, num_threads=threads, schedule="static"):
-                    forward_rows(cell, lay, t, split_rows(B, threads, part),
-                                 split_rows(B, threads, part + 1), gates_t, hgates_t, b,
-                                 b_hn, h_prev, c_prev, c_next, h_next, out)
+                    forward_rows(cell, lay, s, split_rows(m, threads, part),
+                                 split_rows(m, threads, part + 1), gates_t, hgates_t, b,
+                                 b_hn, h_prev, c_prev, h_next, c_next, hs + last_row * H,
+                                 c_last, active(lay, s + 1), out)
             else:
-                forward_rows(cell, lay, t, 0, B, gates_t, hgates_t, b, b_hn, h_prev, c_prev,
-                             c_next, h_next, out)
-        t0 += n
-    memcpy(a.h_n, hs + <Py_ssize_t> (T % a.n_slots) * B * H, <size_t> B * H * sizeof(floating))
+                forward_rows(cell, lay, s, 0, m, gates_t, hgates_t, b, b_hn, h_prev, c_prev,
+                             h_next, c_next, hs + last_row * H, c_last, active(lay, s + 1),
+                             out)
+        s0 += n
+    scatter_state(lay, H, hs + last_row * H, <floating*> a.h_n)
     if lstm:
-        memcpy(a.c_n, cs + <Py_ssize_t> (T % a.n_slots) * B * H,
-               <size_t> B * H * sizeof(floating))
+        scatter_state(lay, H, c_last, <floating*> a.c_n)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -494,9 +590,11 @@ cdef struct BackwardArgs:
     void* cs
     void* gates
     void* hgates        # ... and the GRU's hidden-side gates (overwritten by dGh)
-    void* dh_rec        # in: dL/dh_{T-1} (dh_n), out: dh0
-    void* dc            # in: dc_n, out: dc0 (LSTM)
-    void* xbuf          # (T, B, D) scratch when batch-first: x, then dx, time-major
+    void* dh0           # in: dL/dh_{T-1} (dh_n), out: dh0 (the user's row order)
+    void* dc0           # in: dc_n, out: dc0 (LSTM)
+    void* dh_rec        # dh0 itself, or its rows sorted (lengths)
+    void* dc            # dc0 itself, or sorted
+    void* xbuf          # (N, D) scratch when gathered: x, then dx, packed
     void* dx
     void* dWx
     void* dWh
@@ -507,22 +605,27 @@ cdef struct BackwardArgs:
     void* dGp           # dG packed for the deferred products, or NULL (BLAS) ...
     void* WxTp          # ... and Wx.T packed
     void* deferred_scratch
+    bint add_dx         # dx += (the other direction wrote it), not dx =
+    bint serial         # no OpenMP threads inside (the caller runs loops side by side)
 
 
-cdef void backward_loop(floating tag, Cell cell, Layout lay,
+cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
                         BackwardArgs* a) noexcept nogil:
     """BPTT of every cell, overwriting the workspace gates with their gradients dG (and the
     GRU's hidden-side gates with dGh, which differs from dG in the n slice: r scales it).
-    Per step the row pass and ``dh_rec (+)= dGh_t @ Wh.T``; then the weight gradients and
-    dx as products over all steps."""
+    Per step the row pass and ``dh_rec (+)= dGh_t @ Wh.T`` over the step's rows (a row
+    whose sequence ends later keeps its dh_n until its last step); then the weight
+    gradients and dx as products over the packed rows of all steps."""
     cdef int T = lay.T, B = lay.B, D = cell.D, H = cell.H, G = cell.G
     cdef bint gru = cell.kind == KIND_GRU
-    cdef bint parallel = step_parallel(B, H, G)
-    cdef int threads, t, part
-    cdef Py_ssize_t rows = <Py_ssize_t> T * B
+    cdef bint lstm = cell.kind == KIND_LSTM
+    cdef bint parallel = step_parallel(B, H, G) and not a.serial
+    cdef int threads, s, m, n_next, part
+    cdef Py_ssize_t rows = offset(lay, T)                   # N: the packed rows
     cdef floating* gates = <floating*> a.gates
     cdef floating* hgates = <floating*> a.hgates
     cdef floating* dh_rec = <floating*> a.dh_rec
+    cdef floating* dc = <floating*> a.dc
     cdef floating* WpT = <floating*> a.WpT
     cdef floating* dGp = <floating*> a.dGp
     cdef floating* WxTp = <floating*> a.WxTp
@@ -535,58 +638,79 @@ cdef void backward_loop(floating tag, Cell cell, Layout lay,
     cdef const floating* Wx = <const floating*> a.Wx
     cdef const floating* Wh = <const floating*> a.Wh
     cdef const floating* hs = <const floating*> a.hs
+    cdef const floating* cs = <const floating*> a.cs
+    cdef const floating* h_last = hs + rows * H
+    cdef const floating* c_last = cs + rows * H if lstm else NULL
     # the hidden side's gate gradients: the gates' own, but for the GRU
     cdef floating* dGh = hgates if gru else gates
     cdef floating* gates_t
     cdef floating* hgates_t = NULL
     cdef const floating* xs
-    cdef floating* dx_tm
+    cdef floating* dx_packed
     if WpT != NULL:
         pack_panels(G, H, Wh, G, True, WpT)
-    for t in range(T - 1, -1, -1):
-        gates_t = gates + <Py_ssize_t> t * B * G
+    if dh_rec != <floating*> a.dh0:                         # sorted rows
+        gather_state(lay, H, <const floating*> a.dh0, dh_rec)
+        if lstm:
+            gather_state(lay, H, <const floating*> a.dc0, dc)
+    for s in range(T - 1, -1, -1):
+        m = active(lay, s)
+        n_next = active(lay, s + 1)
+        gates_t = gates + offset(lay, s) * G
         if gru:
-            hgates_t = hgates + <Py_ssize_t> t * B * G
-        threads = row_threads(B, parallel)
+            hgates_t = hgates + offset(lay, s) * G
+        threads = row_threads(m, parallel)
         if threads > 1:
             for part in prange(threads, num_threads=threads, schedule="static"):
-                backward_rows(cell, lay, t, split_rows(B, threads, part),
-                              split_rows(B, threads, part + 1), <const floating*> a.dout,
-                              <const floating*> a.zero_row, hs, <const floating*> a.cs,
-                              gates_t, hgates_t, dh_rec, <floating*> a.dc)
+                backward_rows(cell, lay, s, split_rows(m, threads, part),
+                              split_rows(m, threads, part + 1), <const floating*> a.dout,
+                              <const floating*> a.zero_row, hs + offset(lay, s) * H,
+                              hs + offset(lay, s + 1) * H, h_last,
+                              cs + offset(lay, s) * H if lstm else NULL,
+                              cs + offset(lay, s + 1) * H if lstm else NULL, c_last, n_next,
+                              gates_t, hgates_t, dh_rec, dc)
         else:
-            backward_rows(cell, lay, t, 0, B, <const floating*> a.dout,
-                          <const floating*> a.zero_row, hs, <const floating*> a.cs, gates_t,
-                          hgates_t, dh_rec, <floating*> a.dc)
-        # dh_rec = dG_t @ Wh.T; the GRU's rows left dh * z there, its product adds
-        step_product(B, H, G, dGh + <Py_ssize_t> t * B * G, Wh, True, WpT, gru, dh_rec,
+            backward_rows(cell, lay, s, 0, m, <const floating*> a.dout,
+                          <const floating*> a.zero_row, hs + offset(lay, s) * H,
+                          hs + offset(lay, s + 1) * H, h_last,
+                          cs + offset(lay, s) * H if lstm else NULL,
+                          cs + offset(lay, s + 1) * H if lstm else NULL, c_last, n_next,
+                          gates_t, hgates_t, dh_rec, dc)
+        # dh_rec[:m] = dG_t @ Wh.T; the GRU's rows left dh * z there, its product adds
+        step_product(m, H, G, dGh + offset(lay, s) * G, Wh, True, WpT, gru, dh_rec,
                      a_scratch, parallel)
-    # the deferred GEMMs over all steps: dWx = x.T @ dG, dWh = h_prev.T @ dGh, dx = dG @ Wx.T
-    xs = steps_time_major(lay, 0, T, D, <const floating*> a.x, xbuf)
-    dx_tm = xbuf if xs == xbuf else <floating*> a.dx   # batch-first: dx time-major first
+    if dh_rec != <floating*> a.dh0:
+        scatter_state(lay, H, dh_rec, <floating*> a.dh0)
+        if lstm:
+            scatter_state(lay, H, dc, <floating*> a.dc0)
+    # the deferred GEMMs over all packed rows: dWx = x.T @ dG, dWh = h_prev.T @ dGh,
+    # dx = dG @ Wx.T (h_prev of every row is the first N rows of hs)
+    xs = steps_packed(lay, 0, T, D, <const floating*> a.x, xbuf)
+    # dx packed first where it is gathered or added to the other direction's
+    dx_packed = xbuf if xs == xbuf or a.add_dx else <floating*> a.dx
     if dGp != NULL:
         # our kernel rather than BLAS (BLAS's threads cost more than they bring at these
         # sizes); OpenMP threads when large: these products end the call, no serial step
         # loop follows them (at 2 threads, medium LSTM forward+backward 1.12x faster so)
         pack_panels(<int> rows, G, gates, G, False, dGp)          # dG as the right operand
         packed_gemm(D, G, <int> rows, xs, True, dGp, False, dWx, deferred_scratch,
-                    threads_for_once(rows * G * D))
+                    threads_for_once(rows * G * D) and not a.serial)
         if gru:
             pack_panels(<int> rows, G, dGh, G, False, dGp)        # (dG is done with)
         packed_gemm(H, G, <int> rows, hs, True, dGp, False, dWh, deferred_scratch,
-                    threads_for_once(rows * G * H))
+                    threads_for_once(rows * G * H) and not a.serial)
         pack_panels(G, D, Wx, G, True, WxTp)                      # Wx.T
-        packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_tm, deferred_scratch,
-                    threads_for_once(rows * G * D))
+        packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_packed, deferred_scratch,
+                    threads_for_once(rows * G * D) and not a.serial)
     else:
         gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0,
              dWx, G)
         gemm(True, False, H, G, <int> rows, <floating> 1, hs, H, dGh, G, <floating> 0,
              dWh, G)
         gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
-             dx_tm, D)
-    if dx_tm == xbuf:
-        scatter_time_major(lay, D, xbuf, <floating*> a.dx)
+             dx_packed, D)
+    if dx_packed == xbuf:
+        scatter_steps(lay, D, xbuf, <floating*> a.dx, a.add_dx)
     memset(db, 0, <size_t> G * sizeof(floating))
     add_column_sums(rows, G, gates, G, db)                  # db = dG.sum(axis=0)
     if gru:                                                 # db_hn = dGh[:, 2H:].sum(axis=0)
@@ -644,6 +768,7 @@ cdef struct ForwardPlan:
 
 cdef struct BackwardPlan:
     Py_ssize_t zero_row
+    Py_ssize_t states       # dh (and dc) in sorted row order, with lengths
     Py_ssize_t xbuf
     Py_ssize_t WpT
     Py_ssize_t a_scratch
@@ -663,11 +788,11 @@ cdef Py_ssize_t forward_plan_values(ForwardPlan* p) noexcept:
 
 cdef Py_ssize_t backward_plan_values(BackwardPlan* p) noexcept:
     """Values of the scratch block that holds a backward plan's buffers."""
-    return (planned(p.zero_row) + planned(p.xbuf) + planned(p.WpT) + planned(p.a_scratch)
+    return (planned(p.zero_row) + planned(p.states) + planned(p.xbuf) + planned(p.WpT) + planned(p.a_scratch)
             + planned(p.dGp) + planned(p.WxTp))
 
 
-cdef void run_forward(Cell cell, Layout lay, ForwardArgs* a, ForwardPlan* plan, bint is_float,
+cdef void run_forward(Cell cell, const Layout* lay, ForwardArgs* a, ForwardPlan* plan, bint is_float,
                       scratch):
     """Carves the plan's buffers from ``scratch`` (a workspace buffer already set in ``a``
     is kept) and runs forward_loop without the GIL."""
@@ -703,12 +828,17 @@ cdef void run_forward(Cell cell, Layout lay, ForwardArgs* a, ForwardPlan* plan, 
         rf_asan_unpoison(base, <size_t> used * (4 if is_float else 8))
 
 
-cdef void run_backward(Cell cell, Layout lay, BackwardArgs* a, BackwardPlan* plan,
+cdef void run_backward(Cell cell, const Layout* lay, BackwardArgs* a, BackwardPlan* plan,
                        bint is_float, scratch):
     """Carves the plan's buffers from ``scratch`` and runs backward_loop without the GIL."""
     cdef char* base = <char*> data(scratch)
     cdef Py_ssize_t used = 0
     a.zero_row = carve(is_float, base, &used, plan.zero_row)
+    a.dh_rec, a.dc = a.dh0, a.dc0                   # in place, but with lengths: sorted
+    if plan.states:
+        a.dh_rec = carve(is_float, base, &used, plan.states)
+        if a.dc0 != NULL:
+            a.dc = <char*> a.dh_rec + <size_t> cell.H * lay.B * (4 if is_float else 8)
     a.xbuf = carve(is_float, base, &used, plan.xbuf)
     a.WpT = carve(is_float, base, &used, plan.WpT)
     a.a_scratch = carve(is_float, base, &used, plan.a_scratch)
@@ -894,42 +1024,104 @@ _NONLINEARITY_KINDS = {"tanh": KIND_RNN_TANH, "relu": KIND_RNN_RELU,
                        "sigmoid": KIND_RNN_SIGMOID}
 
 
+def sequence_steps(lengths, int T):
+    """What the loops need of a batch's sequence lengths (checked: one int per row, each in
+    1 .. T), or None when every row has all T steps (the full-length loops run).
+
+    Returns ``(order, lengths, batch_sizes, offsets)``: the rows sorted longest first (a
+    stable sort), their lengths, the rows of each step (T + 1 entries, the last 0) and the
+    packed row of each step's first row (T + 1 entries, the last the total), as in
+    PyTorch's PackedSequence. Computed once per call, for every layer and direction."""
+    if lengths is None:
+        return None
+    lengths = np.asarray(lengths, np.intp)
+    B = lengths.shape[0]
+    if B == 0 or lengths.min() == T:
+        return None
+    order = np.argsort(-lengths, kind="stable").astype(np.int32)
+    sorted_lengths = lengths[order].astype(np.int32)
+    batch_sizes = np.zeros(T + 1, np.int32)
+    # rows longer than s: those not among the rows of length <= s
+    batch_sizes[:T] = B - np.cumsum(np.bincount(sorted_lengths, minlength=T + 1))[:T]
+    offsets = np.zeros(T + 1, np.intp)
+    np.cumsum(batch_sizes[:T], out=offsets[1:])
+    return order, sorted_lengths, batch_sizes, offsets
+
+
+cdef Layout layout_of(int T, int B, bint batch_first, int out_width, int out_col,
+                      bint reverse, steps):
+    """The loops' Layout of a call; ``steps``: sequence_steps' result (kept alive by the
+    caller for the call), or None."""
+    cdef Layout lay = make_layout(T, B, batch_first, out_width)
+    lay.out_col = out_col
+    lay.reverse = reverse
+    if steps is not None:
+        lay.order = <const int*> data(steps[0])
+        lay.lengths = <const int*> data(steps[1])
+        lay.batch_sizes = <const int*> data(steps[2])
+        lay.offsets = <const Py_ssize_t*> data(steps[3])
+    return lay
+
+
+cdef inline Py_ssize_t packed_rows(Py_ssize_t T, Py_ssize_t B, steps):
+    """Rows of all steps together: T * B, or fewer with lengths."""
+    return T * B if steps is None else (<cnp.ndarray> steps[3])[T]
+
+
 def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint training,
-             dict pool=None):
+             dict pool=None, steps=None, bint reverse=False, out=None, int out_col=0):
     """Allocates outputs and buffers, runs forward_loop; returns
     ``(out, h_n, c_n, workspace)`` (c_n None but for the LSTM). ``pool``: see pooled();
-    without one, the buffers are lent by SharedBuffers."""
+    without one, the buffers are lent by SharedBuffers. ``steps``: sequence_steps() of the
+    batch's lengths, or None; ``reverse``: the reverse direction; ``out``: the output array
+    to write into, at columns ``out_col`` .. ``out_col + H`` (a bidirectional layer's;
+    zeros where rows have ended, when ``steps``), else a new one."""
     cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
     cdef bint gru = kind == KIND_GRU
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
-    cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G, chunk, n_slots
+    cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G, chunk, N
     cdef cnp.npy_intp dims[3]
     cdef Cell cell = Cell(kind, D, H, G)
     cdef ForwardPlan plan
     cdef ForwardArgs a
     dt = Wx.dtype
-    dims[0], dims[1], dims[2] = (B, T, H) if batch_first else (T, B, H)    # out: like x
-    out = empty(3, dims, is_float)
+    if out is None:
+        dims[0], dims[1], dims[2] = (B, T, H) if batch_first else (T, B, H)  # out: like x
+        # rows past their end are never written: zeros
+        out = empty(3, dims, is_float) if steps is None else cnp.PyArray_ZEROS(
+            3, dims, cnp.NPY_FLOAT32 if is_float else cnp.NPY_FLOAT64, 0)
+    cdef Layout lay = layout_of(T, B, batch_first, out.shape[2], out_col, reverse, steps)
+    N = packed_rows(T, B, steps)
     cdef bint packed = use_packed(<long long> B * H * G, is_float)   # else BLAS
     chunk = max(1, min(T, (CHUNK_ROWS if packed else BLAS_CHUNK_ROWS) // B))
-    n_slots = T + 1 if training else 2
     gates = hgates = hs = cs = workspace = None
     # buffers lent by SharedBuffers when there is no pool: the workspace's, the scratch's
     kept = [] if pool is None else None
     lent = [] if pool is None else None
     if training:        # the BPTT workspace; in inference these come from the scratch block
-        dims[0], dims[1], dims[2] = T, B, G
-        gates = pooled(pool, "gates", 3, dims, is_float, kept)
-        hgates = pooled(pool, "hgates", 3, dims, is_float, kept) if gru else None
-        dims[0], dims[1], dims[2] = n_slots, B, H
-        hs = pooled(pool, "hs", 3, dims, is_float, kept)
-        cs = pooled(pool, "cs", 3, dims, is_float, kept) if has_c else None
+        if steps is None:
+            dims[0], dims[1], dims[2] = T, B, G
+            gates = pooled(pool, "gates", 3, dims, is_float, kept)
+            hgates = pooled(pool, "hgates", 3, dims, is_float, kept) if gru else None
+            dims[0], dims[1], dims[2] = T + 1, B, H
+            hs = pooled(pool, "hs", 3, dims, is_float, kept)
+            cs = pooled(pool, "cs", 3, dims, is_float, kept) if has_c else None
+        else:           # packed rows: (N, G) gates; (N + B, H) states
+            dims[0], dims[1] = N, G
+            gates = pooled(pool, "gates", 2, dims, is_float, kept)
+            hgates = pooled(pool, "hgates", 2, dims, is_float, kept) if gru else None
+            dims[0], dims[1] = N + B, H
+            hs = pooled(pool, "hs", 2, dims, is_float, kept)
+            cs = pooled(pool, "cs", 2, dims, is_float, kept) if has_c else None
         workspace = {"backend": "cython", "cell": KINDS[kind].split("_")[0],
                      "batch_first": batch_first, "dims": (B, T, H), "gates": gates,
                      "hs": hs, "cs": cs}
         if gru:
             workspace["hgates"] = hgates
+        if steps is not None or reverse or out_col or lay.out_width != H:
+            workspace.update(steps=steps, reverse=reverse, out_col=out_col,
+                             out_width=lay.out_width)
         if kept:
             workspace["lent"] = kept
         if kind <= KIND_RNN_SIGMOID:
@@ -939,9 +1131,9 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
                 _state_or_zeros(c0, B, H, dt) if has_c else None, workspace)
     plan.gates = 0 if training else chunk * B * G
     plan.hgates = 0 if training or not gru else B * G
-    plan.hs = 0 if training else n_slots * B * H
-    plan.cs = 0 if training or not has_c else n_slots * B * H
-    plan.xbuf = chunk * B * D if batch_first and B > 1 else 0       # x time-major
+    plan.hs = 0 if training else 3 * B * H              # two ping-pong blocks, the last
+    plan.cs = 0 if training or not has_c else 3 * B * H
+    plan.xbuf = chunk * B * D if gathers(&lay) else 0               # x packed
     plan.Wp = packed_size(is_float, H, G) if packed else 0          # Wh packed
     plan.WxP = packed_size(is_float, D, G) if packed else 0         # Wx packed
     plan.a_scratch = a_packed_size(max(B, chunk * B), max(H, D)) if packed else 0
@@ -954,8 +1146,8 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
     a.Wx, a.Wh, a.b, a.b_hn = data(Wx), data(Wh), data(b), data(b_hn)
     a.out, a.h_n, a.c_n = data(out), data(h_n), data(c_n)
     a.gates, a.hgates, a.hs, a.cs = data(gates), data(hgates), data(hs), data(cs)
-    a.chunk, a.n_slots = chunk, n_slots
-    run_forward(cell, make_layout(T, B, batch_first), &a, &plan, is_float, scratch)
+    a.chunk, a.training, a.serial = chunk, training, False
+    run_forward(cell, &lay, &a, &plan, is_float, scratch)
     if lent:
         del scratch
         _shared.give_back(lent)
@@ -963,30 +1155,40 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
 
 
 def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
-              dict pool=None):
+              dict pool=None, dx=None):
     """Allocates gradients and scratch, runs backward_loop; returns
     ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the LSTM, db_hn but for the
     GRU). ``pool``: see pooled(); without one, the scratch is lent by SharedBuffers, and the
-    workspace's lent buffers go back to it afterwards."""
+    workspace's lent buffers go back to it afterwards. ``dx``: add this direction's input
+    gradient into that array (the other direction's) instead of a new one. The forward's
+    lengths, direction and output columns come with the workspace; ``dout`` is the
+    gradient of that whole output."""
     if workspace["hs"] is None:
         raise ValueError("this workspace was already used by a backward call")
     cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
     cdef bint gru = kind == KIND_GRU
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
     cdef Dims d = dims_of(x, Wh, batch_first)
-    cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G
+    cdef Py_ssize_t B = d.B, T = d.T, D = d.D, H = d.H, G = d.G, N
     cdef cnp.npy_intp dims[1]
     cdef Cell cell = Cell(kind, D, H, G)
     cdef BackwardPlan plan
     cdef BackwardArgs a
     dt = Wx.dtype
-    dh_rec = _state_or_zeros(dh_n, B, H, dt)        # becomes dh0
-    dc = _state_or_zeros(dc_n, B, H, dt) if has_c else None      # becomes dc0
+    steps = workspace.get("steps")
+    cdef Layout lay = layout_of(T, B, batch_first, workspace.get("out_width", H),
+                                workspace.get("out_col", 0), workspace.get("reverse", False),
+                                steps)
+    N = packed_rows(T, B, steps)
+    dh0 = _state_or_zeros(dh_n, B, H, dt)           # dh_n, becomes dh0
+    dc0 = _state_or_zeros(dc_n, B, H, dt) if has_c else None     # dc_n, becomes dc0
+    cdef bint add_dx = dx is not None
     if T == 0:
-        return (np.zeros(x.shape, dt), dh_rec, dc, np.zeros(Wx.shape, dt),
+        return (np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0, np.zeros(Wx.shape, dt),
                 np.zeros(Wh.shape, dt), np.zeros(G, dt), np.zeros(H, dt) if gru else None)
-    # every value of these is written by the kernels
-    dx = np.empty(x.shape, dt)
+    # every value of these is written by the kernels (dx's rows past their end: zeros)
+    if dx is None:
+        dx = np.empty(x.shape, dt) if steps is None else np.zeros(x.shape, dt)
     dWx = np.empty(Wx.shape, dt)
     dWh = np.empty(Wh.shape, dt)
     dims[0] = G
@@ -997,11 +1199,12 @@ def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first
     # the deferred products too (large problems: BLAS)
     cdef bint deferred_packed = packed and B * H * G < RF_PARALLEL_MIN_WORK
     plan.zero_row = H                                               # dout's stand-in
-    plan.xbuf = T * B * D if batch_first and B > 1 else 0           # x (and dx) time-major
+    plan.states = 0 if steps is None else (2 if has_c else 1) * B * H   # sorted dh (dc)
+    plan.xbuf = N * D if gathers(&lay) or add_dx else 0             # x (and dx) packed
     plan.WpT = packed_size(is_float, G, H) if packed else 0         # Wh.T packed
-    plan.a_scratch = (a_packed_size(max(B, D, H, T * B), max(G, T * B)) if packed else 0)
-    plan.dGp = packed_size(is_float, T * B, G) if deferred_packed else 0   # dG packed
-    plan.WxTp = packed_size(is_float, G, D) if deferred_packed else 0      # Wx.T packed
+    plan.a_scratch = (a_packed_size(max(B, D, H, N), max(G, N)) if packed else 0)
+    plan.dGp = packed_size(is_float, N, G) if deferred_packed else 0    # dG packed
+    plan.WxTp = packed_size(is_float, G, D) if deferred_packed else 0   # Wx.T packed
     dims[0] = backward_plan_values(&plan)
     lent = [] if pool is None else None
     scratch = pooled(pool, "backward scratch", 1, dims, is_float, lent)
@@ -1009,14 +1212,15 @@ def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first
     hgates = workspace["hgates"] if gru else None
     a.dout, a.x, a.Wx, a.Wh = data(dout), data(x), data(Wx), data(Wh)
     a.hs, a.cs, a.gates, a.hgates = data(hs), data(cs), data(gates), data(hgates)
-    a.dh_rec, a.dc = data(dh_rec), data(dc)
+    a.dh0, a.dc0 = data(dh0), data(dc0)
     a.dx, a.dWx, a.dWh, a.db, a.db_hn = data(dx), data(dWx), data(dWh), data(db), data(db_hn)
-    run_backward(cell, make_layout(T, B, batch_first), &a, &plan, is_float, scratch)
+    a.add_dx, a.serial = add_dx, False
+    run_backward(cell, &lay, &a, &plan, is_float, scratch)
     if pool is None:
         del scratch, hs, cs, gates, hgates
         _shared.give_back(lent)
         _give_back_workspace(workspace)
-    return dx, dh_rec, dc, dWx, dWh, db, db_hn
+    return dx, dh0, dc0, dWx, dWh, db, db_hn
 
 
 def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True):
