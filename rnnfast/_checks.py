@@ -166,12 +166,14 @@ def check_weights(spec, weights, dtype=None):
                  for name, a in zip(spec.params, arrays))
 
 
-def check_params(params, spec, input_size, hidden, dtype):
+def check_params(params, spec, input_size, hidden, dtype, suffix=""):
     """A layer's ``params`` dict (its entries may have been replaced by the user);
     returns its arrays checked, in ``spec.params`` order. Each entry must be there and
     have the layer's own shape, and an error names the entry the user replaced,
-    ``params['Wh']`` say."""
-    for name, shape in spec.param_shapes(input_size, hidden).items():
+    ``params['Wh']`` say. ``suffix``: the entries of another layer or direction
+    (``"_l1_reverse"``: ``params['Wh_l1_reverse']``)."""
+    for base, shape in spec.param_shapes(input_size, hidden).items():
+        name = base + suffix
         if name not in params:
             raise ValueError(f"params[{name!r}] is missing: it must be an array of shape "
                              f"{shape} (input_size={input_size}, hidden_size={hidden}), "
@@ -180,7 +182,67 @@ def check_params(params, spec, input_size, hidden, dtype):
         if got != shape:
             raise ValueError(f"params[{name!r}] must have shape {shape} (input_size="
                              f"{input_size}, hidden_size={hidden}), got shape {got}")
-    return check_weights(spec, tuple(params[name] for name in spec.params), dtype=dtype)
+    try:
+        return check_weights(spec, tuple(params[name + suffix] for name in spec.params),
+                             dtype=dtype)
+    except (TypeError, ValueError) as e:
+        if not suffix:
+            raise
+        raise type(e)(f"{e} (params with suffix {suffix!r})") from None
+
+
+def check_lengths(lengths, batch, seq_len):
+    """None, or one sequence length per batch row, each an integer in 1 .. seq_len (any
+    order); returned as an intp array."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, np.ndarray):
+        a = lengths
+    else:
+        try:
+            a = np.asarray(lengths)
+        except (TypeError, ValueError):
+            a = np.asarray(lengths, dtype=object)
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer)
+                                   or (a.dtype == object and all(
+                                       isinstance(v, (int, np.integer))
+                                       and not isinstance(v, (bool, np.bool_))
+                                       for v in a.ravel()))):
+        raise TypeError(f"lengths must be integers (one per batch row), got "
+                        f"{'booleans' if a.dtype == np.bool_ else f'dtype {a.dtype}'}")
+    if a.ndim != 1 or a.shape[0] != batch:
+        raise ValueError(f"lengths must have one entry per batch row, expected shape "
+                         f"({batch},), got shape {a.shape}")
+    a = a.astype(np.intp)
+    if batch and (a.min() < 1 or a.max() > seq_len):
+        bad = a[(a < 1) | (a > seq_len)][0]
+        raise ValueError(f"lengths must be between 1 and seq_len={seq_len}, got {int(bad)} "
+                         f"(min {int(a.min())}, max {int(a.max())})")
+    return a
+
+
+def check_layer_state(s, name, layers, batch, hidden, dtype):
+    """None, or a stacked/bidirectional layer's ``(num_layers * num_directions, batch,
+    hidden)`` state array, C-contiguous."""
+    if s is None:
+        return None
+    s = as_numeric_array(s, name)
+    if s.shape != (layers, batch, hidden):
+        raise ValueError(f"{name} must have shape (num_layers * num_directions={layers}, "
+                         f"batch={batch}, hidden_size={hidden}) = {(layers, batch, hidden)}, "
+                         f"got shape {s.shape}")
+    return as_float_array(s, name, dtype)
+
+
+def check_output_grad(dout, name, shape, dtype):
+    """None, or the gradient of a forward's output: its shape exactly."""
+    if dout is None:
+        return None
+    dout = as_numeric_array(dout, name)
+    if dout.shape != tuple(shape):
+        raise ValueError(f"{name} must have the shape of the forward output {tuple(shape)}, "
+                         f"got shape {dout.shape}")
+    return as_float_array(dout, name, dtype)
 
 
 def check_grads_store(grads, shapes, dtype, owner="layer"):

@@ -23,7 +23,11 @@ class _Workspace(TypedDict, total=False):
     dims: tuple[int, int, int]                 # (batch, seq_len, hidden)
     gates: npt.NDArray[Any] | None             # (seq_len, batch, G*hidden)
     hgates: npt.NDArray[Any] | None            # GRU: (seq_len, batch, 3*hidden)
-    hs: npt.NDArray[Any] | None                # (seq_len + 1, batch, hidden)
+    hs: npt.NDArray[Any] | None                # (seq_len + 1, batch, hidden); lengths: 2-D
+    steps: Any                                 # direction calls: lengths (sequence_steps),
+    reverse: bool                              # the direction,
+    out_col: int                               # the output's columns
+    out_width: int
     cs: npt.NDArray[Any] | None                # LSTM: (seq_len + 1, batch, hidden)
     nonlinearity: _Nonlinearity                # RNN only
     lent: list[npt.NDArray[Any]]               # SharedBuffers' buffers, until backward
@@ -119,6 +123,21 @@ class BufferedKernels:
                      batch_first: bool = True
                      ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
                                 _Array[_F]]: ...
+    def direction_forward(self, kind: str, x: _Array[_F],
+                          states: tuple[_Array[_F] | None, ...],
+                          weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
+                          steps: _Steps | None = None, reverse: bool = False,
+                          out: _Array[_F] | None = None, out_col: int = 0,
+                          cells_out: _Array[_F] | None = None
+                          ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                                     _Workspace | None]: ...
+    def direction_backward(self, kind: str, dout: _Array[_F] | None,
+                           dstates: tuple[_Array[_F] | None, ...], x: _Array[_F],
+                           Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
+                           batch_first: bool, dx: _Array[_F] | None = None,
+                           dcells: _Array[_F] | None = None
+                           ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                                      tuple[_Array[_F], ...]]: ...
 
 def set_thread_policy(policy: _ThreadPolicy) -> _ThreadPolicy: ...
 def thread_policy() -> _ThreadPolicy: ...
@@ -127,13 +146,46 @@ def thread_policy() -> _ThreadPolicy: ...
 # dc0 None but for the LSTM, b_hn and db_hn but for the GRU).
 def _forward(kind: int, x: _Array[_F], h0: _Array[_F] | None, c0: _Array[_F] | None,
              Wx: _Array[_F], Wh: _Array[_F], b: _Array[_F], b_hn: _Array[_F] | None,
-             batch_first: bool, training: bool, pool: _Pool | None = None
+             batch_first: bool, training: bool, pool: _Pool | None = None,
+             steps: _Steps | None = None, reverse: bool = False, out: _Array[_F] | None = None,
+             out_col: int = 0, cells_out: _Array[_F] | None = None
              ) -> tuple[_Array[_F], _Array[_F], _Array[_F] | None, _Workspace | None]: ...
 def _backward(kind: int, dout: _Array[_F] | None, dh_n: _Array[_F] | None,
               dc_n: _Array[_F] | None, x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F],
-              workspace: _Workspace, batch_first: bool, pool: _Pool | None = None
+              workspace: _Workspace, batch_first: bool, pool: _Pool | None = None,
+              dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None
               ) -> tuple[_Array[_F], _Array[_F], _Array[_F] | None, _Array[_F], _Array[_F],
                          _Array[_F], _Array[_F] | None]: ...
+
+# One direction of one layer (rnnfast._sequence): kind a registry kind ("lstm", ...),
+# states and weights in the registry's order; lengths as sequence_steps() prepares them.
+_Steps = tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32],
+               npt.NDArray[np.intp]]
+def sequence_steps(lengths: npt.ArrayLike | None, T: int) -> _Steps | None: ...
+def direction_forward(kind: str, x: _Array[_F], states: tuple[_Array[_F] | None, ...],
+                      weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
+                      steps: _Steps | None = None, reverse: bool = False,
+                      out: _Array[_F] | None = None, out_col: int = 0,
+                      cells_out: _Array[_F] | None = None
+                      ) -> tuple[_Array[_F], tuple[_Array[_F], ...], _Workspace | None]: ...
+def direction_backward(kind: str, dout: _Array[_F] | None,
+                       dstates: tuple[_Array[_F] | None, ...], x: _Array[_F], Wx: _Array[_F],
+                       Wh: _Array[_F], workspace: _Workspace, batch_first: bool,
+                       dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None
+                       ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                                  tuple[_Array[_F], ...]]: ...
+def _direction_forward(kind: str, x: _Array[_F], states: tuple[_Array[_F] | None, ...],
+                       weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
+                       steps: _Steps | None, reverse: bool, out: _Array[_F] | None,
+                       out_col: int, cells_out: _Array[_F] | None, pool: _Pool | None
+                       ) -> tuple[_Array[_F], tuple[_Array[_F], ...], _Workspace | None]: ...
+def _direction_backward(kind: str, dout: _Array[_F] | None,
+                        dstates: tuple[_Array[_F] | None, ...], x: _Array[_F],
+                        Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
+                        batch_first: bool, dx: _Array[_F] | None, dcells: _Array[_F] | None,
+                        pool: _Pool | None
+                        ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                                   tuple[_Array[_F], ...]]: ...
 def _state_or_zeros(s: npt.ArrayLike | None, B: int, H: int,
                     dtype: npt.DTypeLike) -> npt.NDArray[Any]: ...
 

@@ -383,18 +383,24 @@ cdef void forward_rows(Cell cell, const Layout* lay, int s, int i0, int i1,
                        floating* gates_t, floating* hgates_t, const floating* b,
                        const floating* b_hn, const floating* h_prev, const floating* c_prev,
                        floating* h_next, floating* c_next, floating* h_last,
-                       floating* c_last, int n_next, floating* out) noexcept nogil:
+                       floating* c_last, int n_next, floating* out,
+                       floating* c_out) noexcept nogil:
     cdef int H = cell.H, G = cell.G
     cdef int i
+    cdef Py_ssize_t row
     cdef floating* out_row
     cdef floating* h_row
+    cdef floating* c_row
     for i in range(i0, i1):
-        out_row = out + user_row(lay, s, i) * lay.out_width + lay.out_col
+        row = user_row(lay, s, i) * lay.out_width + lay.out_col
+        out_row = out + row
         h_row = (h_next if i < n_next else h_last) + <Py_ssize_t> i * H
         if cell.kind == KIND_LSTM:
+            c_row = (c_next if i < n_next else c_last) + <Py_ssize_t> i * H
             lstm_forward_row(H, gates_t + <Py_ssize_t> i * G, b, c_prev + <Py_ssize_t> i * H,
-                             (c_next if i < n_next else c_last) + <Py_ssize_t> i * H, h_row,
-                             out_row)
+                             c_row, h_row, out_row)
+            if c_out != NULL:                               # every c_t (return_cells)
+                memcpy(c_out + row, c_row, H * sizeof(floating))
         elif cell.kind == KIND_GRU:
             gru_forward_row(H, gates_t + <Py_ssize_t> i * G, hgates_t + <Py_ssize_t> i * G, b,
                             b_hn, h_prev + <Py_ssize_t> i * H, h_row, out_row)
@@ -408,14 +414,22 @@ cdef void backward_rows(Cell cell, const Layout* lay, int s, int i0, int i1,
                         const floating* h_last, const floating* c_prev,
                         const floating* c_next, const floating* c_last, int n_next,
                         floating* gates_t, floating* hgates_t, floating* dh_rec,
-                        floating* dc) noexcept nogil:
+                        floating* dc, const floating* dcells) noexcept nogil:
     cdef int H = cell.H, G = cell.G
-    cdef int i
+    cdef int i, k
+    cdef Py_ssize_t row
     cdef const floating* dout_row
+    cdef const floating* dc_given
+    cdef floating* dc_row
     for i in range(i0, i1):
-        dout_row = (zero_row if dout == NULL
-                    else dout + user_row(lay, s, i) * lay.out_width + lay.out_col)
+        row = user_row(lay, s, i) * lay.out_width + lay.out_col
+        dout_row = zero_row if dout == NULL else dout + row
         if cell.kind == KIND_LSTM:
+            if dcells != NULL:                              # dL/dc_t given (return_cells)
+                dc_given = dcells + row
+                dc_row = dc + <Py_ssize_t> i * H
+                for k in range(H):
+                    dc_row[k] += dc_given[k]
             lstm_backward_row(H, gates_t + <Py_ssize_t> i * G,
                               (c_next if i < n_next else c_last) + <Py_ssize_t> i * H,
                               c_prev + <Py_ssize_t> i * H, dout_row,
@@ -472,6 +486,7 @@ cdef struct ForwardArgs:
     void* out
     void* h_n
     void* c_n           # LSTM only
+    void* c_out         # LSTM: every c_t, laid out as out (return_cells), or NULL
     # gates: x_t @ Wx of `chunk` steps, reused chunk after chunk, or in training all steps'
     # packed rows (the BPTT workspace: the activated gates). hgates (GRU): h_{t-1} @ Wh of
     # one step, or in training of all steps (kept: the reset gate multiplies its n part).
@@ -566,11 +581,11 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
                     forward_rows(cell, lay, s, split_rows(m, threads, part),
                                  split_rows(m, threads, part + 1), gates_t, hgates_t, b,
                                  b_hn, h_prev, c_prev, h_next, c_next, hs + last_row * H,
-                                 c_last, active(lay, s + 1), out)
+                                 c_last, active(lay, s + 1), out, <floating*> a.c_out)
             else:
                 forward_rows(cell, lay, s, 0, m, gates_t, hgates_t, b, b_hn, h_prev, c_prev,
                              h_next, c_next, hs + last_row * H, c_last, active(lay, s + 1),
-                             out)
+                             out, <floating*> a.c_out)
         s0 += n
     scatter_state(lay, H, hs + last_row * H, <floating*> a.h_n)
     if lstm:
@@ -582,6 +597,7 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
 cdef struct BackwardArgs:
     # A backward's arrays, untyped (the fused loops cast them).
     void* dout          # NULL: no gradient on the outputs (zero_row stands in)
+    void* dcells        # LSTM: the gradient of every c_t, laid out as dout, or NULL
     void* zero_row
     void* x
     void* Wx
@@ -668,14 +684,14 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
                               hs + offset(lay, s + 1) * H, h_last,
                               cs + offset(lay, s) * H if lstm else NULL,
                               cs + offset(lay, s + 1) * H if lstm else NULL, c_last, n_next,
-                              gates_t, hgates_t, dh_rec, dc)
+                              gates_t, hgates_t, dh_rec, dc, <const floating*> a.dcells)
         else:
             backward_rows(cell, lay, s, 0, m, <const floating*> a.dout,
                           <const floating*> a.zero_row, hs + offset(lay, s) * H,
                           hs + offset(lay, s + 1) * H, h_last,
                           cs + offset(lay, s) * H if lstm else NULL,
                           cs + offset(lay, s + 1) * H if lstm else NULL, c_last, n_next,
-                          gates_t, hgates_t, dh_rec, dc)
+                          gates_t, hgates_t, dh_rec, dc, <const floating*> a.dcells)
         # dh_rec[:m] = dG_t @ Wh.T; the GRU's rows left dh * z there, its product adds
         step_product(m, H, G, dGh + offset(lay, s) * G, Wh, True, WpT, gru, dh_rec,
                      a_scratch, parallel)
@@ -1069,13 +1085,15 @@ cdef inline Py_ssize_t packed_rows(Py_ssize_t T, Py_ssize_t B, steps):
 
 
 def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint training,
-             dict pool=None, steps=None, bint reverse=False, out=None, int out_col=0):
+             dict pool=None, steps=None, bint reverse=False, out=None, int out_col=0,
+             cells_out=None):
     """Allocates outputs and buffers, runs forward_loop; returns
     ``(out, h_n, c_n, workspace)`` (c_n None but for the LSTM). ``pool``: see pooled();
     without one, the buffers are lent by SharedBuffers. ``steps``: sequence_steps() of the
     batch's lengths, or None; ``reverse``: the reverse direction; ``out``: the output array
     to write into, at columns ``out_col`` .. ``out_col + H`` (a bidirectional layer's;
-    zeros where rows have ended, when ``steps``), else a new one."""
+    zeros where rows have ended, when ``steps``), else a new one. ``cells_out`` (LSTM): an
+    array like ``out`` that gets every c_t in the same columns."""
     cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
     cdef bint gru = kind == KIND_GRU
     cdef bint is_float = Wx.dtype.itemsize == 4    # (checked arrays: float32 or float64)
@@ -1144,7 +1162,7 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
     c_n = empty(2, dims, is_float) if has_c else None
     a.x, a.h0, a.c0 = data(x), data(h0), data(c0)
     a.Wx, a.Wh, a.b, a.b_hn = data(Wx), data(Wh), data(b), data(b_hn)
-    a.out, a.h_n, a.c_n = data(out), data(h_n), data(c_n)
+    a.out, a.h_n, a.c_n, a.c_out = data(out), data(h_n), data(c_n), data(cells_out)
     a.gates, a.hgates, a.hs, a.cs = data(gates), data(hgates), data(hs), data(cs)
     a.chunk, a.training, a.serial = chunk, training, False
     run_forward(cell, &lay, &a, &plan, is_float, scratch)
@@ -1155,14 +1173,14 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
 
 
 def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
-              dict pool=None, dx=None):
+              dict pool=None, dx=None, dcells=None):
     """Allocates gradients and scratch, runs backward_loop; returns
     ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the LSTM, db_hn but for the
     GRU). ``pool``: see pooled(); without one, the scratch is lent by SharedBuffers, and the
     workspace's lent buffers go back to it afterwards. ``dx``: add this direction's input
     gradient into that array (the other direction's) instead of a new one. The forward's
     lengths, direction and output columns come with the workspace; ``dout`` is the
-    gradient of that whole output."""
+    gradient of that whole output, ``dcells`` (LSTM) that of the cells_out."""
     if workspace["hs"] is None:
         raise ValueError("this workspace was already used by a backward call")
     cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
@@ -1210,7 +1228,7 @@ def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first
     scratch = pooled(pool, "backward scratch", 1, dims, is_float, lent)
     hs, cs, gates = workspace["hs"], workspace["cs"], workspace["gates"]
     hgates = workspace["hgates"] if gru else None
-    a.dout, a.x, a.Wx, a.Wh = data(dout), data(x), data(Wx), data(Wh)
+    a.dout, a.dcells, a.x, a.Wx, a.Wh = data(dout), data(dcells), data(x), data(Wx), data(Wh)
     a.hs, a.cs, a.gates, a.hgates = data(hs), data(cs), data(gates), data(hgates)
     a.dh0, a.dc0 = data(dh0), data(dc0)
     a.dx, a.dWx, a.dWh, a.db, a.db_hn = data(dx), data(dWx), data(dWh), data(db), data(db_hn)
@@ -1259,6 +1277,48 @@ def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
     dx, dh0, _, dWx, dWh, db, db_hn = _backward(KIND_GRU, dout, dh_n, None, x, Wx, Wh,
                                                 workspace, batch_first)
     return dx, dh0, dWx, dWh, db, db_hn
+
+
+def _direction_forward(kind, x, states, weights, bint batch_first, bint training, steps,
+                       bint reverse, out, int out_col, cells_out, dict pool):
+    cdef int k = KINDS.index(kind)
+    h0 = states[0]
+    c0 = states[1] if k == KIND_LSTM else None
+    b_hn = weights[3] if k == KIND_GRU else None
+    out, h_n, c_n, workspace = _forward(k, x, h0, c0, weights[0], weights[1], weights[2],
+                                        b_hn, batch_first, training, pool, steps, reverse,
+                                        out, out_col, cells_out)
+    return out, ((h_n, c_n) if k == KIND_LSTM else (h_n,)), workspace
+
+
+def _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, bint batch_first, dx,
+                        dcells, dict pool):
+    cdef int k = KINDS.index(kind)
+    dx, dh0, dc0, dWx, dWh, db, db_hn = _backward(
+        k, dout, dstates[0], dstates[1] if k == KIND_LSTM else None, x, Wx, Wh, workspace,
+        batch_first, pool, dx, dcells)
+    if k == KIND_LSTM:
+        return dx, (dh0, dc0), (dWx, dWh, db)
+    return dx, (dh0,), ((dWx, dWh, db, db_hn) if k == KIND_GRU else (dWx, dWh, db))
+
+
+def direction_forward(kind, x, states, weights, batch_first, training, steps=None,
+                      reverse=False, out=None, out_col=0, cells_out=None):
+    """One direction of one layer, for stacks and directions (rnnfast._sequence):
+    ``kind`` a registry kind ("lstm", "rnn_tanh", ...), ``states`` and ``weights`` in the
+    registry's order, ``steps`` from sequence_steps(); returns ``(out, finals, workspace)``.
+    See _forward for ``reverse``, ``out``, ``out_col`` and ``cells_out``."""
+    return _direction_forward(kind, x, states, weights, batch_first, training, steps,
+                              reverse, out, out_col, cells_out, None)
+
+
+def direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx=None,
+                       dcells=None):
+    """The backward of direction_forward; returns ``(dx, dstates0, grads)`` (grads in the
+    registry's parameter order). ``dx``: add the input gradient into it; ``dcells``: the
+    gradient of the forward's cells_out."""
+    return _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx,
+                               dcells, None)
 
 
 class BufferedKernels:
@@ -1315,6 +1375,17 @@ class BufferedKernels:
         dx, dh0, _, dWx, dWh, db, db_hn = _backward(KIND_GRU, dout, dh_n, None, x, Wx, Wh,
                                                     workspace, batch_first, self._pool)
         return dx, dh0, dWx, dWh, db, db_hn
+
+    def direction_forward(self, kind, x, states, weights, batch_first, training, steps=None,
+                          reverse=False, out=None, out_col=0, cells_out=None):
+        return _direction_forward(kind, x, states, weights, batch_first, training, steps,
+                                  reverse, out, out_col, cells_out,
+                                  self._pool if training else None)
+
+    def direction_backward(self, kind, dout, dstates, x, Wx, Wh, workspace, batch_first,
+                           dx=None, dcells=None):
+        return _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first,
+                                   dx, dcells, self._pool)
 
 
 # ----------------------------------------------------------------------------- thread policy

@@ -72,6 +72,12 @@ class CellSpec:
         shapes = {"Wx": (input_size, gh), "Wh": (hidden, gh), "b": (gh,), "b_hn": (hidden,)}
         return {name: shapes[name] for name in self.params}
 
+    @staticmethod
+    def suffix(layer, direction):
+        """The parameter-name suffix of a layer and direction, as PyTorch's: "" for layer 0
+        forward, "_l1", "_reverse", "_l1_reverse", ... (``Wx_l1_reverse``)."""
+        return (f"_l{layer}" if layer else "") + ("_reverse" if direction else "")
+
     def summed_bias(self, hidden):
         """The slice of ``b`` that is the sum of torch's two biases (``bias_ih + bias_hh``);
         the rest of ``b`` is ``bias_ih`` alone."""

@@ -3,7 +3,7 @@ BPTT state. What each layer holds (its parameters, states, gate count) is its ce
 in the registry, ``rnnfast.cells``."""
 import numpy as np
 
-from . import _checks, cells, functional
+from . import _checks, _sequence, cells, functional
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -23,10 +23,16 @@ class _Recurrent:
 
     _spec = None           # the cell's rnnfast.cells.CellSpec (RNN: per instance)
 
-    def __init__(self, input_size, hidden_size, *, batch_first, dtype, backend, seed):
+    def __init__(self, input_size, hidden_size, *, num_layers, bidirectional, batch_first,
+                 stateful, dtype, backend, seed):
         self.input_size = _checks.check_size(input_size, "input_size")
         self.hidden_size = _checks.check_size(hidden_size, "hidden_size")
+        self.num_layers = _checks.check_size(num_layers, "num_layers")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
         self.batch_first = bool(batch_first)
+        self.stateful = bool(stateful)
+        self._state = None              # stateful: the last forward's final states
         self.dtype = _checks.check_dtype(dtype)
         self.backend = _checks.check_compiled(self._spec, backend)
         self.training = True
@@ -47,14 +53,30 @@ class _Recurrent:
         k = 1.0 / np.sqrt(self.hidden_size)
         uniform = lambda *shape: rng.uniform(-k, k, shape).astype(self.dtype)  # noqa: E731
         gh = spec.gates * self.hidden_size
-        Wx = uniform(self.input_size, gh)
-        Wh = uniform(self.hidden_size, gh)
-        bias_ih = uniform(gh)
-        bias_hh = uniform(gh)
-        self.params = {"Wx": Wx, "Wh": Wh, **spec.biases_from_torch(bias_ih, bias_hh)}
+        self.params = {}
+        # per layer and direction (PyTorch's order and names: Wx, Wx_reverse, Wx_l1, ...);
+        # layer l > 0 reads the num_directions * hidden features of the layer below
+        self._groups = []       # (suffix, input size) of each layer and direction
+        for layer in range(self.num_layers):
+            d_in = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+            if layer:
+                _checks.check_blas_size(1, 1, d_in, self.hidden_size, spec.gates)
+            for direction in range(self.num_directions):
+                suffix = spec.suffix(layer, direction)
+                Wx = uniform(d_in, gh)
+                Wh = uniform(self.hidden_size, gh)
+                bias_ih = uniform(gh)
+                bias_hh = uniform(gh)
+                group = {"Wx": Wx, "Wh": Wh, **spec.biases_from_torch(bias_ih, bias_hh)}
+                self.params.update({name + suffix: p for name, p in group.items()})
+                self._groups.append((suffix, d_in))
         # stable arrays: each backward writes into them (an optimizer may hold them)
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
-        self._param_shapes = spec.param_shapes(self.input_size, self.hidden_size)
+        self._param_shapes = {name + suffix: shape for suffix, d_in in self._groups
+                              for name, shape in spec.param_shapes(
+                                  d_in, self.hidden_size).items()}
+        self._single = self.num_layers == 1 and not self.bidirectional
+        self._plan = None           # the stacked path's kernels (built when first needed)
 
     # ---------------------------------------------------------------- modes
     def train(self, mode=True):
@@ -69,9 +91,10 @@ class _Recurrent:
         the compiled backend's scratch and the copy of x: about ``T*B*(G+2)*H`` values for
         an LSTM). ``eval()`` does this; the next training forward allocates them again."""
         self._cache = None
-        release = getattr(self._kernels, "release", None)
-        if release is not None:
-            release()
+        for kernels in ([self._kernels] if self._plan is None else self._plan.kernels):
+            release = getattr(kernels, "release", None)
+            if release is not None:
+                release()
 
     def eval(self):
         """Inference mode: forward keeps no workspace; ``backward`` raises."""
@@ -86,9 +109,71 @@ class _Recurrent:
 
     def __repr__(self):
         extra = self._repr_extra()
+        if self.num_layers != 1:
+            extra += f", num_layers={self.num_layers}"
+        if self.bidirectional:
+            extra += ", bidirectional=True"
+        if self.stateful:
+            extra += ", stateful=True"
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"batch_first={self.batch_first}, dtype=np.{self.dtype}, "
                 f"backend={self.backend!r})")
+
+    # ---------------------------------------------------------------- stateful
+    def reset_state(self):
+        """Forget the carried state (stateful layers): the next forward starts from zeros,
+        with any batch size."""
+        self._state = None
+
+    def set_state(self, state):
+        """The state the next forward of a stateful layer starts from (as a forward's
+        ``h0``, or the LSTM's ``(h0, c0)``); None: as reset_state()."""
+        if state is None:
+            self._state = None
+            return
+        states = self._state_tuple(state, "state")
+        batch = next((np.shape(st)[-2] for st in states if st is not None), None)
+        if batch is None:
+            self._state = None
+            return
+        checked = self._check_states(states, batch)
+        self._state = tuple(np.zeros(self._state_shape(batch), self.dtype) if st is None
+                            else np.array(st, copy=True) for st in checked)
+
+    def _state_shape(self, batch):
+        if self._single:
+            return (batch, self.hidden_size)
+        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+
+    def _state_tuple(self, state, name):
+        """A forward's state argument as one entry per state of the cell."""
+        return (state,)
+
+    def _check_states(self, states, batch):
+        names = tuple(n + "0" for n in self._spec.states)
+        if self._single:
+            return tuple(_checks.check_state(st, n, batch, self.hidden_size, self.dtype)
+                         for st, n in zip(states, names))
+        return tuple(_checks.check_layer_state(st, n, self.num_layers * self.num_directions,
+                                               batch, self.hidden_size, self.dtype)
+                     for st, n in zip(states, names))
+
+    def _carried(self, states, x):
+        """A stateful layer's initial states: the given ones, else the carried ones (which
+        must fit x's batch size: reset_state() first for another)."""
+        if not self.stateful or self._state is None or any(st is not None for st in states):
+            return states
+        batch = np.shape(x)[0 if self.batch_first else 1] if np.ndim(x) == 3 else None
+        carried = self._state[0].shape[-2]
+        if batch is not None and batch != carried:
+            raise ValueError(f"x has a batch of {batch} rows, but this stateful layer carries "
+                             f"a state for {carried} rows from its last forward: call "
+                             f"reset_state() (or set_state()) before a batch of another size")
+        return self._state
+
+    def _keep_state(self, finals):
+        if self.stateful:           # detached: the next call's gradients stop here
+            self._state = tuple(f.copy() for f in finals)
 
     def _repr_extra(self):
         return ""
@@ -109,13 +194,25 @@ class _Recurrent:
                 Wx, Wh, b = checked
                 same = p.get("Wx") is Wx and p.get("Wh") is Wh and p.get("b") is b
             else:
-                same = all(p.get(n) is w for n, w in zip(self._spec.params, checked))
+                same = all(p.get(n) is w for n, w in zip(self._names, checked))
             if same and _layout(checked) == meta:
                 return checked
-        checked = _checks.check_params(p, self._spec, self.input_size, self.hidden_size,
-                                       self.dtype)
+        checked = ()
+        for suffix, d_in in self._groups:
+            checked += _checks.check_params(p, self._spec, d_in, self.hidden_size, self.dtype,
+                                            suffix)
         self._checked_weights = (checked, _layout(checked))
         return checked
+
+    @property
+    def _names(self):
+        """Every parameter name, group after group (layer, direction)."""
+        return tuple(name + suffix for suffix, _ in self._groups for name in self._spec.params)
+
+    def _grouped(self, weights):
+        """The checked weights, one tuple per layer and direction."""
+        n = len(self._spec.params)
+        return [weights[k:k + n] for k in range(0, len(weights), n)]
 
     def _forward_inputs(self, x, states):
         weights = self._weights()
@@ -150,36 +247,126 @@ class _Recurrent:
         self._cache = None
         _checks.store_grads(self.grads, self._spec.params, grads, accumulate)
 
+    # ---------------------------------------------------------------- the two paths
+    def _forward(self, x, states, lengths, return_cells=False):
+        """Forward of any configuration; returns ``(out, finals, cells)``. One layer, one
+        direction, all steps: the kernels directly (the fast path); else rnnfast._sequence."""
+        given = tuple(st is not None for st in states)
+        states = self._carried(states, x)
+        if self._single and lengths is None and not return_cells:
+            x, states, weights = self._forward_inputs(x, states)
+            out, finals, workspace = self._forward_single(x, states, weights)
+            if self.training:
+                self._cache = (x, workspace, given if len(given) > 1 else given[0])
+            self._keep_state(finals)
+            return out, finals, None
+        weights = self._weights()
+        x_user = x
+        x, batch, seq_len = _checks.check_sequence(
+            x, "x", self.input_size, self.batch_first, self.dtype, hidden=self.hidden_size,
+            gates=self._spec.gates)
+        lengths = _checks.check_lengths(lengths, batch, seq_len)
+        states = self._check_states(states, batch)
+        if self._single:                    # the plan's shape: (1, batch, hidden)
+            states = tuple(None if st is None else st[None] for st in states)
+        if self.training and np.may_share_memory(x, x_user):
+            x = x.copy()                    # (backward needs x as it was)
+        self._cache = None
+        out, finals, cache, cells = _sequence.forward(
+            self._sequence_plan(), x, states, self._grouped(weights), self.batch_first,
+            self.training, lengths, return_cells)
+        if self._single:
+            finals = tuple(f[0] for f in finals)
+        if self.training:
+            self._cache = ("stacked", cache, given, out.shape)
+        self._keep_state(finals)
+        return out, finals, cells
+
+    def _backward(self, dout, dstates, accumulate, dcells=None):
+        """Backward of any configuration; returns ``(dx, dstates0)`` (None where forward had
+        no initial state) and stores the gradients."""
+        cache = self._cache
+        if cache is None or not isinstance(cache[0], str):     # the fast path's
+            if dcells is not None:
+                raise ValueError("dcells given, but the last forward did not return the cells "
+                                 "(return_cells=True)")
+            return None
+        _, seq_cache, given, out_shape = cache
+        weights = self._weights()
+        _checks.check_grads_store(self.grads, self._param_shapes, self.dtype)
+        dout = _checks.check_output_grad(dout, "dout", out_shape, self.dtype)
+        dcells = _checks.check_output_grad(dcells, "dcells", out_shape, self.dtype)
+        if dcells is not None and not seq_cache[3]:
+            raise ValueError("dcells given, but the last forward did not return the cells "
+                             "(return_cells=True)")
+        batch = out_shape[0 if self.batch_first else 1]
+        names = tuple(f"d{n}_n" for n in self._spec.states)
+        if self._single:
+            dstates = tuple(_checks.check_state(st, n, batch, self.hidden_size, self.dtype)
+                            for st, n in zip(dstates, names))
+            dstates = tuple(None if st is None else st[None] for st in dstates)
+        else:
+            dstates = tuple(_checks.check_layer_state(
+                st, n, self.num_layers * self.num_directions, batch, self.hidden_size,
+                self.dtype) for st, n in zip(dstates, names))
+        dx, dstates0, grads = _sequence.backward(self._sequence_plan(), seq_cache, dout,
+                                                 dstates, self._grouped(weights), dcells)
+        self._cache = None
+        names = self._names
+        _checks.store_grads(self.grads, names, [g for group in grads for g in group],
+                            accumulate)
+        if self._single:
+            dstates0 = tuple(d[0] for d in dstates0)
+        return dx, tuple(d if g else None for d, g in zip(dstates0, given))
+
+    def _sequence_plan(self):
+        if self._plan is None:
+            n = self.num_layers * self.num_directions
+            module = functional.kernels(self.backend)
+            kernels = [module] * n
+            if self.backend == "cython":    # each direction keeps its own buffers
+                kernels = [self._kernels] + [module.BufferedKernels() for _ in range(n - 1)]
+            self._plan = _sequence.Plan(self._spec.kind, self.num_layers,
+                                        self.num_directions, kernels, module)
+        return self._plan
+
 
 class RNN(_Recurrent):
     """Elman RNN, ``h_t = act(x_t @ Wx + h_{t-1} @ Wh + b)``, act tanh, relu or sigmoid.
 
-    ``out, h_n = rnn(x, h0=None)``; ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
-    ``backward`` writes the gradients into the arrays of ``rnn.grads`` (the same objects
-    every time; ``accumulate=True`` adds to them instead); ``dh0`` is None when
-    forward had no ``h0``. (The sigmoid RNN has no compiled kernels yet: it needs
-    ``backend="numpy"``.)
+    ``out, h_n = rnn(x, h0=None, *, lengths=None)``;
+    ``dx, dh0 = rnn.backward(dout, dh_n=None)``. ``backward`` writes the gradients into the
+    arrays of ``rnn.grads`` (the same objects every time; ``accumulate=True`` adds to them
+    instead); ``dh0`` is None when forward had no ``h0``. With ``num_layers > 1`` or
+    ``bidirectional``, states are ``(num_layers * num_directions, batch, hidden)`` and the
+    directions' outputs are concatenated on the last axis, as in PyTorch.
     """
 
-    def __init__(self, input_size, hidden_size, nonlinearity="tanh", *, batch_first=True,
-                 dtype=np.float32, backend="cython", seed=None):
+    def __init__(self, input_size, hidden_size, nonlinearity="tanh", *, num_layers=1,
+                 bidirectional=False, batch_first=True, stateful=False, dtype=np.float32,
+                 backend="cython", seed=None):
         self.nonlinearity = _checks.check_nonlinearity(nonlinearity)
         self._spec = cells.for_layer("rnn", self.nonlinearity)
-        super().__init__(input_size, hidden_size, batch_first=batch_first, dtype=dtype,
-                         backend=backend, seed=seed)
+        super().__init__(input_size, hidden_size, num_layers=num_layers,
+                         bidirectional=bidirectional, batch_first=batch_first,
+                         stateful=stateful, dtype=dtype, backend=backend, seed=seed)
 
     def _repr_extra(self):
         return f", nonlinearity={self.nonlinearity!r}"
 
-    def forward(self, x, h0=None):
-        x, (h0,), (Wx, Wh, b) = self._forward_inputs(x, (h0,))
+    def _forward_single(self, x, states, weights):
         out, h_n, workspace = self._kernels.rnn_forward(
-            x, h0, Wx, Wh, b, self.nonlinearity, self.batch_first, self.training)
-        if self.training:
-            self._cache = (x, workspace, h0 is not None)
+            x, states[0], *weights, self.nonlinearity, self.batch_first, self.training)
+        return out, (h_n,), workspace
+
+    def forward(self, x, h0=None, *, lengths=None):
+        out, (h_n,), _ = self._forward(x, (h0,), lengths)
         return out, h_n
 
     def backward(self, dout, dh_n=None, *, accumulate=False):
+        stacked = self._backward(dout, (dh_n,), accumulate)
+        if stacked is not None:
+            return stacked[0], stacked[1][0]
         dout, (dh_n,), x, Wx, Wh, workspace, h0_given = self._backward_inputs(dout, (dh_n,))
         dx, dh0, dWx, dWh, db = self._kernels.rnn_backward(
             dout, dh_n, x, Wx, Wh, workspace, self.nonlinearity, self.batch_first)
@@ -190,18 +377,22 @@ class RNN(_Recurrent):
 class LSTM(_Recurrent):
     """LSTM with gate order i, f, g, o (PyTorch's).
 
-    ``out, (h_n, c_n) = lstm(x, (h0, c0))`` (state optional);
+    ``out, (h_n, c_n) = lstm(x, (h0, c0), *, lengths=None)`` (state optional);
     ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n))`` (state gradient optional).
     ``backward`` writes into ``lstm.grads``' arrays (``accumulate=True`` adds); ``dh0``/``dc0``
-    are None when forward had no state.
+    are None when forward had no state. ``return_cells=True``: forward returns
+    ``out, (h_n, c_n), cells``, every c_t shaped like ``out``, and backward takes their
+    gradient as ``dcells``.
     """
 
     _spec = cells.get("lstm")
 
-    def __init__(self, input_size, hidden_size, *, batch_first=True, dtype=np.float32,
-                 backend="cython", seed=None):
-        super().__init__(input_size, hidden_size, batch_first=batch_first, dtype=dtype,
-                         backend=backend, seed=seed)
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
+                 batch_first=True, stateful=False, dtype=np.float32, backend="cython",
+                 seed=None):
+        super().__init__(input_size, hidden_size, num_layers=num_layers,
+                         bidirectional=bidirectional, batch_first=batch_first,
+                         stateful=stateful, dtype=dtype, backend=backend, seed=seed)
 
     @staticmethod
     def _pair(state, name):
@@ -214,17 +405,26 @@ class LSTM(_Recurrent):
                                else ""))
         return tuple(state)
 
-    def forward(self, x, state=None):
-        h0, c0 = self._pair(state, "state")
-        x, (h0, c0), (Wx, Wh, b) = self._forward_inputs(x, (h0, c0))
-        out, h_n, c_n, workspace = self._kernels.lstm_forward(
-            x, h0, c0, Wx, Wh, b, self.batch_first, self.training)
-        if self.training:
-            self._cache = (x, workspace, (h0 is not None, c0 is not None))
-        return out, (h_n, c_n)
+    def _state_tuple(self, state, name):
+        return self._pair(state, name)
 
-    def backward(self, dout, dstate=None, *, accumulate=False):
+    def _forward_single(self, x, states, weights):
+        out, h_n, c_n, workspace = self._kernels.lstm_forward(
+            x, states[0], states[1], *weights, self.batch_first, self.training)
+        return out, (h_n, c_n), workspace
+
+    def forward(self, x, state=None, *, lengths=None, return_cells=False):
+        out, finals, cells_ = self._forward(x, self._pair(state, "state"), lengths,
+                                            bool(return_cells))
+        if return_cells:
+            return out, finals, cells_
+        return out, finals
+
+    def backward(self, dout, dstate=None, *, dcells=None, accumulate=False):
         dh_n, dc_n = self._pair(dstate, "dstate")
+        stacked = self._backward(dout, (dh_n, dc_n), accumulate, dcells)
+        if stacked is not None:
+            return stacked
         dout, (dh_n, dc_n), x, Wx, Wh, workspace, given = self._backward_inputs(
             dout, (dh_n, dc_n))
         dx, dh0, dc0, dWx, dWh, db = self._kernels.lstm_backward(
@@ -241,27 +441,32 @@ class GRU(_Recurrent):
         h_t = (1 - z) * n + z * h_{t-1}
 
     Parameters ``Wx (input_size, 3*hidden)``, ``Wh (hidden, 3*hidden)``, ``b (3*hidden,)``,
-    ``b_hn (hidden,)``. ``out, h_n = gru(x, h0=None)``;
-    ``dx, dh0 = gru.backward(dout, dh_n=None)``, as the RNN. The compiled GRU is not built
-    yet: for now a GRU needs ``backend="numpy"`` (the NumPy twin).
+    ``b_hn (hidden,)``. ``out, h_n = gru(x, h0=None, *, lengths=None)``;
+    ``dx, dh0 = gru.backward(dout, dh_n=None)``, as the RNN.
     """
 
     _spec = cells.get("gru")
 
-    def __init__(self, input_size, hidden_size, *, batch_first=True, dtype=np.float32,
-                 backend="cython", seed=None):
-        super().__init__(input_size, hidden_size, batch_first=batch_first, dtype=dtype,
-                         backend=backend, seed=seed)
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
+                 batch_first=True, stateful=False, dtype=np.float32, backend="cython",
+                 seed=None):
+        super().__init__(input_size, hidden_size, num_layers=num_layers,
+                         bidirectional=bidirectional, batch_first=batch_first,
+                         stateful=stateful, dtype=dtype, backend=backend, seed=seed)
 
-    def forward(self, x, h0=None):
-        x, (h0,), (Wx, Wh, b, b_hn) = self._forward_inputs(x, (h0,))
+    def _forward_single(self, x, states, weights):
         out, h_n, workspace = self._kernels.gru_forward(
-            x, h0, Wx, Wh, b, b_hn, self.batch_first, self.training)
-        if self.training:
-            self._cache = (x, workspace, h0 is not None)
+            x, states[0], *weights, self.batch_first, self.training)
+        return out, (h_n,), workspace
+
+    def forward(self, x, h0=None, *, lengths=None):
+        out, (h_n,), _ = self._forward(x, (h0,), lengths)
         return out, h_n
 
     def backward(self, dout, dh_n=None, *, accumulate=False):
+        stacked = self._backward(dout, (dh_n,), accumulate)
+        if stacked is not None:
+            return stacked[0], stacked[1][0]
         dout, (dh_n,), x, Wx, Wh, workspace, h0_given = self._backward_inputs(dout, (dh_n,))
         dx, dh0, dWx, dWh, db, db_hn = self._kernels.gru_backward(
             dout, dh_n, x, Wx, Wh, workspace, self.batch_first)

@@ -216,13 +216,61 @@ def _workspace_arrays(spec, T, B, H, dtype):
     return arrays
 
 
-def _forward(spec, x, states, weights, batch_first, training):
+def sequence_steps(lengths, T):
+    """What this backend's loops need of a batch's sequence lengths (checked: one int per
+    row, each in 1 .. T): the lengths themselves, or None when every row has all T steps.
+    (The compiled core sorts rows and shrinks the batch step by step; this twin masks, a
+    different mechanism and so a better oracle.)"""
+    if lengths is None:
+        return None
+    lengths = np.asarray(lengths, np.intp)
+    return None if lengths.shape[0] == 0 or lengths.min() == T else lengths
+
+
+def _direction(T, B, steps, reverse):
+    """The time index that loop step s of row b works on, (T, B), and the mask of the steps
+    within each row's length (None: all). In reverse, row b runs from its own last step
+    down to 0 and then, masked, over its padding (so every time index appears once)."""
+    s = np.arange(T)[:, None]
+    lengths = np.full(B, T) if steps is None else steps
+    mask = None if steps is None else s < lengths[None, :]
+    if not reverse:
+        return np.broadcast_to(s, (T, B)), mask
+    rev = lengths[None, :] - 1 - s
+    return (rev if mask is None else np.where(mask, rev, s)), mask
+
+
+def _gather_steps(a_tm, when, mask):
+    """(T, B, n): step s of row b is a_tm[when[s, b], b]; zero where masked off."""
+    g = a_tm[when, np.arange(a_tm.shape[1])[None, :]]
+    return g if mask is None else np.where(mask[:, :, None], g, 0)
+
+
+def _to_user_time(a_steps, when, mask):
+    """(T, B, n) by each row's own time from (T, B, n) by loop step; zero past a row's
+    end."""
+    if mask is not None:
+        a_steps = np.where(mask[:, :, None], a_steps, 0)
+    back = np.empty_like(a_steps)
+    back[when, np.arange(a_steps.shape[1])[None, :]] = a_steps
+    return back
+
+
+def _forward(spec, x, states, weights, batch_first, training, steps=None, reverse=False,
+             out=None, out_col=0, cells_out=None):
     """The forward scan of any cell; returns ``(out, finals, workspace)``, finals the
-    final states in ``spec.states`` order."""
+    final states in ``spec.states`` order. ``steps``: sequence_steps() of the lengths, or
+    None; ``reverse``: the reverse direction; ``out``: an output array (zeros past each
+    row's end) whose columns ``out_col`` .. ``out_col + H`` this writes, else a new one;
+    ``cells_out`` (LSTM): an array like ``out`` that gets every c_t in the same columns."""
     Wx, Wh, b = weights[0], weights[1], weights[2]
     xs = _time_major(x, batch_first)
     T, B, _ = xs.shape
     H = Wh.shape[0]
+    plain = steps is None and not reverse
+    when, mask = _direction(T, B, steps, reverse)
+    if not plain:
+        xs = _gather_steps(xs, when, mask)
     ws = _workspace_arrays(spec, T, B, H, Wx.dtype)
     for name, s in zip(spec.states, states):
         ws[name + "s"][0] = _state(s, B, H, Wx.dtype)
@@ -232,14 +280,30 @@ def _forward(spec, x, states, weights, batch_first, training):
     hs = ws["hs"]
     for t in range(T):
         step(t, pre[t], hs[t] @ Wh, ws, consts)
-    out = _user_layout(hs[1:], batch_first)
+        if mask is not None:                # rows past their end keep their state
+            for name in spec.states:
+                ws[name + "s"][t + 1] = np.where(mask[t][:, None], ws[name + "s"][t + 1],
+                                                 ws[name + "s"][t])
     finals = tuple(ws[name + "s"][T].copy() for name in spec.states)
+    if plain and out is None:
+        out = _user_layout(hs[1:], batch_first)
+    else:
+        out_tm = _to_user_time(hs[1:], when, mask)
+        if out is None:
+            out = _user_layout(out_tm, batch_first)
+        else:
+            _time_major(out, batch_first)[:, :, out_col:out_col + H] = out_tm
+    if cells_out is not None:
+        _time_major(cells_out, batch_first)[:, :, out_col:out_col + H] = _to_user_time(
+            ws["cs"][1:], when, mask)
     workspace = None
     if training:
         workspace = {"backend": "numpy", "cell": spec.family}
         if spec.nonlinearity is not None:
             workspace["nonlinearity"] = spec.nonlinearity
         workspace.update({"batch_first": batch_first, "dims": (B, T, H)}, **ws)
+        if not plain or out_col or out.shape[2] != H:
+            workspace.update(steps=steps, reverse=reverse, out_col=out_col)
     return out, finals, workspace
 
 
@@ -257,36 +321,85 @@ def _weight_grads(xs, hs_prev, dGx, dGh, Wx):
     return dx, dWx, dWh, db
 
 
-def _backward(spec, dout, dstates, x, Wx, Wh, workspace, batch_first):
+def _backward(spec, dout, dstates, x, Wx, Wh, workspace, batch_first, dx=None, dcells=None):
     """The backward scan of any cell; returns ``(dx, dstates0, grads)``: the initial states'
-    gradients in ``spec.states`` order and the parameters' in ``spec.params`` order."""
+    gradients in ``spec.states`` order and the parameters' in ``spec.params`` order. The
+    forward's lengths, direction and output columns come with the workspace (``dout`` is
+    the gradient of that whole output, ``dcells`` that of its cells_out); ``dx``: add the
+    input gradient into it."""
     xs = _time_major(x, batch_first)
     T, B, _ = xs.shape
     H = Wh.shape[0]
     dt = Wx.dtype
+    steps, reverse = workspace.get("steps"), workspace.get("reverse", False)
+    out_col = workspace.get("out_col", 0)
+    plain = steps is None and not reverse
     dh = _state(dstates[0], B, H, dt).copy()
     carry = tuple(_state(s, B, H, dt).copy() for s in dstates[1:])
     shapes = spec.param_shapes(Wx.shape[0], H)
     if T == 0:
         grads = tuple(np.zeros(shapes[name], dt) for name in spec.params)
-        return np.zeros(x.shape, dt), (dh,) + carry, grads
+        return (np.zeros(x.shape, dt) if dx is None else dx), (dh,) + carry, grads
     step = _STEPS[spec.family][1]
     consts = _consts(spec)
-    douts = None if dout is None else _time_major(dout, batch_first)
+    when, mask = _direction(T, B, steps, reverse)
+    douts = None
+    if dout is not None:
+        douts = _time_major(dout, batch_first)[:, :, out_col:out_col + H]
+        if not plain:
+            douts = _gather_steps(douts, when, mask)
+    dcs = None
+    if dcells is not None:
+        dcs = _gather_steps(_time_major(dcells, batch_first)[:, :, out_col:out_col + H],
+                            when, mask)
+    if not plain:
+        xs = _gather_steps(xs, when, mask)
     dGx = np.empty((T, B, spec.gates * H), dt)
     dGh = np.empty_like(dGx) if "b_hn" in spec.params else dGx
     for t in reversed(range(T)):
         if douts is not None:
             dh += douts[t]
-        carry, dh_direct = step(t, dh, carry, workspace, dGx[t], dGh[t], consts)
-        dh = dGh[t] @ Wh.T
+        if dcs is not None:                 # dL/dc_t given directly
+            carry = (carry[0] + dcs[t],)
+        new_carry, dh_direct = step(t, dh, carry, workspace, dGx[t], dGh[t], consts)
+        dh_prev = dGh[t] @ Wh.T
         if dh_direct is not None:
-            dh += dh_direct
-    dx, dWx, dWh, db = _weight_grads(xs, workspace["hs"][:T], dGx, dGh, Wx)
+            dh_prev += dh_direct
+        if mask is None:
+            carry, dh = new_carry, dh_prev
+        else:       # a step past a row's end passes its state through: no gate gradient
+            m = mask[t][:, None]
+            dGx[t] = np.where(m, dGx[t], 0)
+            if dGh is not dGx:
+                dGh[t] = np.where(m, dGh[t], 0)
+            dh = np.where(m, dh_prev, dh)
+            carry = tuple(np.where(m, new, old) for new, old in zip(new_carry, carry))
+    dx_tm, dWx, dWh, db = _weight_grads(xs, workspace["hs"][:T], dGx, dGh, Wx)
     grads = (dWx, dWh, db)
     if "b_hn" in spec.params:
         grads += (dGh[:, :, spec.gate("n", H)].reshape(T * B, H).sum(axis=0),)
-    return _user_layout(dx, batch_first), (dh,) + carry, grads
+    if not plain:                           # back to each row's own time
+        dx_tm = _to_user_time(dx_tm, when, None)
+    if dx is None:
+        return _user_layout(dx_tm, batch_first), (dh,) + carry, grads
+    _time_major(dx, batch_first)[...] += dx_tm
+    return dx, (dh,) + carry, grads
+
+
+def direction_forward(kind, x, states, weights, batch_first, training, steps=None,
+                      reverse=False, out=None, out_col=0, cells_out=None):
+    """One direction of one layer, for stacks and directions (rnnfast._sequence):
+    ``kind`` a registry kind ("lstm", "rnn_tanh", ...), ``states`` and ``weights`` in the
+    registry's order; returns ``(out, finals, workspace)``. See _forward."""
+    return _forward(cells.get(kind), x, states, weights, batch_first, training, steps,
+                    reverse, out, out_col, cells_out)
+
+
+def direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx=None,
+                       dcells=None):
+    """The backward of direction_forward; returns ``(dx, dstates0, grads)``."""
+    return _backward(cells.get(kind), dout, dstates, x, Wx, Wh, workspace, batch_first, dx,
+                     dcells)
 
 
 # ------------------------------------------------------------------------- the functions

@@ -1,0 +1,107 @@
+"""Stacks and directions over the kernels' one-direction calls (``direction_forward`` /
+``direction_backward`` of ``rnnfast._core`` and ``rnnfast.reference``).
+
+A layer of ``num_layers`` x ``num_directions`` runs one kernel call per layer and direction:
+the layers depend on each other over the whole sequence, so fusing them would save only the
+call overhead. Both directions of a layer write the halves of one output (the kernels take
+an output column offset) and the reverse direction adds its input gradient into the forward
+direction's (no flipped copies). Every layer's activations are in the user's layout (the
+kernels gather batch-first rows per chunk, as a transposed copy would). Lengths are the kernels' business (the
+compiled core sorts once per call and shrinks the batch step by step; the twin masks).
+
+Arguments are checked by the caller (``rnnfast._checks``); here they are trusted.
+"""
+import numpy as np
+
+__all__ = ["Plan", "forward", "backward"]
+
+
+class Plan:
+    """What a stacked call needs to know of its layer: the cell kind, the layers and
+    directions, and per (layer, direction) the kernels to call (a backend module, or a
+    ``BufferedKernels`` of the compiled core holding that direction's buffers)."""
+
+    __slots__ = ("kind", "num_layers", "num_directions", "kernels", "module")
+
+    def __init__(self, kind, num_layers, num_directions, kernels, module):
+        self.kind = kind
+        self.num_layers = num_layers
+        self.num_directions = num_directions
+        self.kernels = kernels          # [layer * num_directions + direction]
+        self.module = module            # the backend module (for sequence_steps)
+
+
+def _empty_output(shape, dtype, steps):
+    # rows past their end are never written by the kernels: zeros there
+    return np.zeros(shape, dtype) if steps is not None else np.empty(shape, dtype)
+
+
+def forward(plan, x, states, weights, batch_first, training, lengths=None, cells_out=False):
+    """Runs the stack; returns ``(out, finals, cache, cells)``.
+
+    ``states``: per state of the cell ((h,) or (h, c)) a ``(L*D, batch, hidden)`` array or
+    None; ``weights``: per (layer, direction) the checked weights in the registry's order;
+    ``finals`` like ``states``; ``cache`` what backward needs (None unless training);
+    ``cells`` the last layer's every c_t (LSTM, with ``cells_out``) shaped like out."""
+    L, nd = plan.num_layers, plan.num_directions
+    T = x.shape[1] if batch_first else x.shape[0]
+    B = x.shape[0] if batch_first else x.shape[1]
+    H = weights[0][1].shape[0]
+    dtype = weights[0][0].dtype
+    steps = plan.module.sequence_steps(lengths, T)
+    n_states = len(states)
+    finals = [np.empty((L * nd, B, H), dtype) for _ in range(n_states)]
+    layers = []             # per layer: (its input, its layout, the directions' workspaces)
+    layer_in = x
+    shape = (B, T, nd * H) if batch_first else (T, B, nd * H)
+    out = None
+    for layer in range(L):
+        last = layer == L - 1
+        out = _empty_output(shape, dtype, steps)
+        cells = _empty_output(shape, dtype, steps) if last and cells_out else None
+        workspaces = []
+        for d in range(nd):
+            j = layer * nd + d
+            s0 = tuple(None if s is None else s[j] for s in states)
+            _, fin, ws = plan.kernels[j].direction_forward(
+                plan.kind, layer_in, s0, weights[j], batch_first, training, steps, d == 1,
+                out, d * H, cells)
+            for k in range(n_states):
+                finals[k][j] = fin[k]
+            workspaces.append(ws)
+        layers.append((layer_in, workspaces))
+        layer_in = out
+    cache = (layers, steps, batch_first, cells is not None) if training else None
+    return out, tuple(finals), cache, cells
+
+
+def backward(plan, cache, dout, dstates, weights, dcells=None):
+    """BPTT of a stacked forward; returns ``(dx, dstates0, grads)``: ``dx`` in the layout of
+    the forward's x, ``dstates0`` per state a ``(L*D, batch, hidden)`` array, ``grads`` per
+    (layer, direction) the parameter gradients in the registry's order. ``dcells``: the
+    gradient of the forward's cells (LSTM), or None."""
+    layers, steps, batch_first, _ = cache
+    L, nd = plan.num_layers, plan.num_directions
+    n_states = len(dstates)
+    x0 = layers[0][0]
+    B = x0.shape[0] if batch_first else x0.shape[1]
+    H = weights[0][1].shape[0]
+    dtype = weights[0][0].dtype
+    dstates0 = [np.empty((L * nd, B, H), dtype) for _ in range(n_states)]
+    grads = [None] * (L * nd)
+    d_above = dout                  # gradient of this layer's output (None: zeros)
+    for layer in reversed(range(L)):
+        layer_in, workspaces = layers[layer]
+        dx = None
+        for d in range(nd):
+            j = layer * nd + d
+            ds = tuple(None if s is None else s[j] for s in dstates)
+            Wx, Wh = weights[j][0], weights[j][1]
+            dx, d0, g = plan.kernels[j].direction_backward(
+                plan.kind, d_above, ds, layer_in, Wx, Wh, workspaces[d], batch_first,
+                dx, dcells if layer == L - 1 else None)
+            for k in range(n_states):
+                dstates0[k][j] = d0[k]
+            grads[j] = g
+        d_above = dx
+    return d_above, tuple(dstates0), grads
