@@ -6,8 +6,9 @@ the layers depend on each other over the whole sequence, so fusing them would sa
 call overhead. Both directions of a layer write the halves of one output (the kernels take
 an output column offset) and the reverse direction adds its input gradient into the forward
 direction's (no flipped copies). Every layer's activations are in the user's layout (the
-kernels gather batch-first rows per chunk, as a transposed copy would). Lengths are the kernels' business (the
-compiled core sorts once per call and shrinks the batch step by step; the twin masks).
+kernels gather batch-first rows per chunk, as a transposed copy would). Lengths are the
+kernels' business (the compiled core sorts once per call and shrinks the batch step by
+step; the twin masks).
 
 Arguments are checked by the caller (``rnnfast._checks``); here they are trusted.
 """

@@ -8,7 +8,6 @@ import pytest
 import rnnfast
 from rnnfast import cells
 from cells_for_tests import TORCH_KINDS, kind_backends
-
 from conftest import ATOL, RTOL
 
 # (num_layers, bidirectional)
