@@ -234,6 +234,35 @@ def check_layer_state(s, name, layers, batch, hidden, dtype):
     return as_float_array(s, name, dtype)
 
 
+def check_step_input(x_t, input_size, dtype):
+    """A streaming step's input: ``(batch, input_size)``, C-contiguous, the layer's dtype
+    (no copy when it already is one)."""
+    if (type(x_t) is np.ndarray and x_t.dtype == dtype and x_t.ndim == 2
+            and x_t.shape[1] == input_size and x_t.shape[0] >= 1 and x_t.flags.c_contiguous):
+        return x_t
+    x_t = as_numeric_array(x_t, "x_t")
+    if x_t.ndim != 2 or x_t.shape[1] != input_size or x_t.shape[0] < 1:
+        raise ValueError(f"x_t must have shape (batch, input_size={input_size}) (one time "
+                         f"step), got shape {x_t.shape}")
+    return as_float_array(x_t, "x_t", dtype)
+
+
+def check_step_out(outs, shape, dtype):
+    """step()'s ``out=`` arrays: writable C-contiguous arrays of the state's shape and the
+    layer's dtype (written in place, so nothing is converted)."""
+    for k, o in enumerate(outs):
+        name = "out" if len(outs) == 1 else f"out[{k}]"
+        if not isinstance(o, np.ndarray):
+            raise TypeError(f"{name} must be an ndarray of shape {shape}, got "
+                            f"{type(o).__name__}")
+        if o.shape != tuple(shape) or o.dtype != dtype or not o.flags.c_contiguous \
+                or not o.flags.writeable:
+            raise ValueError(f"{name} must be a writable C-contiguous {np.dtype(dtype)} array "
+                             f"of shape {tuple(shape)}, got a {o.dtype} array of shape "
+                             f"{o.shape}" + ("" if o.flags.writeable else " (read-only)"))
+    return outs
+
+
 def check_output_grad(dout, name, shape, dtype):
     """None, or the gradient of a forward's output: its shape exactly."""
     if dout is None:

@@ -504,6 +504,7 @@ cdef struct ForwardArgs:
     int chunk
     bint training
     bint serial         # no OpenMP threads inside (the caller runs loops side by side)
+    bint prepacked      # Wp and WxP already hold the packed weights (StepKernel)
 
 
 cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
@@ -538,7 +539,7 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
     cdef floating* c_prev = NULL
     cdef floating* c_next = NULL
     cdef floating* c_last = NULL
-    if Wp != NULL:
+    if Wp != NULL and not a.prepacked:
         pack_panels(H, G, Wh, G, False, Wp)
         pack_panels(D, G, Wx, G, False, WxP)
     last_row = N if training else 2 * B                     # the last-states block
@@ -1164,7 +1165,7 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
     a.Wx, a.Wh, a.b, a.b_hn = data(Wx), data(Wh), data(b), data(b_hn)
     a.out, a.h_n, a.c_n, a.c_out = data(out), data(h_n), data(c_n), data(cells_out)
     a.gates, a.hgates, a.hs, a.cs = data(gates), data(hgates), data(hs), data(cs)
-    a.chunk, a.training, a.serial = chunk, training, False
+    a.chunk, a.training, a.serial, a.prepacked = chunk, training, False, False
     run_forward(cell, &lay, &a, &plan, is_float, scratch)
     if lent:
         del scratch
@@ -1319,6 +1320,151 @@ def direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, d
     gradient of the forward's cells_out."""
     return _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx,
                                dcells, None)
+
+
+cdef class StepKernel:
+    """One time step of one layer and direction for streaming inference (``layer.step``):
+    the weights packed once, when this is made, and the step's scratch kept, so that a step
+    allocates nothing when given its outputs. It holds the arrays it was made from and
+    reads them at every step: after writing into them, make a new StepKernel (the packed
+    copy would be stale)."""
+
+    cdef Cell cell
+    cdef bint is_float
+    cdef bint packed
+    cdef object Wx, Wh, b, b_hn     # the checked weights (read by BLAS when not packed)
+    cdef object Wp, WxP             # packed Wh, Wx
+    cdef object scratch             # gates, hidden gates, state blocks, A scratch
+    cdef int batch                  # rows the scratch is sized for
+
+    def __init__(self, kind, Wx, Wh, b, b_hn=None):
+        cdef int k = KINDS.index(kind)
+        cdef cnp.npy_intp n
+        self.is_float = Wx.dtype.itemsize == 4
+        self.cell = Cell(k, Wx.shape[0], Wh.shape[0], Wh.shape[1])
+        self.Wx, self.Wh, self.b, self.b_hn = Wx, Wh, b, b_hn
+        self.Wp = self.WxP = self.scratch = None
+        self.batch = 0
+        cdef int D = self.cell.D, H = self.cell.H, G = self.cell.G
+        # (batch 1 decides: what streams is a few rows; more rows are the same products)
+        self.packed = use_packed(<long long> H * G, self.is_float)
+        if self.packed:
+            n = packed_size(self.is_float, H, G)
+            self.Wp = empty(1, &n, self.is_float)
+            n = packed_size(self.is_float, D, G)
+            self.WxP = empty(1, &n, self.is_float)
+            if self.is_float:
+                pack_panels(H, G, <const float*> data(Wh), G, False, <float*> data(self.Wp))
+                pack_panels(D, G, <const float*> data(Wx), G, False, <float*> data(self.WxP))
+            else:
+                pack_panels(H, G, <const double*> data(Wh), G, False,
+                            <double*> data(self.Wp))
+                pack_panels(D, G, <const double*> data(Wx), G, False,
+                            <double*> data(self.WxP))
+
+    cdef bint ready(self, a, Py_ssize_t rows, Py_ssize_t cols, bint writable):
+        """Whether ``a`` is an ndarray the kernel takes as it is: (rows, cols) (rows -1: any),
+        C-contiguous, of this kernel's dtype (and writeable)."""
+        if type(a) is not np.ndarray:
+            return False
+        cdef cnp.ndarray arr = <cnp.ndarray> a
+        return (cnp.PyArray_NDIM(arr) == 2
+                and cnp.PyArray_TYPE(arr) == (cnp.NPY_FLOAT32 if self.is_float
+                                              else cnp.NPY_FLOAT64)
+                and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                and (rows < 0 or cnp.PyArray_DIM(arr, 0) == rows)
+                and cnp.PyArray_DIM(arr, 1) == cols
+                and (not writable or cnp.PyArray_ISWRITEABLE(arr)))
+
+    def step_ready(self, x_t, state, out):
+        """``(h_t, state)`` of one step (a one-layer layer's step()) when every argument is
+        already what the kernel takes (ndarrays of its dtype, C-contiguous, the right
+        shapes; state and out None or as a forward's state), else None (the caller checks
+        them and calls step()). No checks of params: the caller's."""
+        cdef int H = self.cell.H
+        cdef bint has_c = self.cell.kind == KIND_LSTM
+        if not self.ready(x_t, -1, self.cell.D, False):
+            return None
+        cdef Py_ssize_t B = cnp.PyArray_DIM(<cnp.ndarray> x_t, 0)
+        if B < 1:
+            return None
+        h = c = h_out = c_out = None
+        if state is not None:
+            if has_c:
+                if type(state) is not tuple or len(<tuple> state) != 2:
+                    return None
+                h, c = <tuple> state
+                if not (self.ready(h, B, H, False) and self.ready(c, B, H, False)):
+                    return None
+            else:
+                h = state
+                if not self.ready(h, B, H, False):
+                    return None
+        cdef cnp.npy_intp dims[2]
+        if out is None:
+            dims[0], dims[1] = B, H
+            h_out = empty(2, dims, self.is_float)
+            c_out = empty(2, dims, self.is_float) if has_c else None
+        elif has_c:
+            if type(out) is not tuple or len(<tuple> out) != 2:
+                return None
+            h_out, c_out = <tuple> out
+            if not (self.ready(h_out, B, H, True) and self.ready(c_out, B, H, True)):
+                return None
+        else:
+            h_out = out
+            if not self.ready(h_out, B, H, True):
+                return None
+        self.step(x_t, h, c, h_out, c_out)
+        return h_out, ((h_out, c_out) if has_c else h_out)
+
+    def step(self, x_t, h, c, h_out, c_out):
+        """h_out (, c_out) = the state after one step from (h, c) on x_t (batch, D); every
+        array checked by the caller (C-contiguous, this dtype, (batch, ...) shapes; h, c may
+        be None: zeros). h_out may be h itself (the state updated in place)."""
+        cdef int B = x_t.shape[0], H = self.cell.H, G = self.cell.G, D = self.cell.D
+        cdef bint gru = self.cell.kind == KIND_GRU
+        cdef bint has_c = self.cell.kind == KIND_LSTM
+        cdef ForwardArgs a
+        cdef Layout lay = make_layout(1, B, False, H)
+        cdef Py_ssize_t gates_n = <Py_ssize_t> B * G, states_n = 3 * <Py_ssize_t> B * H
+        cdef Py_ssize_t a_n = a_packed_size(B, max(H, D)) if self.packed else 0
+        cdef cnp.npy_intp n
+        if B > self.batch:
+            n = (gates_n * (2 if gru else 1) + states_n * (2 if has_c else 1) + a_n)
+            self.scratch = empty(1, &n, self.is_float)
+            self.batch = B
+        cdef char* base = <char*> data(self.scratch)
+        cdef size_t item = 4 if self.is_float else 8
+        a.x, a.h0, a.c0 = data(x_t), data(h), data(c)
+        a.Wx, a.Wh, a.b, a.b_hn = data(self.Wx), data(self.Wh), data(self.b), data(self.b_hn)
+        a.out, a.h_n, a.c_n, a.c_out = data(h_out), data(h_out), data(c_out), NULL
+        a.gates = base
+        base += gates_n * item
+        a.hgates = NULL
+        if gru:
+            a.hgates = base
+            base += gates_n * item
+        a.hs = base
+        base += states_n * item
+        a.cs = NULL
+        if has_c:
+            a.cs = base
+            base += states_n * item
+        a.a_scratch = base if self.packed else NULL
+        a.xbuf = NULL
+        a.Wp, a.WxP = data(self.Wp), data(self.WxP)
+        a.chunk, a.training, a.serial, a.prepacked = 1, False, True, True
+        cdef Cell cell = self.cell
+        cdef bint is_float = self.is_float
+        cdef unsigned int csr
+        with nogil:
+            csr = rf_denormals_off()
+            if is_float:
+                forward_loop(<float> 0, cell, &lay, &a)
+            else:
+                forward_loop(<double> 0, cell, &lay, &a)
+            rf_denormals_restore(csr)
 
 
 class BufferedKernels:

@@ -3,7 +3,7 @@ BPTT state. What each layer holds (its parameters, states, gate count) is its ce
 in the registry, ``rnnfast.cells``."""
 import numpy as np
 
-from . import _checks, _sequence, cells, functional
+from . import _checks, _sequence, cells, functional, reference
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -77,11 +77,13 @@ class _Recurrent:
                                   d_in, self.hidden_size).items()}
         self._single = self.num_layers == 1 and not self.bidirectional
         self._plan = None           # the stacked path's kernels (built when first needed)
+        self._step_kernels = None   # step()'s packed weights (eval mode), see params_changed
 
     # ---------------------------------------------------------------- modes
     def train(self, mode=True):
         """Training mode (the default): forward keeps the workspace ``backward`` needs."""
         self.training = bool(mode)
+        self._step_kernels = None           # (packed again by the next step())
         if not self.training:
             self.release_buffers()          # (which also drops the BPTT cache)
         return self
@@ -319,6 +321,85 @@ class _Recurrent:
             dstates0 = tuple(d[0] for d in dstates0)
         return dx, tuple(d if g else None for d, g in zip(dstates0, given))
 
+    # ---------------------------------------------------------------- streaming
+    def params_changed(self):
+        """Say that ``params`` were written into in place: step() re-packs the weights.
+
+        ``step()`` of a layer in eval mode packs the weights once and reuses that copy; an
+        in-place write into ``params`` (``p -= lr * g``) is invisible to it until this is
+        called (replacing an entry of ``params`` is seen). In training mode every step()
+        packs them anew, and ``eval()`` drops the packed copy."""
+        self._step_kernels = None
+
+    def step(self, x_t, state=None, *, out=None):
+        """One time step for streaming inference: ``h_t, state = layer.step(x_t, state)``.
+
+        ``x_t`` is ``(batch, input_size)``, ``state`` as a forward's (None: zeros; a
+        stateful layer's carried state) and ``h_t`` the last layer's ``(batch, hidden)``
+        output. ``out``: arrays shaped like the returned state to write it into (they may be
+        ``state`` itself); then the step allocates nothing. Not for bidirectional layers."""
+        kernels = self._step_kernels
+        if kernels is None or self.training or any(self.params.get(n) is not w
+                                                   for n, w in kernels[0]):
+            kernels = self._make_step_kernels()
+        elif kernels[2] is not None and not self.stateful:
+            done = kernels[2](x_t, state, out)      # compiled, every argument ready as is
+            if done is not None:
+                return done
+        dtype = self.dtype
+        if not (type(x_t) is np.ndarray and x_t.dtype is dtype and x_t.ndim == 2
+                and x_t.flags.c_contiguous and x_t.shape[1] == self.input_size):
+            x_t = _checks.check_step_input(x_t, self.input_size, dtype)
+        shape = self._state_shape(x_t.shape[0])
+        lstm = len(self._spec.states) == 2
+        states = (state if lstm else (state,)) if state is not None else None
+        if states is None or len(states) != len(self._spec.states) or not all(
+                s is None or (type(s) is np.ndarray and s.dtype is dtype and s.shape == shape
+                              and s.flags.c_contiguous) for s in states):
+            if state is None and self.stateful and self._state is not None:
+                state = self._state if lstm else self._state[0]
+            states = self._check_states(self._state_tuple(state, "state"), shape[-2])
+        if out is None:
+            outs = (np.empty(shape, dtype), np.empty(shape, dtype)) if lstm else (
+                np.empty(shape, dtype),)
+        else:
+            outs = _checks.check_step_out(out if lstm else (out,), shape, dtype)
+        if self._single:
+            kernels[1][0].step(x_t, states[0], states[1] if lstm else None, outs[0],
+                               outs[1] if lstm else None)
+            h_t = outs[0]
+        else:
+            h_t = x_t
+            for layer, kernel in enumerate(kernels[1]):
+                h_prev, h_next = states[0], outs[0][layer]
+                h_prev = None if h_prev is None else h_prev[layer]
+                c_prev = c_next = None
+                if lstm:
+                    c_prev, c_next = states[1], outs[1][layer]
+                    c_prev = None if c_prev is None else c_prev[layer]
+                kernel.step(h_t, h_prev, c_prev, h_next, c_next)
+                h_t = h_next
+        if self.stateful:
+            self._keep_state(outs)
+        return h_t, (outs if lstm else outs[0])
+
+    def _make_step_kernels(self):
+        """Per layer a packed step kernel (the compiled core), or the twin's 1-step call."""
+        if self.bidirectional:
+            raise ValueError("step() streams one direction; a bidirectional layer "
+                             "(bidirectional=True) needs the whole sequence: call forward")
+        weights = self._grouped(self._weights())
+        if self.backend == "cython":
+            core = functional.compiled_core()
+            made = [core.StepKernel(self._spec.kind, *w) for w in weights]
+        else:
+            made = [_TwinStep(self._spec, w) for w in weights]
+        names = self._names
+        flat = [w for group in weights for w in group]
+        fast = made[0].step_ready if self._single and self.backend == "cython" else None
+        self._step_kernels = (tuple(zip(names, flat)), made, fast)
+        return self._step_kernels
+
     def _sequence_plan(self):
         if self._plan is None:
             n = self.num_layers * self.num_directions
@@ -329,6 +410,21 @@ class _Recurrent:
             self._plan = _sequence.Plan(self._spec.kind, self.num_layers,
                                         self.num_directions, kernels, module)
         return self._plan
+
+
+class _TwinStep:
+    """The twin's step kernel: a one-step forward (backend="numpy")."""
+
+    def __init__(self, spec, weights):
+        self.spec, self.weights = spec, weights
+
+    def step(self, x_t, h, c, h_out, c_out):
+        states = (h, c) if c_out is not None else (h,)
+        _, finals, _ = reference._forward(self.spec, x_t[None], states, self.weights, False,
+                                          False)
+        h_out[...] = finals[0]
+        if c_out is not None:
+            c_out[...] = finals[1]
 
 
 class RNN(_Recurrent):

@@ -388,3 +388,79 @@ def test_bad_lengths_and_states(backend):
         layer.backward(np.zeros((5, 6, 8)), dcells=np.zeros((5, 6, 8)))
     with pytest.raises(ValueError, match=r"dout must have the shape.*\(5, 6, 8\)"):
         layer.backward(np.zeros((5, 6, 4)))
+
+
+# ----------------------------------------------------------------------------- step()
+
+@pytest.mark.parametrize("kind", cells.KINDS)
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_step_equals_forward(kind, backend, num_layers, dtype):
+    B, T, D, H = 3, 5, 4, 6
+    x, states, _ = problem(kind, B, T, D, H, num_layers, 1, True, dtype, lengths=False)
+    layer = make_layer(kind, D, H, num_layers=num_layers, dtype=dtype, backend=backend).eval()
+    out, finals = layer(x, state_arg(kind, states))[:2]
+    state = state_arg(kind, tuple(s.copy() for s in states))
+    for t in range(T):
+        h, state = layer.step(x[:, t], state)
+        np.testing.assert_allclose(h, out[:, t], rtol=RTOL[dtype] * 10, atol=ATOL[dtype] * 10)
+    for got, want in zip(state_tuple(kind, state), state_tuple(kind, finals)):
+        np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 10, atol=ATOL[dtype] * 10)
+    # in place: out= the state itself, the same values
+    state2 = state_arg(kind, tuple(s.copy() for s in states))
+    for t in range(T):
+        h2, state2 = layer.step(x[:, t], state2, out=state2)
+    for got, want in zip(state_tuple(kind, state2), state_tuple(kind, state)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
+def test_step_with_out_allocates_nothing(kind):
+    import tracemalloc
+    layer = make_layer(kind, 8, 16, dtype=np.float32).eval()
+    x_t = np.ones((1, 8), np.float32)
+    _, state = layer.step(x_t)
+    for _ in range(3):
+        layer.step(x_t, state, out=state)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(100):
+        layer.step(x_t, state, out=state)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 1024, grown      # (no array per step: one would be 64+ bytes each)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+def test_step_sees_weight_changes_as_documented(backend):
+    layer = make_layer("lstm", 4, 5, backend=backend).eval()
+    x_t = np.ones((2, 4))
+    h0, _ = layer.step(x_t)
+    layer.params["Wx"] *= 0.5               # in place: invisible until params_changed()
+    layer.params_changed()
+    h1, _ = layer.step(x_t)
+    fresh = make_layer("lstm", 4, 5, backend=backend).eval()
+    for k, p in layer.params.items():
+        fresh.params[k][...] = p
+    np.testing.assert_array_equal(h1, fresh.step(x_t)[0])
+    layer.params["Wx"] = layer.params["Wx"] * 2     # a replaced entry is seen
+    np.testing.assert_allclose(layer.step(x_t)[0], layer(x_t[:, None])[0][:, 0], rtol=1e-12)
+    layer.train()                           # training mode: packed anew at every step
+    layer.params["b"] += 1
+    np.testing.assert_allclose(layer.step(x_t)[0], layer.eval()(x_t[:, None])[0][:, 0],
+                               rtol=1e-12)
+    assert not np.array_equal(h0, h1)
+
+
+def test_step_refuses_what_cannot_stream():
+    layer = make_layer("gru", 3, 4, bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional"):
+        layer.step(np.zeros((2, 3)))
+    layer = make_layer("lstm", 3, 4).eval()
+    with pytest.raises(ValueError, match=r"x_t must have shape \(batch, input_size=3\)"):
+        layer.step(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match=r"h0 must have shape"):
+        layer.step(np.zeros((2, 3)), (np.zeros((3, 4)), np.zeros((3, 4))))
+    with pytest.raises(ValueError, match=r"out\[0\] must be a writable"):
+        layer.step(np.zeros((2, 3)), out=(np.zeros((2, 4), np.float32), np.zeros((2, 4))))
