@@ -809,72 +809,143 @@ cdef Py_ssize_t backward_plan_values(BackwardPlan* p) noexcept:
             + planned(p.dGp) + planned(p.WxTp))
 
 
-cdef void run_forward(Cell cell, const Layout* lay, ForwardArgs* a, ForwardPlan* plan, bint is_float,
-                      scratch):
-    """Carves the plan's buffers from ``scratch`` (a workspace buffer already set in ``a``
-    is kept) and runs forward_loop without the GIL."""
-    cdef char* base = <char*> data(scratch)
-    cdef Py_ssize_t used = 0
+cdef struct Call:
+    # One prepared forward or backward: what its loop needs, the scratch carved.
+    Cell cell
+    Layout lay
+    ForwardArgs fa
+    BackwardArgs ba
+    bint backward
+    bint is_float
+    char* base          # the scratch block (unpoisoned after the loop)
+    Py_ssize_t used
+
+
+cdef void carve_forward(Call* c, ForwardPlan* plan, scratch):
+    """Carves the plan's buffers from ``scratch`` (a workspace buffer already set in the
+    arguments is kept)."""
+    cdef ForwardArgs* a = &c.fa
+    cdef bint is_float = c.is_float
+    c.base = <char*> data(scratch)
+    c.used = 0
     cdef void* p
-    p = carve(is_float, base, &used, plan.gates)
+    p = carve(is_float, c.base, &c.used, plan.gates)
     if plan.gates:
         a.gates = p
-    p = carve(is_float, base, &used, plan.hgates)
+    p = carve(is_float, c.base, &c.used, plan.hgates)
     if plan.hgates:
         a.hgates = p
-    p = carve(is_float, base, &used, plan.hs)
+    p = carve(is_float, c.base, &c.used, plan.hs)
     if plan.hs:
         a.hs = p
-    p = carve(is_float, base, &used, plan.cs)
+    p = carve(is_float, c.base, &c.used, plan.cs)
     if plan.cs:
         a.cs = p
-    a.xbuf = carve(is_float, base, &used, plan.xbuf)
-    a.Wp = carve(is_float, base, &used, plan.Wp)
-    a.WxP = carve(is_float, base, &used, plan.WxP)
-    a.a_scratch = carve(is_float, base, &used, plan.a_scratch)
-    cdef unsigned int csr
-    with nogil:
-        rf_call_begin()                 # (the thread policy counts the calls in flight)
-        csr = rf_denormals_off()
-        if is_float:
-            forward_loop(<float> 0, cell, lay, a)
-        else:
-            forward_loop(<double> 0, cell, lay, a)
-        rf_denormals_restore(csr)
-        rf_call_end()
-        rf_asan_unpoison(base, <size_t> used * (4 if is_float else 8))
+    a.xbuf = carve(is_float, c.base, &c.used, plan.xbuf)
+    a.Wp = carve(is_float, c.base, &c.used, plan.Wp)
+    a.WxP = carve(is_float, c.base, &c.used, plan.WxP)
+    a.a_scratch = carve(is_float, c.base, &c.used, plan.a_scratch)
 
 
-cdef void run_backward(Cell cell, const Layout* lay, BackwardArgs* a, BackwardPlan* plan,
-                       bint is_float, scratch):
-    """Carves the plan's buffers from ``scratch`` and runs backward_loop without the GIL."""
-    cdef char* base = <char*> data(scratch)
-    cdef Py_ssize_t used = 0
-    a.zero_row = carve(is_float, base, &used, plan.zero_row)
+cdef void carve_backward(Call* c, BackwardPlan* plan, scratch):
+    """Carves the plan's buffers from ``scratch``."""
+    cdef BackwardArgs* a = &c.ba
+    cdef bint is_float = c.is_float
+    c.base = <char*> data(scratch)
+    c.used = 0
+    a.zero_row = carve(is_float, c.base, &c.used, plan.zero_row)
     a.dh_rec, a.dc = a.dh0, a.dc0                   # in place, but with lengths: sorted
     if plan.states:
-        a.dh_rec = carve(is_float, base, &used, plan.states)
+        a.dh_rec = carve(is_float, c.base, &c.used, plan.states)
         if a.dc0 != NULL:
-            a.dc = <char*> a.dh_rec + <size_t> cell.H * lay.B * (4 if is_float else 8)
-    a.xbuf = carve(is_float, base, &used, plan.xbuf)
-    a.WpT = carve(is_float, base, &used, plan.WpT)
-    a.a_scratch = carve(is_float, base, &used, plan.a_scratch)
-    a.dGp = carve(is_float, base, &used, plan.dGp)
-    a.WxTp = carve(is_float, base, &used, plan.WxTp)
+            a.dc = <char*> a.dh_rec + <size_t> c.cell.H * c.lay.B * (4 if is_float else 8)
+    a.xbuf = carve(is_float, c.base, &c.used, plan.xbuf)
+    a.WpT = carve(is_float, c.base, &c.used, plan.WpT)
+    a.a_scratch = carve(is_float, c.base, &c.used, plan.a_scratch)
+    a.dGp = carve(is_float, c.base, &c.used, plan.dGp)
+    a.WxTp = carve(is_float, c.base, &c.used, plan.WxTp)
     # the deferred products share the per-step products' A scratch (sized for both)
     a.deferred_scratch = a.a_scratch if a.dGp != NULL else NULL
-    cdef unsigned int csr
-    with nogil:
-        memset(a.zero_row, 0, <size_t> cell.H * (4 if is_float else 8))
-        rf_call_begin()
-        csr = rf_denormals_off()
-        if is_float:
-            backward_loop(<float> 0, cell, lay, a)
+
+
+cdef void run_call(Call* c) noexcept nogil:
+    """A prepared call's loop, with denormals flushed to zero (restored afterwards)."""
+    cdef size_t item = 4 if c.is_float else 8
+    cdef unsigned int csr = rf_denormals_off()
+    if c.backward:
+        memset(c.ba.zero_row, 0, <size_t> c.cell.H * item)
+        if c.is_float:
+            backward_loop(<float> 0, c.cell, &c.lay, &c.ba)
         else:
-            backward_loop(<double> 0, cell, lay, a)
-        rf_denormals_restore(csr)
+            backward_loop(<double> 0, c.cell, &c.lay, &c.ba)
+    else:
+        if c.is_float:
+            forward_loop(<float> 0, c.cell, &c.lay, &c.fa)
+        else:
+            forward_loop(<double> 0, c.cell, &c.lay, &c.fa)
+    rf_denormals_restore(csr)
+    rf_asan_unpoison(c.base, <size_t> c.used * item)
+
+
+cdef class Prepared:
+    """A call ready to run (its Call, and the arrays its pointers point into), and what it
+    returns; ``runs`` is False when there is nothing to compute (no steps)."""
+    cdef Call call
+    cdef bint runs
+    cdef object keep            # the arrays the Call points into
+    cdef object scratch         # its scratch block (a view of a lent or pooled buffer)
+    cdef object lent            # SharedBuffers' buffers to give back after the call
+    cdef object workspace_back  # a consumed workspace whose lent buffers go back too
+    cdef object result
+
+
+cdef void set_serial(Call* c, bint serial) noexcept nogil:
+    c.fa.serial = serial
+    c.ba.serial = serial
+
+
+cdef object finish(Prepared p):
+    """After the loop: buffers lent for the call go back; returns the call's result."""
+    p.keep = p.scratch = None
+    if p.lent:
+        _shared.give_back(p.lent)
+    if p.workspace_back is not None:
+        _give_back_workspace(p.workspace_back)
+    return p.result
+
+
+cdef object run_one(Prepared p):
+    """Runs one prepared call without the GIL; returns its result."""
+    if p.runs:
+        with nogil:
+            rf_call_begin()             # (the thread policy counts the calls in flight)
+            run_call(&p.call)
+            rf_call_end()
+    return finish(p)
+
+
+cdef tuple run_two(Prepared p, Prepared q):
+    """Runs two independent prepared calls (a bidirectional layer's directions): side by
+    side on two threads, each single-threaded, when the thread policy gives the call two
+    (the directions share no step, so no barrier per step); else one after the other,
+    each with the threads the policy gives it. Returns both results."""
+    cdef Call* calls[2]
+    cdef int i
+    if not (p.runs and q.runs):
+        return run_one(p), run_one(q)
+    calls[0], calls[1] = &p.call, &q.call
+    with nogil:
+        rf_call_begin()
+        if rf_team_threads() >= 2:
+            set_serial(calls[0], True)
+            set_serial(calls[1], True)
+            for i in prange(2, num_threads=2, schedule="static"):
+                run_call(calls[i])
+        else:
+            run_call(calls[0])
+            run_call(calls[1])
         rf_call_end()
-        rf_asan_unpoison(base, <size_t> used * (4 if is_float else 8))
+    return finish(p), finish(q)
 
 
 # ----------------------------------------------------------------------------- Python faces
@@ -1089,6 +1160,15 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
              dict pool=None, steps=None, bint reverse=False, out=None, int out_col=0,
              cells_out=None):
     """Allocates outputs and buffers, runs forward_loop; returns
+    ``(out, h_n, c_n, workspace)``. See prepare_forward."""
+    return run_one(prepare_forward(kind, x, h0, c0, Wx, Wh, b, b_hn, batch_first, training,
+                                   pool, steps, reverse, out, out_col, cells_out))
+
+
+cdef Prepared prepare_forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first,
+                              bint training, dict pool, steps, bint reverse, out,
+                              int out_col, cells_out):
+    """Allocates outputs and buffers of a forward, ready to run forward_loop; its result
     ``(out, h_n, c_n, workspace)`` (c_n None but for the LSTM). ``pool``: see pooled();
     without one, the buffers are lent by SharedBuffers. ``steps``: sequence_steps() of the
     batch's lengths, or None; ``reverse``: the reverse direction; ``out``: the output array
@@ -1145,9 +1225,12 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
             workspace["lent"] = kept
         if kind <= KIND_RNN_SIGMOID:
             workspace["nonlinearity"] = KINDS[kind].split("_")[1]
+    cdef Prepared prep = Prepared()
     if T == 0:
-        return (out, _state_or_zeros(h0, B, H, dt),
-                _state_or_zeros(c0, B, H, dt) if has_c else None, workspace)
+        prep.runs = False
+        prep.result = (out, _state_or_zeros(h0, B, H, dt),
+                       _state_or_zeros(c0, B, H, dt) if has_c else None, workspace)
+        return prep
     plan.gates = 0 if training else chunk * B * G
     plan.hgates = 0 if training or not gru else B * G
     plan.hs = 0 if training else 3 * B * H              # two ping-pong blocks, the last
@@ -1166,16 +1249,28 @@ def _forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_first, bint traini
     a.out, a.h_n, a.c_n, a.c_out = data(out), data(h_n), data(c_n), data(cells_out)
     a.gates, a.hgates, a.hs, a.cs = data(gates), data(hgates), data(hs), data(cs)
     a.chunk, a.training, a.serial, a.prepacked = chunk, training, False, False
-    run_forward(cell, &lay, &a, &plan, is_float, scratch)
-    if lent:
-        del scratch
-        _shared.give_back(lent)
-    return out, h_n, c_n, workspace
+    prep.call.cell, prep.call.lay, prep.call.fa = cell, lay, a
+    prep.call.backward, prep.call.is_float = False, is_float
+    carve_forward(&prep.call, &plan, scratch)
+    prep.runs = True
+    prep.keep = (x, h0, c0, Wx, Wh, b, b_hn, out, h_n, c_n, cells_out, gates, hgates, hs, cs,
+                 steps)
+    prep.scratch, prep.lent = scratch, lent
+    prep.result = (out, h_n, c_n, workspace)
+    return prep
 
 
 def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
               dict pool=None, dx=None, dcells=None):
     """Allocates gradients and scratch, runs backward_loop; returns
+    ``(dx, dh0, dc0, dWx, dWh, db, db_hn)``. See prepare_backward."""
+    return run_one(prepare_backward(kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
+                                    batch_first, pool, dx, dcells))
+
+
+cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
+                               bint batch_first, dict pool, dx, dcells):
+    """Allocates gradients and scratch of a backward, ready to run backward_loop; its result
     ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the LSTM, db_hn but for the
     GRU). ``pool``: see pooled(); without one, the scratch is lent by SharedBuffers, and the
     workspace's lent buffers go back to it afterwards. ``dx``: add this direction's input
@@ -1202,9 +1297,13 @@ def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first
     dh0 = _state_or_zeros(dh_n, B, H, dt)           # dh_n, becomes dh0
     dc0 = _state_or_zeros(dc_n, B, H, dt) if has_c else None     # dc_n, becomes dc0
     cdef bint add_dx = dx is not None
+    cdef Prepared prep = Prepared()
     if T == 0:
-        return (np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0, np.zeros(Wx.shape, dt),
-                np.zeros(Wh.shape, dt), np.zeros(G, dt), np.zeros(H, dt) if gru else None)
+        prep.runs = False
+        prep.result = (np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0,
+                       np.zeros(Wx.shape, dt), np.zeros(Wh.shape, dt), np.zeros(G, dt),
+                       np.zeros(H, dt) if gru else None)
+        return prep
     # every value of these is written by the kernels (dx's rows past their end: zeros)
     if dx is None:
         dx = np.empty(x.shape, dt) if steps is None else np.zeros(x.shape, dt)
@@ -1234,12 +1333,16 @@ def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first
     a.dh0, a.dc0 = data(dh0), data(dc0)
     a.dx, a.dWx, a.dWh, a.db, a.db_hn = data(dx), data(dWx), data(dWh), data(db), data(db_hn)
     a.add_dx, a.serial = add_dx, False
-    run_backward(cell, &lay, &a, &plan, is_float, scratch)
-    if pool is None:
-        del scratch, hs, cs, gates, hgates
-        _shared.give_back(lent)
-        _give_back_workspace(workspace)
-    return dx, dh0, dc0, dWx, dWh, db, db_hn
+    prep.call.cell, prep.call.lay, prep.call.ba = cell, lay, a
+    prep.call.backward, prep.call.is_float = True, is_float
+    carve_backward(&prep.call, &plan, scratch)
+    prep.runs = True
+    prep.keep = (dout, dcells, x, Wx, Wh, hs, cs, gates, hgates, dh0, dc0, dx, dWx, dWh, db,
+                 db_hn, steps)
+    prep.scratch, prep.lent = scratch, lent
+    prep.workspace_back = workspace if pool is None else None
+    prep.result = (dx, dh0, dc0, dWx, dWh, db, db_hn)
+    return prep
 
 
 def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, training=True):
@@ -1320,6 +1423,49 @@ def direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, d
     gradient of the forward's cells_out."""
     return _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx,
                                dcells, None)
+
+
+cdef inline dict pool_of(kernels, bint training):
+    """The buffer pool of a direction's kernels (a BufferedKernels), or None (the module's
+    functions: SharedBuffers lends)."""
+    return kernels._pool if training and isinstance(kernels, BufferedKernels) else None
+
+
+def directions_forward(kernels, kind, x, states, weights, bint batch_first, bint training,
+                       steps=None, out=None, cells_out=None):
+    """Both directions of a bidirectional layer at once (run side by side on two threads
+    when the thread policy gives two; see run_two): ``kernels``, ``states`` and ``weights``
+    are pairs (forward, reverse) of what direction_forward takes; both write their halves
+    of ``out`` (and ``cells_out``). Returns ``((finals, workspace), (finals, workspace))``."""
+    cdef int k = KINDS.index(kind)
+    cdef int H = weights[0][1].shape[0]
+    cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
+    cdef Prepared p, q
+    p, q = [prepare_forward(k, x, states[d][0], states[d][1] if lstm else None,
+                            weights[d][0], weights[d][1], weights[d][2],
+                            weights[d][3] if gru else None, batch_first, training,
+                            pool_of(kernels[d], training), steps, d == 1, out, d * H,
+                            cells_out) for d in range(2)]
+    done = run_two(p, q)
+    return tuple((((r[1], r[2]) if lstm else (r[1],)), r[3]) for r in done)
+
+
+def directions_backward(kernels, kind, dout, dstates, x, Wx, Wh, workspaces,
+                        bint batch_first, dcells=None):
+    """The backward of directions_forward (``dstates``, ``Wx``, ``Wh``, ``workspaces``:
+    pairs); returns ``(dx, (dstates0, dstates0), (grads, grads))``, dx the sum of both
+    directions' input gradients."""
+    cdef int k = KINDS.index(kind)
+    cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
+    cdef Prepared p, q
+    p, q = [prepare_backward(k, dout, dstates[d][0], dstates[d][1] if lstm else None, x,
+                             Wx[d], Wh[d], workspaces[d], batch_first,
+                             pool_of(kernels[d], True), None, dcells) for d in range(2)]
+    done = run_two(p, q)
+    dx = done[0][0]
+    np.add(dx, done[1][0], out=dx)          # (apart while the directions run side by side)
+    return (dx, tuple(((r[1], r[2]) if lstm else (r[1],)) for r in done),
+            tuple(((r[3], r[4], r[5], r[6]) if gru else (r[3], r[4], r[5])) for r in done))
 
 
 cdef class StepKernel:

@@ -61,14 +61,24 @@ def forward(plan, x, states, weights, batch_first, training, lengths=None, cells
         out = _empty_output(shape, dtype, steps)
         cells = _empty_output(shape, dtype, steps) if last and cells_out else None
         workspaces = []
-        for d in range(nd):
-            j = layer * nd + d
-            s0 = tuple(None if s is None else s[j] for s in states)
-            _, fin, ws = plan.kernels[j].direction_forward(
-                plan.kind, layer_in, s0, weights[j], batch_first, training, steps, d == 1,
-                out, d * H, cells)
+        j0 = layer * nd
+        pair = getattr(plan.module, "directions_forward", None) if nd == 2 else None
+        if pair is not None:            # both directions at once (side by side if 2 threads)
+            done = pair(plan.kernels[j0:j0 + 2], plan.kind, layer_in,
+                        [tuple(None if s is None else s[j0 + d] for s in states)
+                         for d in range(2)], weights[j0:j0 + 2], batch_first, training,
+                        steps, out, cells)
+        else:
+            done = []
+            for d in range(nd):
+                s0 = tuple(None if s is None else s[j0 + d] for s in states)
+                _, fin, ws = plan.kernels[j0 + d].direction_forward(
+                    plan.kind, layer_in, s0, weights[j0 + d], batch_first, training, steps,
+                    d == 1, out, d * H, cells)
+                done.append((fin, ws))
+        for d, (fin, ws) in enumerate(done):
             for k in range(n_states):
-                finals[k][j] = fin[k]
+                finals[k][j0 + d] = fin[k]
             workspaces.append(ws)
         layers.append((layer_in, workspaces))
         layer_in = out
@@ -93,16 +103,28 @@ def backward(plan, cache, dout, dstates, weights, dcells=None):
     d_above = dout                  # gradient of this layer's output (None: zeros)
     for layer in reversed(range(L)):
         layer_in, workspaces = layers[layer]
-        dx = None
+        j0 = layer * nd
+        dc = dcells if layer == L - 1 else None
+        pair = getattr(plan.module, "directions_backward", None) if nd == 2 else None
+        if pair is not None:
+            dx, d0s, gs = pair(plan.kernels[j0:j0 + 2], plan.kind, d_above,
+                               [tuple(None if s is None else s[j0 + d] for s in dstates)
+                                for d in range(2)], layer_in,
+                               [weights[j0 + d][0] for d in range(2)],
+                               [weights[j0 + d][1] for d in range(2)], workspaces,
+                               batch_first, dc)
+        else:
+            dx, d0s, gs = None, [], []
+            for d in range(nd):
+                ds = tuple(None if s is None else s[j0 + d] for s in dstates)
+                dx, d0, g = plan.kernels[j0 + d].direction_backward(
+                    plan.kind, d_above, ds, layer_in, weights[j0 + d][0], weights[j0 + d][1],
+                    workspaces[d], batch_first, dx, dc)
+                d0s.append(d0)
+                gs.append(g)
         for d in range(nd):
-            j = layer * nd + d
-            ds = tuple(None if s is None else s[j] for s in dstates)
-            Wx, Wh = weights[j][0], weights[j][1]
-            dx, d0, g = plan.kernels[j].direction_backward(
-                plan.kind, d_above, ds, layer_in, Wx, Wh, workspaces[d], batch_first,
-                dx, dcells if layer == L - 1 else None)
             for k in range(n_states):
-                dstates0[k][j] = d0[k]
-            grads[j] = g
+                dstates0[k][j0 + d] = d0s[d][k]
+            grads[j0 + d] = gs[d]
         d_above = dx
     return d_above, tuple(dstates0), grads

@@ -464,3 +464,20 @@ def test_step_refuses_what_cannot_stream():
         layer.step(np.zeros((2, 3)), (np.zeros((3, 4)), np.zeros((3, 4))))
     with pytest.raises(ValueError, match=r"out\[0\] must be a writable"):
         layer.step(np.zeros((2, 3)), out=(np.zeros((2, 4), np.float32), np.zeros((2, 4))))
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("shape", [(3, 9, 5, 8), (40, 12, 24, 96)], ids=["small", "larger"])
+def test_bidirectional_threads_give_the_same_bits(kind, shape):
+    """Both directions side by side on two threads, or one after the other on one: the same
+    results to the bit (each direction's loop is the same serial code)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="needs threadpoolctl")
+    B, T, D, H = shape
+    x, states, lengths = problem(kind, B, T, D, H, 2, 2, True, np.float32)
+    results = []
+    for threads in (1, 2):
+        with threadpoolctl.threadpool_limits(threads):
+            layer = make_layer(kind, D, H, num_layers=2, bidirectional=True, dtype=np.float32)
+            results.append(run(layer, kind, x, states, lengths)[0])
+    for key in results[0]:
+        np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
