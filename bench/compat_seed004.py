@@ -1,0 +1,154 @@
+"""Seed 004's classifier: the notebook's NumPy loops against rnnfast.compat, 1 thread.
+
+The baseline is the notebook's ``ScratchSimpleRNNClassifier`` (``shared/seeds/004``, In [3]),
+its forward and backward transcribed below unchanged but for comments; against it
+``rnnfast.compat.ScratchSimpleRNNClassifier`` with the same weights. One sample is one
+forward + backward (with its SGD update) at batch 32, 50 steps, 8 features, 64 nodes, 10
+classes, float64 (the notebook's dtype). Samples alternate between the two; prints the
+medians and their ratio (target, issue 16: at least 5x). The two results are checked against
+each other first. ``python bench/compat_seed004.py [--repeats N]``; run it alone (timing).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from rnnfast import compat  # noqa: E402
+
+BATCH, STEPS, FEATURES, NODES, CLASSES = 32, 50, 8, 64, 10
+
+
+class NotebookClassifier:
+    """Seed 004's ScratchSimpleRNNClassifier (In [3]): forward and backward as written."""
+
+    def __init__(self, n_features, n_nodes, n_output, activation=np.tanh,
+                 learning_rate=0.01):
+        self.n_features = n_features
+        self.n_nodes = n_nodes
+        self.n_output = n_output
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.Wx = np.random.randn(n_features, n_nodes) * 0.01
+        self.Wh = np.random.randn(n_nodes, n_nodes) * 0.01
+        self.B = np.zeros(n_nodes)
+        self.W_out = np.random.randn(n_nodes, n_output) * 0.01
+        self.B_out = np.zeros(n_output)
+
+    def forward(self, X):
+        batch_size, n_sequences, n_features = X.shape
+        h_t = np.zeros((batch_size, self.n_nodes))
+        self.h_states = []
+        self.a_states = []
+        for t in range(n_sequences):
+            x_t = X[:, t, :]
+            a_t = np.dot(x_t, self.Wx) + np.dot(h_t, self.Wh) + self.B
+            h_t = self.activation(a_t)
+            self.h_states.append(h_t)
+            self.a_states.append(a_t)
+        h_last = self.h_states[-1]
+        z_out = np.dot(h_last, self.W_out) + self.B_out
+        y_pred = self._softmax(z_out)
+        return y_pred
+
+    def backward(self, X, y_true, y_pred):
+        batch_size, n_sequences, n_features = X.shape
+        dL_dz_out = (y_pred - y_true) / batch_size
+        h_last = self.h_states[-1]
+        dL_dW_out = np.dot(h_last.T, dL_dz_out)
+        dL_dB_out = np.sum(dL_dz_out, axis=0)
+        dL_dh_t = np.dot(dL_dz_out, self.W_out.T)
+        dL_dWx = np.zeros_like(self.Wx)
+        dL_dWh = np.zeros_like(self.Wh)
+        dL_dB = np.zeros_like(self.B)
+        for t in reversed(range(n_sequences)):
+            x_t = X[:, t, :]
+            a_t = self.a_states[t]
+            h_prev = self.h_states[t - 1] if t > 0 else np.zeros_like(self.h_states[0])
+            dL_da_t = dL_dh_t * (1 - np.tanh(a_t) ** 2)
+            dL_dWx += np.dot(x_t.T, dL_da_t)
+            dL_dWh += np.dot(h_prev.T, dL_da_t)
+            dL_dB += np.sum(dL_da_t, axis=0)
+            dL_dh_t = np.dot(dL_da_t, self.Wh.T)
+        self.Wx -= self.learning_rate * dL_dWx
+        self.Wh -= self.learning_rate * dL_dWh
+        self.B -= self.learning_rate * dL_dB
+        self.W_out -= self.learning_rate * dL_dW_out
+        self.B_out -= self.learning_rate * dL_dB_out
+
+    def _softmax(self, x):
+        exp_x = np.exp(x - np.max(x, axis=1, keepdims=True))
+        return exp_x / np.sum(exp_x, axis=1, keepdims=True)
+
+
+NAMES = ("Wx", "Wh", "B", "W_out", "B_out")
+
+
+def models(backend):
+    np.random.seed(0)
+    notebook = NotebookClassifier(FEATURES, NODES, CLASSES)
+    fast = compat.ScratchSimpleRNNClassifier(FEATURES, NODES, CLASSES, backend=backend)
+    for name in NAMES:
+        setattr(fast, name, getattr(notebook, name).copy())
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((BATCH, STEPS, FEATURES))
+    y = np.eye(CLASSES)[rng.integers(0, CLASSES, BATCH)]
+    return notebook, fast, X, y
+
+
+def step(model, X, y):
+    model.backward(X, y, model.forward(X))
+
+
+def check(backend):
+    """One step of each from the same weights gives the same weights (tanh: the notebook's
+    math is right), to float64 rounding."""
+    notebook, fast, X, y = models(backend)
+    step(notebook, X, y)
+    step(fast, X, y)
+    worst = max(float(np.max(np.abs(getattr(notebook, n) - getattr(fast, n))))
+                for n in NAMES)
+    if worst > 1e-12:
+        sys.exit(f"compat ({backend}) and the notebook disagree after one step: {worst:.3g}")
+    return worst
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=200, help="samples of each")
+    args = parser.parse_args()
+    with threadpool_limits(1):
+        print(f"batch {BATCH}, {STEPS} steps, {FEATURES} features, {NODES} nodes, {CLASSES} "
+              f"classes, float64, 1 thread; {args.repeats} alternated samples, medians")
+        results = {}
+        for backend in ("cython", "numpy"):
+            worst = check(backend)
+            notebook, fast, X, y = models(backend)
+            for _ in range(10):                 # warm-up (and the buffers' first pages)
+                step(notebook, X, y)
+                step(fast, X, y)
+            t_nb, t_fast = [], []
+            for _ in range(args.repeats):
+                t_nb.append(timed(step, notebook, X, y))
+                t_fast.append(timed(step, fast, X, y))
+            nb, fa = statistics.median(t_nb), statistics.median(t_fast)
+            results[backend] = (nb, fa)
+            print(f"  notebook loops  {nb * 1e3:8.3f} ms   compat backend={backend!r:9}"
+                  f" {fa * 1e3:8.3f} ms   ratio {nb / fa:5.2f}x   (one step agrees to "
+                  f"{worst:.1e})")
+    return results
+
+
+if __name__ == "__main__":
+    main()
