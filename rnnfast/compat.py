@@ -810,8 +810,8 @@ class ScratchSimpleRNNClassifier:
     def forward(self, X):
         out, workspace, nonlinearity, logits = self._forward(X, True)
         self.h_states = out.transpose(1, 0, 2)
-        x = _as(X, "X", self.dtype)
-        self._cache = (x if x is not X else x.copy(), workspace, nonlinearity)
+        # (backward takes X again, as the notebook's: only its shape is kept)
+        self._cache = (np.shape(X), workspace, nonlinearity)
         self._logits_last = logits
         return losses.softmax(logits, axis=-1)
 
@@ -819,12 +819,12 @@ class ScratchSimpleRNNClassifier:
         if self._cache is None:
             raise ValueError("backward needs a forward before it (each forward serves one "
                              "backward)")
-        x, workspace, nonlinearity = self._cache
+        shape, workspace, nonlinearity = self._cache
         X = _checks.as_numeric_array(X, "X")
-        if X.shape != x.shape:
-            raise ValueError(f"X must be the forward's input, of shape {x.shape} (batch_size,"
-                             f" n_sequences, n_features), got shape {X.shape}")
-        batch = x.shape[0]
+        if X.shape != shape:
+            raise ValueError(f"X must be the forward's input, of shape {shape} (batch_size, "
+                             f"n_sequences, n_features), got shape {X.shape}")
+        batch = shape[0]
         t = _checks.check_seed_labels(y_true, "y_true", batch, self.n_output, self.dtype)
         (y_pred,) = _checks.check_seed_shapes(
             [("y_pred", y_pred, ("batch_size", "n_output"))],
