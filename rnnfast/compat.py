@@ -423,7 +423,8 @@ class RNN:
         self.params = [wx, wh, b]
         dtype = _dtype_of(wx)
         self.grads = [np.zeros(np.shape(w), dtype) for w in self.params]
-        self.cache = None
+        self.cache = None               # (x, h_prev, h_next), as the notebook's
+        self._step = None               # what the kernel's backward needs
         self.backend = _checks.check_backend(backend)
 
     def forward(self, x, h_prev):
@@ -437,19 +438,19 @@ class RNN:
             h_prev = np.zeros((x.shape[0], np.shape(wh)[0]), dtype)
         _, h_next, workspace = functional.rnn_forward(x3, h_prev, wx, wh, b, "tanh",
                                                       training=True, backend=self.backend)
-        h_prev = _as(h_prev, "h_prev", dtype)
-        self.cache = (x3[:, 0], h_prev, h_next, workspace, x3)
+        self.cache = (x3[:, 0], _as(h_prev, "h_prev", dtype), h_next)
+        self._step = (x3, workspace)
         return h_next
 
     def backward(self, dh_next):
-        if self.cache is None or self.cache[3] is None:
+        if self._step is None:
             raise ValueError("RNN.backward needs a forward before it (each forward serves one "
                              "backward)")
         wx, wh, _ = self.params
-        x, h_prev, h_next, workspace, x3 = self.cache
+        x3, workspace = self._step
         dx, dh_prev, dwx, dwh, db = functional.rnn_backward(
             None, dh_next, x3, wx, wh, workspace, "tanh", backend=self.backend)
-        self.cache = (x, h_prev, h_next, None, x3)
+        self._step = None
         for g, d in zip(self.grads, (dwx, dwh, db)):
             g[...] = d
         return dx[:, 0], dh_prev
@@ -472,6 +473,7 @@ class TimeRNN:
         self.params = [wx, wh, b]
         dtype = _dtype_of(wx)
         self.grads = [np.zeros(np.shape(w), dtype) for w in self.params]
+        self.layers = None              # (no per-step cells: the T steps are one call)
         self.h, self.dh = None, None
         self.stateful = stateful
         self.backend = _checks.check_backend(backend)
@@ -716,7 +718,8 @@ class ScratchSimpleRNNClassifier:
     all five (``rnnfast.optim.SGD``, in place). ``fit(X, y, epochs=1, batch_size=None)``
     repeats forward and backward over minibatches (in order) and records ``loss`` (the mean
     cross-entropy of each epoch); ``predict(X)`` returns class indices, ``predict_proba(X)``
-    the probabilities (neither disturbs a pending backward).
+    the probabilities (neither disturbs a pending backward). (There is no ``a_states``:
+    the pre-activations stay inside the compiled core.)
 
     The weights are drawn as the notebook's (``np.random.randn(...) * 0.01``, NumPy's global
     random state; zero biases), float64 unless ``dtype=np.float32``. Assigned weights

@@ -505,6 +505,9 @@ def test_seed002_cell_matches_the_notebooks(backend):
     grads = list(cell.grads)
     np.testing.assert_allclose(cell.forward(xs[:, 0], h_prev), nb.forward(xs[:, 0], h_prev),
                                **TIGHT)
+    assert len(cell.cache) == 3                           # (x, h_prev, h_next)
+    for got, want in zip(cell.cache, nb.cache):
+        np.testing.assert_allclose(got, want, **TIGHT)
     for got, want in zip(cell.backward(dhs[:, 0]), nb.backward(dhs[:, 0])):
         np.testing.assert_allclose(got, want, **TIGHT)
     for g, keep, want in zip(cell.grads, grads, nb.grads):
