@@ -6,7 +6,10 @@ its forward and backward transcribed below unchanged but for comments; against i
 forward + backward (with its SGD update) at batch 32, 50 steps, 8 features, 64 nodes, 10
 classes, float64 (the notebook's dtype). Samples alternate between the two; prints the
 medians and their ratio (target, issue 16: at least 5x). The two results are checked against
-each other first. ``python bench/compat_seed004.py [--repeats N]``; run it alone (timing).
+each other first. ``--compat-dtype float32`` runs compat in float32 against the same float64
+notebook (an opt-in of compat's, ``dtype=np.float32``: not the notebook's numbers to the last
+bits, checked to 1e-6). ``python bench/compat_seed004.py [--repeats N]``; run it alone
+(timing).
 """
 import argparse
 import os
@@ -90,14 +93,15 @@ class NotebookClassifier:
 NAMES = ("Wx", "Wh", "B", "W_out", "B_out")
 
 
-def models(backend):
+def models(backend, dtype=np.float64):
     np.random.seed(0)
     notebook = NotebookClassifier(FEATURES, NODES, CLASSES)
-    fast = compat.ScratchSimpleRNNClassifier(FEATURES, NODES, CLASSES, backend=backend)
+    fast = compat.ScratchSimpleRNNClassifier(FEATURES, NODES, CLASSES, backend=backend,
+                                             dtype=dtype)
     for name in NAMES:
-        setattr(fast, name, getattr(notebook, name).copy())
+        setattr(fast, name, getattr(notebook, name).astype(dtype))
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((BATCH, STEPS, FEATURES))
+    X = rng.standard_normal((BATCH, STEPS, FEATURES)).astype(dtype)
     y = np.eye(CLASSES)[rng.integers(0, CLASSES, BATCH)]
     return notebook, fast, X, y
 
@@ -106,15 +110,15 @@ def step(model, X, y):
     model.backward(X, y, model.forward(X))
 
 
-def check(backend):
+def check(backend, dtype):
     """One step of each from the same weights gives the same weights (tanh: the notebook's
-    math is right), to float64 rounding."""
-    notebook, fast, X, y = models(backend)
-    step(notebook, X, y)
+    math is right), to float64 rounding (float32: to 1e-6)."""
+    notebook, fast, X, y = models(backend, dtype)
+    step(notebook, X.astype(np.float64), y)
     step(fast, X, y)
     worst = max(float(np.max(np.abs(getattr(notebook, n) - getattr(fast, n))))
                 for n in NAMES)
-    if worst > 1e-12:
+    if worst > (1e-12 if dtype == np.float64 else 1e-6):
         sys.exit(f"compat ({backend}) and the notebook disagree after one step: {worst:.3g}")
     return worst
 
@@ -123,7 +127,7 @@ def kernels_only(backend, fast, X):
     """The recurrent part alone, as compat calls it: rnnfast.functional's RNN forward and
     backward (what is left of compat's time without its Python: the head, softmax, checks
     and SGD step)."""
-    dh = np.ones((BATCH, NODES))
+    dh = np.ones((BATCH, NODES), X.dtype)
 
     def run():
         _, _, ws = F.rnn_forward(X, None, fast.Wx, fast.Wh, fast.B, backend=backend)
@@ -140,21 +144,26 @@ def timed(fn, *args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200, help="samples of each")
+    parser.add_argument("--compat-dtype", choices=("float64", "float32"), default="float64",
+                        help="compat's dtype (the notebook is float64)")
     args = parser.parse_args()
+    dtype = np.dtype(args.compat_dtype)
     with threadpool_limits(1):
         print(f"batch {BATCH}, {STEPS} steps, {FEATURES} features, {NODES} nodes, {CLASSES} "
-              f"classes, float64, 1 thread; {args.repeats} alternated samples, medians")
+              f"classes, notebook float64, compat {dtype}, 1 thread; {args.repeats} "
+              f"alternated samples, medians")
         results = {}
         for backend in ("cython", "numpy"):
-            worst = check(backend)
-            notebook, fast, X, y = models(backend)
+            worst = check(backend, dtype)
+            notebook, fast, X, y = models(backend, dtype)
+            X_nb = X.astype(np.float64)
             for _ in range(10):                 # warm-up (and the buffers' first pages)
-                step(notebook, X, y)
+                step(notebook, X_nb, y)
                 step(fast, X, y)
             kernels = kernels_only(backend, fast, X)
             t_nb, t_fast, t_k = [], [], []
             for _ in range(args.repeats):
-                t_nb.append(timed(step, notebook, X, y))
+                t_nb.append(timed(step, notebook, X_nb, y))
                 t_fast.append(timed(step, fast, X, y))
                 t_k.append(timed(kernels))
             nb, fa, k = (statistics.median(t) for t in (t_nb, t_fast, t_k))
