@@ -655,3 +655,137 @@ def missing_core_message(package_dir):
             "the installed commands, which import the installed package from anywhere: "
             "`rnnfast-bench` for the benchmark table, and the `pytest` script (not python -m "
             "pytest) for the tests. backend=\"numpy\" (the NumPy twin) needs no compiled core.")
+
+
+# ----------------------------------------------------------------------------- compat
+#
+# rnnfast.compat: the seed notebooks' own APIs. Their shapes are written as the notebooks'
+# comments write them, with named dimensions ("n_a", "batch"), so that an error can say
+# which dimension disagrees.
+
+def _named_shape(spec, dims):
+    """``(n_a, 1) = (5, 1)``: a shape written with dimension names, and with the sizes bound
+    so far (an unbound name stays a name)."""
+    names = "(" + ", ".join(str(s) for s in spec) + ("," if len(spec) == 1 else "") + ")"
+    sizes = tuple(dims.get(s, s) if isinstance(s, str) else s for s in spec)
+    if all(isinstance(s, int) for s in spec):
+        return names
+    shown = "(" + ", ".join(str(s) for s in sizes) + ("," if len(sizes) == 1 else "") + ")"
+    return names if shown == names else f"{names} = {shown}"
+
+
+def check_seed_shapes(entries, dims=None):
+    """Arrays whose shapes are given with named dimensions, as the seed notebooks' comments
+    give them: ``entries`` is a sequence of ``(label, array, spec)`` or ``(label, array, spec,
+    hint)``, ``spec`` a tuple of ints and dimension names; a name takes the size it has at
+    its first appearance (in order) unless ``dims`` (a dict, updated in place) has it.
+    Returns the arrays as numeric ndarrays (not converted). A ValueError names the array,
+    its expected shape (names, and sizes where known) and the shape it has, plus ``hint``."""
+    dims = {} if dims is None else dims
+    arrays = []
+    for entry in entries:
+        label, a, spec = entry[:3]
+        a = as_numeric_array(a, label)
+        ok = a.ndim == len(spec)
+        if ok:
+            bound = {}
+            for s, n in zip(spec, a.shape):
+                want = dims.get(s, bound.get(s)) if isinstance(s, str) else s
+                if want is None and isinstance(s, str):
+                    bound[s] = n
+                elif n != want:
+                    ok = False
+                    break
+        if not ok:
+            hint = f"; {entry[3]}" if len(entry) > 3 and entry[3] else ""
+            raise ValueError(f"{label} must have shape {_named_shape(spec, dims)}, got shape "
+                             f"{a.shape}{hint}")
+        for s, n in zip(spec, a.shape):
+            if isinstance(s, str):
+                dims.setdefault(s, n)
+        arrays.append(a)
+    return arrays
+
+
+def check_seed_keys(parameters, specs, func, name="parameters"):
+    """A seed notebook's parameters dict holding every key of ``specs`` ({key: shape spec,
+    as check_seed_shapes takes}); extra keys are ignored."""
+    if not isinstance(parameters, dict):
+        raise TypeError(f"{name} must be a dict of arrays (as the notebook's {func} takes), "
+                        f"got {type(parameters).__name__}")
+    for key, spec in specs.items():
+        if key not in parameters:
+            raise ValueError(f"{name}[{key!r}] is missing: {func} needs it, an array of shape "
+                             f"{_named_shape(spec, {})} (got the keys {sorted(parameters)})")
+
+
+def check_seed_sequence(x, name, n_x, func):
+    """Seed 003's ``(n_x, m, T_x)`` (features, batch, time) input; a ``(batch, time,
+    features)`` array is recognised in the message when its last axis has the n_x
+    features."""
+    x = as_numeric_array(x, name)
+    hint = ""
+    if x.ndim == 3 and x.shape[0] != n_x and x.shape[2] == n_x:
+        hint = (f"{func} takes the notebook's (features, batch, time) layout: a (batch, time, "
+                f"features) array converts with {name}.transpose(2, 0, 1)")
+    (x,) = check_seed_shapes([(name, x, ("n_x", "m", "T_x"), hint)], {"n_x": n_x})
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} must have a batch size m of at least 1, got shape {x.shape}")
+    return x
+
+
+def check_seed_activation(nonlinearity, activation, name):
+    """The kernel nonlinearity found for a seed notebook's activation (None: not one the
+    compiled core has)."""
+    if nonlinearity is None:
+        raise TypeError(f"{name} must be one the compiled core runs: Tanh, Sigmoid or ReLU of "
+                        f"rnnfast.compat (a class or an instance), np.tanh, "
+                        f"scipy.special.expit, or 'tanh', 'sigmoid', 'relu'; got "
+                        f"{activation!r}")
+    return nonlinearity
+
+
+def check_seed_labels(y, name, batch, n_classes, dtype):
+    """Labels of one batch as a one-hot ``(batch, n_classes)`` array of ``dtype``: one-hot
+    (or any target distribution) of that shape, or integer class indices ``(batch,)``."""
+    y = as_numeric_array(y, name)
+    if y.shape == (batch, n_classes):
+        return np.asarray(y, dtype=dtype)
+    if y.shape == (batch,):
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{name} of shape {y.shape} are class indices and must be "
+                            f"integers, got dtype {y.dtype}")
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{name} must be class indices in [0, {n_classes}), got values "
+                             f"from {y.min()} to {y.max()}")
+        onehot = np.zeros((batch, n_classes), dtype)
+        onehot[np.arange(batch), y] = 1
+        return onehot
+    raise ValueError(f"{name} must be one-hot labels of shape (batch={batch}, n_output="
+                     f"{n_classes}) or class indices of shape ({batch},), got shape {y.shape}")
+
+
+def check_update_pair(param, grad, name):
+    """A parameter that a seed notebook's optimizer updates in place, and its gradient."""
+    if not isinstance(param, np.ndarray) or param.dtype not in FLOAT_DTYPES:
+        what = (f"{param.dtype} array" if isinstance(param, np.ndarray)
+                else type(param).__name__)
+        raise TypeError(f"layer.{name} must be a float32 or float64 ndarray (updated in "
+                        f"place), got {what}")
+    if not param.flags.writeable:
+        raise ValueError(f"layer.{name} is read-only: the optimizer updates it in place")
+    g = as_numeric_array(grad, f"layer.d{name}")
+    if g.shape != param.shape:
+        raise ValueError(f"layer.d{name} must have the shape of layer.{name} {param.shape}, "
+                         f"got shape {g.shape}")
+    return g
+
+
+def check_seed_batch(dA):
+    """The batch size of a layer written to seed 001's optimizer protocol: the rows of its
+    ``dA`` (a compat layer gives ``batch_size`` instead)."""
+    if dA is None or np.ndim(dA) < 1:
+        raise TypeError("SGD.update(layer) needs layer.batch_size, or layer.dA (batch, ...) "
+                        "as the notebook's layers have, to divide the gradients by the batch "
+                        f"size; got dA={type(dA).__name__}")
+    return np.shape(dA)[0]
