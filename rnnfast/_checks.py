@@ -196,6 +196,9 @@ def check_lengths(lengths, batch, seq_len):
     order); returned as an intp array."""
     if lengths is None:
         return None
+    if (type(lengths) is np.ndarray and lengths.dtype == np.intp and lengths.shape == (batch,)
+            and batch and 1 <= lengths.min() and lengths.max() <= seq_len):
+        return lengths                      # (the common case, quickly)
     if isinstance(lengths, np.ndarray):
         a = lengths
     else:

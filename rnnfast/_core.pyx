@@ -1119,20 +1119,53 @@ def sequence_steps(lengths, int T):
     Returns ``(order, lengths, batch_sizes, offsets)``: the rows sorted longest first (a
     stable sort), their lengths, the rows of each step (T + 1 entries, the last 0) and the
     packed row of each step's first row (T + 1 entries, the last the total), as in
-    PyTorch's PackedSequence. Computed once per call, for every layer and direction."""
+    PyTorch's PackedSequence. Computed once per call, for every layer and direction (a
+    counting sort: O(batch + T))."""
     if lengths is None:
         return None
-    lengths = np.asarray(lengths, np.intp)
-    B = lengths.shape[0]
-    if B == 0 or lengths.min() == T:
-        return None
-    order = np.argsort(-lengths, kind="stable").astype(np.int32)
-    sorted_lengths = lengths[order].astype(np.int32)
-    batch_sizes = np.zeros(T + 1, np.int32)
-    # rows longer than s: those not among the rows of length <= s
-    batch_sizes[:T] = B - np.cumsum(np.bincount(sorted_lengths, minlength=T + 1))[:T]
-    offsets = np.zeros(T + 1, np.intp)
-    np.cumsum(batch_sizes[:T], out=offsets[1:])
+    cdef cnp.ndarray lens = np.ascontiguousarray(lengths, np.intp)
+    cdef Py_ssize_t B = lens.shape[0], i, s, n
+    cdef const Py_ssize_t* L = <const Py_ssize_t*> cnp.PyArray_DATA(lens)
+    for i in range(B):
+        if L[i] != T:
+            break
+    else:
+        return None                         # (B = 0 too)
+    cdef cnp.npy_intp dims[1]
+    dims[0] = B
+    cdef cnp.ndarray order = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT32, 0)
+    cdef cnp.ndarray sorted_lengths = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT32, 0)
+    dims[0] = T + 1
+    cdef cnp.ndarray batch_sizes = cnp.PyArray_ZEROS(1, dims, cnp.NPY_INT32, 0)
+    cdef cnp.ndarray offsets = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INTP, 0)
+    cdef int* o = <int*> cnp.PyArray_DATA(order)
+    cdef int* sl = <int*> cnp.PyArray_DATA(sorted_lengths)
+    cdef int* bs = <int*> cnp.PyArray_DATA(batch_sizes)
+    cdef Py_ssize_t* off = <Py_ssize_t*> cnp.PyArray_DATA(offsets)
+    # bs[l] = rows of length l, then the first sorted position of each length (longest
+    # first), then each row placed in its length's next position (stable)
+    for i in range(B):
+        bs[L[i] - 1] += 1
+    cdef Py_ssize_t pos = 0
+    for s in range(T - 1, -1, -1):
+        n = bs[s]
+        bs[s] = pos
+        pos += n
+    for i in range(B):
+        n = bs[L[i] - 1]
+        o[n] = <int> i
+        sl[n] = <int> L[i]
+        bs[L[i] - 1] += 1
+    # rows of step s: those longer than s; packed offsets their running sum
+    n = 0
+    for s in range(T):
+        while n < B and sl[B - 1 - n] <= s:
+            n += 1
+        bs[s] = <int> (B - n)
+    bs[T] = 0
+    off[0] = 0
+    for s in range(T):
+        off[s + 1] = off[s] + bs[s]
     return order, sorted_lengths, batch_sizes, offsets
 
 

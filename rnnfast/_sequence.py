@@ -49,8 +49,9 @@ def forward(plan, x, states, weights, batch_first, training, lengths=None, cells
     B = x.shape[0] if batch_first else x.shape[1]
     H = weights[0][1].shape[0]
     dtype = weights[0][0].dtype
-    steps = plan.module.sequence_steps(lengths, T)
+    steps = None if lengths is None else plan.module.sequence_steps(lengths, T)
     n_states = len(states)
+    no_states = (None,) * n_states if all(s is None for s in states) else None
     finals = [np.empty((L * nd, B, H), dtype) for _ in range(n_states)]
     layers = []             # per layer: (its input, its layout, the directions' workspaces)
     layer_in = x
@@ -65,13 +66,13 @@ def forward(plan, x, states, weights, batch_first, training, lengths=None, cells
         pair = getattr(plan.module, "directions_forward", None) if nd == 2 else None
         if pair is not None:            # both directions at once (side by side if 2 threads)
             done = pair(plan.kernels[j0:j0 + 2], plan.kind, layer_in,
-                        [tuple(None if s is None else s[j0 + d] for s in states)
+                        [no_states or tuple(None if s is None else s[j0 + d] for s in states)
                          for d in range(2)], weights[j0:j0 + 2], batch_first, training,
                         steps, out, cells)
         else:
             done = []
             for d in range(nd):
-                s0 = tuple(None if s is None else s[j0 + d] for s in states)
+                s0 = no_states or tuple(None if s is None else s[j0 + d] for s in states)
                 _, fin, ws = plan.kernels[j0 + d].direction_forward(
                     plan.kind, layer_in, s0, weights[j0 + d], batch_first, training, steps,
                     d == 1, out, d * H, cells)

@@ -76,6 +76,9 @@ class _Recurrent:
                               for name, shape in spec.param_shapes(
                                   d_in, self.hidden_size).items()}
         self._single = self.num_layers == 1 and not self.bidirectional
+        self._all_names = tuple(name + suffix for suffix, _ in self._groups
+                                for name in spec.params)
+        self._kernels_module = functional.kernels(self.backend)
         self._plan = None           # the stacked path's kernels (built when first needed)
         self._step_kernels = None   # step()'s packed weights (eval mode), see params_changed
 
@@ -209,7 +212,7 @@ class _Recurrent:
     @property
     def _names(self):
         """Every parameter name, group after group (layer, direction)."""
-        return tuple(name + suffix for suffix, _ in self._groups for name in self._spec.params)
+        return self._all_names
 
     def _grouped(self, weights):
         """The checked weights, one tuple per layer and direction."""
@@ -252,25 +255,38 @@ class _Recurrent:
     # ---------------------------------------------------------------- the two paths
     def _forward(self, x, states, lengths, return_cells=False):
         """Forward of any configuration; returns ``(out, finals, cells)``. One layer, one
-        direction, all steps: the kernels directly (the fast path); else rnnfast._sequence."""
+        direction: the kernels directly (the fast path); else rnnfast._sequence."""
         given = tuple(st is not None for st in states)
         states = self._carried(states, x)
-        if self._single and lengths is None and not return_cells:
+        if self._single and not return_cells:
             x, states, weights = self._forward_inputs(x, states)
-            out, finals, workspace = self._forward_single(x, states, weights)
-            if self.training:
-                self._cache = (x, workspace, given if len(given) > 1 else given[0])
+            if lengths is None:
+                out, finals, workspace = self._forward_single(x, states, weights)
+                if self.training:
+                    self._cache = (x, workspace, given if len(given) > 1 else given[0])
+            else:           # one direction call with the lengths; backward: the stacked way
+                T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+                steps = self._kernels_module.sequence_steps(
+                    _checks.check_lengths(lengths, B, T), T)
+                out, finals, workspace = self._kernels.direction_forward(
+                    self._spec.kind, x, states, weights, self.batch_first, self.training,
+                    steps)
+                if self.training:
+                    self._cache = ("stacked", ([(x, [workspace])], steps, self.batch_first,
+                                               False), given, out.shape)
             self._keep_state(finals)
             return out, finals, None
         weights = self._weights()
         x_user = x
-        x, batch, seq_len = _checks.check_sequence(
-            x, "x", self.input_size, self.batch_first, self.dtype, hidden=self.hidden_size,
-            gates=self._spec.gates)
-        lengths = _checks.check_lengths(lengths, batch, seq_len)
-        states = self._check_states(states, batch)
-        if self._single:                    # the plan's shape: (1, batch, hidden)
-            states = tuple(None if st is None else st[None] for st in states)
+        # x against layer 0's weights (a quick look when it already is a checked array)
+        x = _checks.check_forward(self._spec, x, (), weights[:len(self._spec.params)],
+                                  self.batch_first, weights_checked=True)[0]
+        T, batch = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+        lengths = _checks.check_lengths(lengths, batch, T)
+        if any(st is not None for st in states):
+            states = self._check_states(states, batch)
+            if self._single:                # the plan's shape: (1, batch, hidden)
+                states = tuple(None if st is None else st[None] for st in states)
         if self.training and np.may_share_memory(x, x_user):
             x = x.copy()                    # (backward needs x as it was)
         self._cache = None
