@@ -17,9 +17,20 @@ def _float(a, name):
 def log_softmax(logits, axis=-1):
     """``log(softmax(logits))``, computed as ``z - max(z) - log(sum(exp(z - max(z))))`` (no
     overflow for large logits, no ``log(0)`` for very negative ones)."""
-    z = _float(logits, "logits")
-    shifted = z - z.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return _log_softmax(_float(logits, "logits"), axis)[0]
+
+
+def _log_softmax(z, axis=-1):
+    """``log_softmax`` of a float array ``z`` (a new array), and ``exp(z - max(z))`` in a
+    second new array of that shape (scratch for the caller: ``np.exp(logp, out=it)``).
+    In place where it can be: a minibatch's loss is a dozen tiny NumPy calls, and their
+    count is its cost (same values as written out plainly)."""
+    shifted = z - np.maximum.reduce(z, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    total = np.add.reduce(e, axis=axis, keepdims=True)
+    np.log(total, out=total)
+    np.subtract(shifted, total, out=shifted)
+    return shifted, e
 
 
 def softmax(logits, axis=-1):
@@ -47,14 +58,16 @@ def softmax_cross_entropy(logits, labels):
                          f"{z.shape}")
     labels = _checks.as_numeric_array(labels, "labels")
     n = z.size // z.shape[-1]
-    logp = log_softmax(z)
-    p = np.exp(logp)
     if labels.shape == z.shape:                 # one-hot / target distributions
+        logp, e = _log_softmax(z)
+        p = np.exp(logp, out=e)
         t = np.asarray(labels, dtype=z.dtype)
         loss = -float(np.sum(t * logp, dtype=np.float64)) / n
         dlogits = p * t.sum(axis=-1, keepdims=True)
         dlogits -= t
-    elif labels.shape == z.shape[:-1]:          # class indices
+        dlogits /= n
+        return loss, dlogits
+    if labels.shape == z.shape[:-1]:            # class indices
         if labels.dtype.kind not in "iu":
             raise TypeError(f"labels of shape {labels.shape} are class indices and must be "
                             f"integers, got dtype {labels.dtype} (or pass one-hot labels of "
@@ -63,15 +76,26 @@ def softmax_cross_entropy(logits, labels):
         if labels.size and (labels.min() < 0 or labels.max() >= classes):
             raise ValueError(f"labels must be class indices in [0, {classes}), got values "
                              f"from {labels.min()} to {labels.max()}")
-        idx = labels.reshape(-1, 1).astype(np.intp)
-        flat_logp = logp.reshape(-1, classes)
-        loss = -float(np.sum(np.take_along_axis(flat_logp, idx, axis=1),
-                             dtype=np.float64)) / n
-        dlogits = p
-        dlogits.reshape(-1, classes)[np.arange(n), idx[:, 0]] -= 1   # one entry per row
-    else:
-        raise ValueError(f"labels must be class indices of shape {z.shape[:-1]} or one-hot of "
-                         f"logits' shape {z.shape}, got shape {labels.shape}")
+        return _cross_entropy_indices(z, labels.reshape(-1))
+    raise ValueError(f"labels must be class indices of shape {z.shape[:-1]} or one-hot of "
+                     f"logits' shape {z.shape}, got shape {labels.shape}")
+
+
+def _cross_entropy_indices(z, labels):
+    """``softmax_cross_entropy`` for float ``logits`` ``z (..., classes)`` and valid integer
+    class indices ``labels`` (flat, one per row of ``z``), unchecked: the public function
+    checks, and a model whose labels were checked once in ``fit`` calls this per
+    minibatch."""
+    classes = z.shape[-1]
+    n = z.size // classes
+    logp, e = _log_softmax(z)
+    flat = np.arange(0, n * classes, classes)   # each row's entry in the flat arrays
+    flat += labels.astype(np.intp, copy=False)
+    picked = logp.reshape(-1)[flat]
+    loss = -float(np.add.reduce(picked, dtype=np.float64)) / n
+    dlogits = np.exp(logp, out=e)
+    d = dlogits.reshape(-1)
+    d[flat] = d[flat] - 1                       # (p - onehot): one entry per row
     dlogits /= n
     return loss, dlogits
 

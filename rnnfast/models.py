@@ -202,7 +202,7 @@ class _SequenceModel(BaseEstimator):
     def __init__(self, cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
                  optimizer="adam", learning_rate=1e-2, epochs=30, batch_size=32,
                  clip_norm=None, random_state=None, verbose=0, dtype=np.float32,
-                 backend="cython"):
+                 backend="cython", check_finite=True):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -216,6 +216,7 @@ class _SequenceModel(BaseEstimator):
         self.verbose = verbose
         self.dtype = dtype
         self.backend = backend
+        self.check_finite = check_finite
 
     if HAVE_SKLEARN and hasattr(BaseEstimator, "__sklearn_tags__"):
         def __sklearn_tags__(self):
@@ -248,6 +249,9 @@ class _SequenceModel(BaseEstimator):
             raise TypeError(f"{name}: verbose must be an int, got {self.verbose!r}")
         dtype = _checks.check_dtype(self.dtype)
         backend = _checks.check_compiled(spec, self.backend)
+        if not isinstance(self.check_finite, (bool, np.bool_)):
+            raise TypeError(f"{name}: check_finite must be True or False, got "
+                            f"{self.check_finite!r}")
         return dict(spec=spec, hidden=hidden, lr=lr, epochs=epochs, batch=batch, clip=clip,
                     dtype=dtype, backend=backend, verbose=int(self.verbose))
 
@@ -267,11 +271,14 @@ class _SequenceModel(BaseEstimator):
                                  f"{type(self).__name__} was fitted with "
                                  f"{self.n_features_in_} (n_features_in_)")
         X = np.ascontiguousarray(X, dtype=dtype)
+        if self.check_finite is False or self.check_finite is np.False_:
+            return X                    # the user's choice: NaN/Inf propagate as in layers
         finite = np.isfinite(X)
         if not finite.all():
             bad = np.flatnonzero(~finite.all(axis=(1, 2)))
             raise ValueError(f"X contains NaN or infinity (in sequence(s) "
-                             f"{bad[:5].tolist()}{'...' if bad.size > 5 else ''})")
+                             f"{bad[:5].tolist()}{'...' if bad.size > 5 else ''}); "
+                             f"check_finite=False skips this check")
         return X
 
     def _check_fitted(self):
@@ -471,7 +478,7 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
 
     ``SequenceClassifier(cell="lstm", hidden_size=64, num_layers=1, bidirectional=False,
     optimizer="adam", learning_rate=1e-2, epochs=30, batch_size=32, clip_norm=None,
-    random_state=None, verbose=0, dtype=np.float32, backend="cython")``
+    random_state=None, verbose=0, dtype=np.float32, backend="cython", check_finite=True)``
 
     - ``cell``: a kind of ``rnnfast.cells`` (``"rnn_tanh"``, ``"rnn_relu"``,
       ``"rnn_sigmoid"``, ``"lstm"``, ``"gru"``); ``num_layers`` and ``bidirectional`` only
@@ -482,11 +489,15 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
       reproducible to the bit on one machine and backend).
     - ``verbose > 0``: a tqdm progress bar per epoch with the running loss and accuracy (a
       line per epoch without tqdm).
+    - ``check_finite``: ``fit``, ``predict``, ``predict_proba`` and ``score`` refuse an ``X``
+      holding NaN or infinity (a ValueError naming the sequences); ``False`` skips that
+      pass over ``X``, and NaN/Inf then propagate as in the layers (a NaN loss and
+      weights).
 
-    ``fit(X, y)``: ``X (n_sequences, seq_len, features)`` (finite), ``y`` ``n`` labels of any
-    type (``classes_ = np.unique(y)``). After it: ``classes_``, ``n_features_in_``,
-    ``history_`` (``{"loss": [...], "accuracy": [...]}``, per epoch, over its minibatches),
-    ``rnn_`` and ``dense_`` (the fitted layers).
+    ``fit(X, y)``: ``X (n_sequences, seq_len, features)`` (finite, see ``check_finite``),
+    ``y`` ``n`` labels of any type (``classes_ = np.unique(y)``). After it: ``classes_``,
+    ``n_features_in_``, ``history_`` (``{"loss": [...], "accuracy": [...]}``, per epoch,
+    over its minibatches), ``rnn_`` and ``dense_`` (the fitted layers).
     """
 
     _history_keys = ("loss", "accuracy")
@@ -512,12 +523,15 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
     def _train_step(self, xb, yb, opt, clip):
         out, h = self._forward_train(xb)
         logits = self.dense_(h)
-        loss, dlogits = losses.softmax_cross_entropy(logits, yb)
+        # yb: class indices checked once in fit (np.unique's), so the unchecked loss
+        loss, dlogits = losses._cross_entropy_indices(logits, yb)
         self.rnn_.backward(None, self._state_gradient(self.dense_.backward(dlogits)))
         if clip is not None:
             optim.clip_grad_norm(opt, clip)
         opt.step()
-        return {"loss": loss, "accuracy": float(np.mean(logits.argmax(axis=1) == yb))}
+        # (count / n is np.mean's value of the bools, bit for bit, without its overhead)
+        return {"loss": loss,
+                "accuracy": np.count_nonzero(logits.argmax(axis=1) == yb) / len(yb)}
 
     def predict_proba(self, X):
         """Class probabilities, ``(n, n_classes)`` in ``classes_`` order."""

@@ -35,6 +35,7 @@ class Dense:
         }
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self._param_shapes = {name: p.shape for name, p in self.params.items()}
+        self._checked = None
 
     # ---------------------------------------------------------------- modes
     def train(self, mode=True):
@@ -61,7 +62,16 @@ class Dense:
 
     # ---------------------------------------------------------------- the math
     def _weights(self):
+        """``W`` and ``b``, checked. While ``params`` holds the very arrays checked last
+        time, with the same shape, dtype and strides (writing into them changes none of
+        these), the check is not repeated (as the recurrent layers do)."""
         p = self.params
+        W, b = p.get("W"), p.get("b")
+        memo = self._checked
+        if (memo is not None and memo[0] is W and memo[1] is b
+                and (W.shape, W.dtype, W.strides, b.shape, b.dtype, b.strides) == memo[2]):
+            return W, b
+        self._checked = None
         for name, shape in self._param_shapes.items():
             if name not in p:
                 raise ValueError(f"params[{name!r}] is missing: it must be an array of shape "
@@ -71,8 +81,11 @@ class Dense:
                 raise ValueError(f"params[{name!r}] must have shape {shape} (in_features="
                                  f"{self.in_features}, out_features={self.out_features}), "
                                  f"got shape {got}")
-        return (_checks.as_float_array(p["W"], "params['W']", self.dtype),
-                _checks.as_float_array(p["b"], "params['b']", self.dtype))
+        W = _checks.as_float_array(p["W"], "params['W']", self.dtype)
+        b = _checks.as_float_array(p["b"], "params['b']", self.dtype)
+        if W is p["W"] and b is p["b"]:     # remembered only when nothing was converted
+            self._checked = (W, b, (W.shape, W.dtype, W.strides, b.shape, b.dtype, b.strides))
+        return W, b
 
     def forward(self, x):
         x_user = x
@@ -105,5 +118,6 @@ class Dense:
         d2 = dout.reshape(-1, self.out_features)
         dx = (d2 @ W.T).reshape(x.shape)
         self._x = None
-        _checks.store_grads(self.grads, ("W", "b"), (x2.T @ d2, d2.sum(axis=0)), accumulate)
+        _checks.store_grads(self.grads, ("W", "b"), (x2.T @ d2, np.add.reduce(d2, axis=0)),
+                            accumulate)
         return dx

@@ -192,7 +192,7 @@ def test_hyperparameters_are_stored_as_given():
     assert m.get_params() == dict(
         cell="lstm", hidden_size=64, num_layers=1, bidirectional=False, optimizer="adam",
         learning_rate=1e-2, epochs=30, batch_size=32, clip_norm=None, random_state=None,
-        verbose=0, dtype=np.float32, backend="cython")
+        verbose=0, dtype=np.float32, backend="cython", check_finite=True)
     assert SequenceRegressor().get_params() == m.get_params()
     m.set_params(hidden_size=5, cell="anything")        # validated by fit, not here
     assert m.hidden_size == 5 and m.cell == "anything"
@@ -288,6 +288,52 @@ def test_bad_input_is_a_clear_error(data):
         r.fit(X, np.zeros(3))
     with pytest.raises(ValueError, match="X's seq_len 8"):
         r.fit(X, np.zeros((300, 5, 1)))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # NaN/Inf, opted in
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_is_refused_unless_check_finite_is_false(value, tmp_path, data):
+    (X, y), (Xt, yt) = data
+    bad = X.copy()
+    bad[[7, 250], 3, 0] = value
+    kw = dict(backend="numpy", hidden_size=4, epochs=2, random_state=0)
+    for model, target in [(SequenceClassifier(**kw), y),
+                          (SequenceRegressor(**kw), X.sum(axis=(1, 2)))]:
+        with pytest.raises(ValueError, match=r"NaN or infinity \(in sequence\(s\) \[7, 250\]"
+                                             r"\); check_finite=False skips this check"):
+            model.fit(bad, target)
+        assert not hasattr(model, "rnn_")          # a refused fit leaves nothing fitted
+        model.fit(X, target)
+        before = params_of(model)
+        for method in ("predict", "score") + (("predict_proba",)
+                                              if hasattr(model, "predict_proba") else ()):
+            args = (bad, target) if method == "score" else (bad,)
+            with pytest.raises(ValueError, match="check_finite=False"):
+                getattr(model, method)(*args)
+        for k, p in params_of(model).items():
+            np.testing.assert_array_equal(p, before[k])
+        # opted out: no error, NaN/Inf go through the network and stay in their rows
+        raw = getattr(model, "predict_proba", model.predict)
+        clean = raw(X)
+        model.set_params(check_finite=False)
+        out = raw(bad)
+        others = np.ones(len(X), bool)
+        others[[7, 250]] = False
+        np.testing.assert_array_equal(out[others], clean[others])
+        if np.isnan(value):
+            assert np.isnan(out[[7, 250]]).all()
+        np.testing.assert_array_equal(raw(X), clean)
+        model.set_params(check_finite=False).fit(bad, target)
+        assert not np.isfinite(model.history_["loss"]).all()
+        # kept by get_params, clone and save/load
+        assert model.get_params()["check_finite"] is False
+        back = type(model).load(model.save(tmp_path / type(model).__name__))
+        assert back.check_finite is False
+        assert pickle.loads(pickle.dumps(model)).check_finite is False
+    sklearn_base = pytest.importorskip("sklearn.base", reason="scikit-learn is not installed")
+    assert sklearn_base.clone(model).check_finite is False
+    with pytest.raises(TypeError, match="check_finite must be True or False, got 'no'"):
+        SequenceClassifier(check_finite="no", **kw).fit(X, y)
 
 
 def test_verbose_shows_a_progress_bar_per_epoch(capsys, monkeypatch, data):

@@ -107,6 +107,32 @@ def test_dense_does_not_keep_the_callers_array():
     np.testing.assert_array_equal(d.grads["W"], want[1])
 
 
+
+
+def test_dense_sees_every_change_to_its_params_after_remembering_them():
+    """Dense remembers its checked weights between calls: writes into them, replaced
+    entries (converted or refused) and in-place reshapes must all still be seen."""
+    d = Dense(4, 3, seed=0)
+    x = np.ones((2, 4), np.float32)
+    d.eval()
+    first = d(x)
+    d.params["W"][...] = 0                      # written in place: the next call sees it
+    np.testing.assert_array_equal(d(x), np.broadcast_to(d.params["b"], (2, 3)))
+    w64 = np.full((4, 3), 0.5)                  # replaced by float64: converted per call
+    d.params["W"] = w64
+    np.testing.assert_allclose(d(x), np.tile(2.0 + d.params["b"], (2, 1)), rtol=1e-6)
+    w64[...] = 0.25                             # the converted copy is not remembered
+    np.testing.assert_allclose(d(x), np.tile(1.0 + d.params["b"], (2, 1)), rtol=1e-6)
+    d.params["W"] = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"params\['W'\] must have shape \(4, 3\)"):
+        d(x)
+    w = np.ones((4, 3), np.float32)
+    d.params["W"] = w
+    d(x)
+    w.shape = (3, 4)                            # reshaped in place after being remembered
+    with pytest.raises(ValueError, match=r"params\['W'\] must have shape \(4, 3\)"):
+        d(x)
+    assert first.shape == (2, 3)
 # --------------------------------------------------------------------------- losses
 
 def test_softmax_is_stable_and_normalised():
