@@ -138,6 +138,21 @@ class CellSpec:
                 grads["b_hn"] = np.asarray(grad_bias_hh)[self.summed_bias(hidden).stop:]
         return grads
 
+    def bias_grads_to_torch(self, db, db_hn=None):
+        """``(bias_ih.grad, bias_hh.grad)`` from rnnfast's ``db`` (and the GRU's ``db_hn``),
+        two new arrays: ``bias_ih.grad = db``; ``bias_hh.grad`` is ``db`` in the summed gates
+        and ``db_hn`` in the others (the inverse of :meth:`grads_from_torch`)."""
+        db = np.asarray(db)
+        grad_ih = np.array(db, copy=True)
+        if "b_hn" not in self.params:
+            return grad_ih, np.array(db, copy=True)
+        hidden = db.shape[0] // self.gates
+        grad_hh = np.empty_like(db)
+        s = self.summed_bias(hidden)
+        grad_hh[s] = db[s]
+        grad_hh[s.stop:] = db_hn
+        return grad_ih, grad_hh
+
     # ------------------------------------------------------------------ Keras
     def from_keras_gates(self, a, hidden):
         """``a`` (last axis G*hidden, Keras' gate order) in rnnfast's gate order."""
