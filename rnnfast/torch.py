@@ -122,10 +122,15 @@ class _Call:
         self.dropout, self.bias, self.dtype = dropout, bias, dtype
 
 
-def _dropout_mask(shape, p, dtype):
-    """torch's dropout mask, from torch's generator: 0 with probability p, else 1/(1-p)."""
+def _dropout_mask(shape, p, dtype, batch_first):
+    """torch's dropout mask for a layer output of ``shape``, from torch's generator: 0 with
+    probability p, else 1/(1-p). Drawn time-major, as torch.nn draws it (its layers run
+    time-major), so that under one seed both modules drop the same elements."""
+    if batch_first:
+        shape = (shape[1], shape[0], shape[2])
     mask = torch.empty(shape, dtype=_TORCH_OF_NUMPY[dtype]).bernoulli_(1.0 - p)
-    return mask.div_(1.0 - p).numpy()
+    mask = mask.div_(1.0 - p).numpy()
+    return np.ascontiguousarray(mask.transpose(1, 0, 2)) if batch_first else mask
 
 
 def _run_forward(call, x, h0, c0, training):
@@ -148,7 +153,7 @@ def _run_forward(call, x, h0, c0, training):
         cs.append(c_n)
         mask = None
         if call.dropout and layer < L - 1:
-            mask = _dropout_mask(out.shape, call.dropout, call.dtype)
+            mask = _dropout_mask(out.shape, call.dropout, call.dtype, bf)
             out = out * mask
         if training:
             tape.append((inp, ws, mask))
@@ -363,8 +368,7 @@ class _Recurrent:
         return outs[0], outs[1]
 
     def __getstate__(self):
-        state = nn.Module.__getstate__(self)
-        state = dict(state)
+        state = dict(super().__getstate__())   # (torch.nn's drops its weak references)
         state.pop("_rf_cache", None)            # NumPy views of this process's tensors
         return state
 
