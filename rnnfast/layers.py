@@ -150,6 +150,23 @@ class _Recurrent:
         self._cache = None
         _checks.store_grads(self.grads, self._spec.params, grads, accumulate)
 
+    # ---------------------------------------------------------------- pickle
+    def __getstate__(self):
+        """Parameters, gradients and settings; not the kernels' kept buffers nor a BPTT
+        workspace (process-local scratch; the numpy backend's kernels are a module)."""
+        state = dict(self.__dict__)
+        for key in ("_kernels", "_cache", "_checked_weights"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._cache = None
+        self._checked_weights = None
+        self._kernels = functional.kernels(self.backend)
+        if self.backend == "cython":
+            self._kernels = self._kernels.BufferedKernels()
+
 
 class RNN(_Recurrent):
     """Elman RNN, ``h_t = act(x_t @ Wx + h_{t-1} @ Wh + b)``, act tanh, relu or sigmoid.
