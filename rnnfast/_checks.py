@@ -625,10 +625,18 @@ def check_torch_parameter(p, name, shape, dtype, owner):
     return dt
 
 
-def check_torch_input(owner, input, input_size, batch_first, dtype):
+def check_torch_input(owner, input, input_size, batch_first, dtype, torch_dtype):
     """A module's input: a 3-D ``(batch, seq_len, input_size)`` (``batch_first``) or
     ``(seq_len, batch, input_size)`` tensor, or a 2-D unbatched ``(seq_len, input_size)``
-    one, of the parameters' dtype. Returns whether it is batched."""
+    one, of the parameters' dtype (``torch_dtype`` is it as torch's). Returns whether it is
+    batched."""
+    try:                # the common case in ~1 us (the full checks take ~5 of a ~40 us call)
+        shape = input.shape
+        if (input.dtype is torch_dtype and input.is_cpu and len(shape) == 3
+                and shape[2] == input_size and shape[0] and shape[1]):
+            return True
+    except AttributeError:
+        pass
     dt = check_torch_tensor(input, "input", owner)
     nd = input.dim()
     layout = "(batch, seq_len, " if batch_first else "(seq_len, batch, "

@@ -85,6 +85,8 @@ class CellSpec:
     def biases_from_torch(self, bias_ih, bias_hh):
         """rnnfast's bias parameters (``b``, and ``b_hn`` for the GRU) from torch's two
         ``(G*hidden,)`` biases, computed in their dtype."""
+        if self.summed_bias_gates == self.gates:       # all of it: one sum
+            return {"b": np.add(bias_ih, bias_hh)}
         hidden = bias_ih.shape[0] // self.gates
         s = self.summed_bias(hidden)
         b = np.array(bias_ih, copy=True)

@@ -61,6 +61,7 @@ _TORCH_OF_NUMPY = {v: k for k, v in _NUMPY_OF_TORCH.items()}
 # way to ask, and without this one a backward must assume it does (and copy the gates)
 _keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph",
                       lambda: True)
+_core = compiled_core()         # (its ImportError says what to do when it is missing)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -139,7 +140,7 @@ def _run_forward(call, x, h0, c0, training):
     ``(out, h_n, c_n, tape)``: ``h_n``/``c_n`` ``(num_layers, batch, hidden)`` (c_n None but
     for the LSTM) and, when ``training``, the tape backward reads (each layer's input,
     workspace and the dropout mask applied to its output), else None."""
-    core = compiled_core()
+    core = _core
     spec, bf = call.spec, call.batch_first
     L = len(call.layers)
     tape = [] if training else None
@@ -173,7 +174,7 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
     ``dc0`` ``(num_layers, batch, hidden)`` and ``weight_grads`` a list, per layer, of
     ``(dWx, dWh, db, db_hn)``. ``keep``: leave the tape's workspaces intact (the graph is
     retained for another backward)."""
-    core = compiled_core()
+    core = _core
     spec, bf = call.spec, call.batch_first
     L = len(call.layers)
     dhs, dcs, grads = [None] * L, [None] * L, [None] * L
@@ -199,7 +200,7 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
 
 def _array(t):
     """A tensor's values as a C-contiguous NumPy array (a view when it already is one)."""
-    a = t.detach().numpy()
+    a = (t.detach() if t.requires_grad else t).numpy()
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
@@ -226,7 +227,7 @@ class _RecurrentFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, dh_n, dc_n=None):
-        ctx.saved_tensors                   # torch's own error on a graph already freed
+        _ = ctx.saved_tensors               # torch's own error on a graph already freed
         keep = _keep_graph()
         call, tape = ctx.call, ctx.tape
         if not keep:
@@ -240,8 +241,9 @@ class _RecurrentFunction(torch.autograd.Function):
         params = []
         for k, (dWx, dWh, db, db_hn) in enumerate(grads):
             first = 4 + k * (4 if call.bias else 2)
-            params.append(torch.from_numpy(dWx).t() if need[first] else None)
-            params.append(torch.from_numpy(dWh).t() if need[first + 1] else None)
+            # C-contiguous, as the parameters: torch takes them as .grad without a copy
+            params.append(torch.from_numpy(dWx.T.copy()) if need[first] else None)
+            params.append(torch.from_numpy(dWh.T.copy()) if need[first + 1] else None)
             if call.bias:
                 g_ih, g_hh = spec.bias_grads_to_torch(db, db_hn)
                 params.append(torch.from_numpy(g_ih))
@@ -260,11 +262,10 @@ class _Recurrent:
     this holds no state of its own but a cache of NumPy views of the parameters, so that
     ``convert`` can turn a torch.nn module into one by its class alone."""
 
-    def _rf_owner(self):
-        return f"rnnfast.torch.{type(self).__name__}"
+    _rf_owner = "rnnfast.torch module"        # (each class: its own name, for errors)
 
     def _rf_check_config(self):
-        owner = self._rf_owner()
+        owner = self._rf_owner
         _checks.check_torch_options(owner, getattr(self, "proj_size", 0))
         if self.bidirectional:
             raise _checks.unsupported_torch_feature(owner, "bidirectional=True")
@@ -320,18 +321,17 @@ class _Recurrent:
         return _Call(spec, self.batch_first, layers, dropout, self.bias, dtype)
 
     def forward(self, input, hx=None):
-        owner = None
         if isinstance(input, PackedSequence):
             # the hook for packed sequences (lengths in the kernels)
-            raise _checks.unsupported_torch_feature(self._rf_owner(), "PackedSequence input")
+            raise _checks.unsupported_torch_feature(self._rf_owner, "PackedSequence input")
         if self.bidirectional or getattr(self, "proj_size", 0):
             self._rf_check_config()
         spec = _SPEC_OF_MODE[self.mode]
-        owner = self._rf_owner()
+        owner = self._rf_owner
         params, views = self._rf_views(owner)
         dtype = views[0].dtype
         batched = _checks.check_torch_input(owner, input, self.input_size, self.batch_first,
-                                            dtype)
+                                            dtype, _TORCH_OF_NUMPY[dtype])
         n_states = len(spec.states)
         states = _checks.check_torch_hx(owner, hx, n_states)
         L, H = self.num_layers, self.hidden_size
@@ -379,6 +379,8 @@ class RNN(_Recurrent, nn.RNN):
     batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None``),
     parameters and returns (``output, h_n``)."""
 
+    _rf_owner = "rnnfast.torch.RNN"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._rf_check_config()
@@ -390,6 +392,8 @@ class LSTM(_Recurrent, nn.LSTM):
     bidirectional=False, device=None, dtype=None``; ``proj_size`` must be 0), parameters and
     returns (``output, (h_n, c_n)``)."""
 
+    _rf_owner = "rnnfast.torch.LSTM"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._rf_check_config()
@@ -398,6 +402,8 @@ class LSTM(_Recurrent, nn.LSTM):
 class GRU(_Recurrent, nn.GRU):
     """``torch.nn.GRU`` on rnnfast's compiled core: the same arguments, parameters and
     returns (``output, h_n``)."""
+
+    _rf_owner = "rnnfast.torch.GRU"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
