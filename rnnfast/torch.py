@@ -254,6 +254,19 @@ class _RecurrentFunction(torch.autograd.Function):
                 torch.from_numpy(dc0) if c_given and need[3] else None, *params)
 
 
+# torch.autograd.Function.apply's own C entry, without the Python wrapper's functorch
+# plumbing (~3-5 us of a ~40 us tiny call); used only while no functorch transform is active
+# (under vmap/grad the wrapper runs, and says this Function does not support them)
+_apply_direct = super(torch.autograd.Function, _RecurrentFunction).apply
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
+def _apply(*args):
+    if _functorch_active():
+        return _RecurrentFunction.apply(*args)
+    return _apply_direct(*args)
+
+
 # ----------------------------------------------------------------------------- modules
 
 class _Recurrent:
@@ -354,7 +367,7 @@ class _Recurrent:
             x.requires_grad or any(p.requires_grad for p in params)
             or any(s is not None and s.requires_grad for s in states))
         if need_grad:
-            outs = _RecurrentFunction.apply(call, x, h0, c0, *params)
+            outs = _apply(call, x, h0, c0, *params)
         else:                                   # inference: no workspace, no graph
             out, h_n, c_n, _ = _run_forward(call, _array(x),
                                             None if h0 is None else _array(h0),

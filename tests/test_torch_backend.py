@@ -135,6 +135,10 @@ def test_dropout_between_layers_as_torch(kind, batch_first):
     x, hx = inputs(kind, batch_first=batch_first, dtype=np.float64, num_layers=3)
     expected = run(ref, x, hx, seed=5)
     assert_same_results(run(ours, x, hx, seed=5), expected, np.float64)
+    # the inference path (no graph) draws the same masks
+    with torch.no_grad():
+        torch.manual_seed(5)
+        torch.testing.assert_close(ours(x, hx)[0], expected["out"], rtol=1e-12, atol=1e-12)
     # and dropout does act: another seed, other masks
     assert not torch.equal(run(ours, x, hx, seed=6, backward=False)["out"], expected["out"])
     ref.eval(), ours.eval()      # no dropout in eval mode
