@@ -200,7 +200,7 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
 
 def _array(t):
     """A tensor's values as a C-contiguous NumPy array (a view when it already is one)."""
-    a = (t.detach() if t.requires_grad else t).numpy()
+    a = t.numpy(force=True) if t.requires_grad else t.numpy()
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 

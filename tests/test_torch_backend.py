@@ -381,3 +381,25 @@ def test_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd="/")
     assert "pip install torch" in out.stdout
+
+
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_gradient_on_one_output_only(kind):
+    """A loss on the final state alone (no gradient reaches ``output``: the kernels get
+    None for it) or on the output alone, as torch.nn computes it."""
+    ref, ours = pair(kind, dtype=np.float64, num_layers=2)
+    x, hx = inputs(kind, batch_first=False, dtype=np.float64, num_layers=2)
+    for pick in range(1 + len(cells.get(kind).states)):
+        grads = []
+        for m in (ref, ours):
+            m.zero_grad(set_to_none=True)
+            xl, hl = leaves(x, hx)
+            out, state = m(xl, hl)
+            (out, *as_tuple(state))[pick].sum().backward()
+            grads.append([xl.grad, *(h.grad for h in as_tuple(hl)),
+                          *(p.grad for p in m.parameters())])
+        for a, b in zip(grads[1], grads[0]):
+            if b is None:
+                assert a is None or not a.any()
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
