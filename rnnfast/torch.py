@@ -198,6 +198,18 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
     return d, dh0, dc0, grads
 
 
+# elements from which torch's tiled transposing copy beats NumPy's strided one (measured,
+# float32, 1 thread: NumPy 2.4x faster at 16k elements, torch 1.3x at 128k and 4x at 4M)
+_TORCH_TRANSPOSE_MIN = 65536
+
+
+def _transposed(a):
+    """``a.T`` (2-D) as a new C-contiguous array."""
+    if a.size < _TORCH_TRANSPOSE_MIN:
+        return a.T.copy()
+    return torch.from_numpy(a).t().contiguous().numpy()
+
+
 def _array(t):
     """A tensor's values as a C-contiguous NumPy array (a view when it already is one)."""
     a = t.numpy(force=True) if t.requires_grad else t.numpy()
@@ -242,8 +254,8 @@ class _RecurrentFunction(torch.autograd.Function):
         for k, (dWx, dWh, db, db_hn) in enumerate(grads):
             first = 4 + k * (4 if call.bias else 2)
             # C-contiguous, as the parameters: torch takes them as .grad without a copy
-            params.append(torch.from_numpy(dWx.T.copy()) if need[first] else None)
-            params.append(torch.from_numpy(dWh.T.copy()) if need[first + 1] else None)
+            params.append(torch.from_numpy(_transposed(dWx)) if need[first] else None)
+            params.append(torch.from_numpy(_transposed(dWh)) if need[first + 1] else None)
             if call.bias:
                 g_ih, g_hh = spec.bias_grads_to_torch(db, db_hn)
                 params.append(torch.from_numpy(g_ih))
@@ -320,8 +332,8 @@ class _Recurrent:
         layers = []
         zeros = None
         for k in range(0, len(views), per):
-            Wx = views[k].T.copy()
-            Wh = views[k + 1].T.copy()
+            Wx = _transposed(views[k])
+            Wh = _transposed(views[k + 1])
             if self.bias:
                 biases = spec.biases_from_torch(views[k + 2], views[k + 3])
             else:                               # zero biases that get no gradient
