@@ -792,3 +792,131 @@ def check_seed_batch(dA):
                         "as the notebook's layers have, to divide the gradients by the batch "
                         f"size; got dA={type(dA).__name__}")
     return np.shape(dA)[0]
+
+
+# ----------------------------------------------------------------------------- torch backend
+# rnnfast.torch: drop-in torch.nn modules. These functions take torch objects but do not
+# import torch (rnnfast imports without it): they read the tensors' attributes only.
+
+def missing_torch_message():
+    """What ``import rnnfast.torch`` says without PyTorch."""
+    return ("rnnfast.torch needs PyTorch, which is not installed: pip install torch (the CPU "
+            "build: pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+
+
+def unsupported_torch_feature(owner, feature):
+    """The NotImplementedError of a torch.nn configuration rnnfast.torch cannot run yet."""
+    return NotImplementedError(
+        f"{owner}: {feature} is not supported by rnnfast.torch yet (the compiled core runs "
+        f"unidirectional stacks of padded sequences for now); use the torch.nn module for it")
+
+
+def check_torch_options(owner, proj_size):
+    """The constructor arguments rnnfast.torch refuses: ``proj_size`` (an LSTM with
+    projections has no rnnfast kernel)."""
+    if proj_size:
+        raise ValueError(f"{owner}: proj_size must be 0 (rnnfast has no LSTM with projections), "
+                         f"got proj_size={proj_size!r}")
+
+
+_TORCH_FLOAT = {"torch.float32": FLOAT_DTYPES[0], "torch.float64": FLOAT_DTYPES[1]}
+
+
+def check_torch_tensor(t, name, owner):
+    """A CPU tensor of float32 or float64; returns its NumPy dtype."""
+    if not hasattr(t, "device") or not hasattr(t, "dtype") or not hasattr(t, "dim"):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"{owner}: {name} is on device {t.device}; rnnfast.torch runs on the "
+                         f"CPU only: move it (and the module) to the CPU, or use the torch.nn "
+                         f"module on {t.device.type}")
+    dt = _TORCH_FLOAT.get(str(t.dtype))
+    if dt is None:
+        raise TypeError(f"{owner}: {name} has dtype {t.dtype}; rnnfast.torch computes in "
+                        f"torch.float32 or torch.float64 (convert with .float() or .double())")
+    return dt
+
+
+def check_torch_parameter(p, name, shape, dtype, owner):
+    """One of a module's weights: a CPU tensor of the module's dtype and its shape (the
+    kernels trust the shapes without bounds checks)."""
+    if p is None:
+        raise ValueError(f"{owner}: parameter {name} is missing (it must be a tensor of shape "
+                         f"{tuple(shape)})")
+    dt = check_torch_tensor(p, f"parameter {name}", owner)
+    if tuple(p.shape) != tuple(shape):
+        raise ValueError(f"{owner}: parameter {name} must have shape {tuple(shape)}, got shape "
+                         f"{tuple(p.shape)}")
+    if dtype is not None and dt != dtype:
+        raise TypeError(f"{owner}: parameter {name} has dtype {p.dtype}, the module's other "
+                        f"parameters {dtype}: every parameter must have one dtype")
+    return dt
+
+
+def check_torch_input(owner, input, input_size, batch_first, dtype, torch_dtype):
+    """A module's input: a 3-D ``(batch, seq_len, input_size)`` (``batch_first``) or
+    ``(seq_len, batch, input_size)`` tensor, or a 2-D unbatched ``(seq_len, input_size)``
+    one, of the parameters' dtype (``torch_dtype`` is it as torch's). Returns whether it is
+    batched."""
+    try:                # the common case in ~1 us (the full checks take ~5 of a ~40 us call)
+        shape = input.shape
+        if (input.dtype is torch_dtype and input.is_cpu and len(shape) == 3
+                and shape[2] == input_size and shape[0] and shape[1]):
+            return True
+    except AttributeError:
+        pass
+    dt = check_torch_tensor(input, "input", owner)
+    nd = input.dim()
+    layout = "(batch, seq_len, " if batch_first else "(seq_len, batch, "
+    if nd not in (2, 3):
+        raise ValueError(f"{owner}: input must be 3-D {layout}input_size={input_size}) or "
+                         f"2-D unbatched (seq_len, input_size={input_size}), got "
+                         f"{nd}-D shape {tuple(input.shape)}")
+    if input.shape[-1] != input_size:
+        raise ValueError(f"{owner}: input must have input_size={input_size} features in its "
+                         f"last axis, got shape {tuple(input.shape)}")
+    if dt != dtype:
+        raise ValueError(f"{owner}: input must have the parameters' dtype "
+                         f"torch.{np.dtype(dtype).name}, got {input.dtype}")
+    if 0 in tuple(input.shape):
+        raise ValueError(f"{owner}: input must have at least one step and one batch row, got "
+                         f"shape {tuple(input.shape)}")
+    return nd == 3
+
+
+def check_torch_state(owner, name, s, shape, dtype):
+    """An initial state ``(num_layers * num_directions, batch, hidden)`` (2-D without the
+    batch axis for unbatched input) of the parameters' dtype."""
+    check_torch_tensor(s, name, owner)
+    if tuple(s.shape) != tuple(shape):
+        raise ValueError(f"{owner}: {name} must have shape {tuple(shape)} "
+                         f"(num_layers * num_directions, batch, hidden_size) for this input, "
+                         f"got shape {tuple(s.shape)}")
+    if _TORCH_FLOAT[str(s.dtype)] != dtype:
+        raise ValueError(f"{owner}: {name} must have the parameters' dtype "
+                         f"torch.{np.dtype(dtype).name}, got {s.dtype}")
+
+
+def check_torch_hx(owner, hx, n_states):
+    """``hx`` as a tuple of ``n_states`` tensors (or None): the LSTM's is a pair (h0, c0)."""
+    if hx is None:
+        return (None,) * n_states
+    if n_states == 1:
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"{owner}: hx must be a tensor (h0), got a {type(hx).__name__}")
+        return (hx,)
+    if not isinstance(hx, (tuple, list)) or len(hx) != n_states:
+        got = (f"a {type(hx).__name__} of length {len(hx)}" if isinstance(hx, (tuple, list))
+               else type(hx).__name__)
+        raise TypeError(f"{owner}: hx must be a pair (h0, c0) of tensors, got {got}")
+    return tuple(hx)
+
+
+def check_torch_convertible(module, path):
+    """A torch.nn.RNN/LSTM/GRU that rnnfast.torch.convert can take over: CPU, float32 or
+    float64, no projection, and only the configurations rnnfast.torch runs."""
+    owner = f"convert: {path or 'model'} ({type(module).__name__})"
+    check_torch_options(owner, getattr(module, "proj_size", 0))
+    for name in module._flat_weights_names:
+        p = getattr(module, name)
+        check_torch_tensor(p, f"parameter {name}", owner)

@@ -91,6 +91,8 @@ class CellSpec:
     def biases_from_torch(self, bias_ih, bias_hh):
         """rnnfast's bias parameters (``b``, and ``b_hn`` for the GRU) from torch's two
         ``(G*hidden,)`` biases, computed in their dtype."""
+        if self.summed_bias_gates == self.gates:       # all of it: one sum
+            return {"b": np.add(bias_ih, bias_hh)}
         hidden = bias_ih.shape[0] // self.gates
         s = self.summed_bias(hidden)
         b = np.array(bias_ih, copy=True)
@@ -143,6 +145,21 @@ class CellSpec:
                 hidden = grads["b"].shape[0] // self.gates
                 grads["b_hn"] = np.asarray(grad_bias_hh)[self.summed_bias(hidden).stop:]
         return grads
+
+    def bias_grads_to_torch(self, db, db_hn=None):
+        """``(bias_ih.grad, bias_hh.grad)`` from rnnfast's ``db`` (and the GRU's ``db_hn``),
+        two new arrays: ``bias_ih.grad = db``; ``bias_hh.grad`` is ``db`` in the summed gates
+        and ``db_hn`` in the others (the inverse of :meth:`grads_from_torch`)."""
+        db = np.asarray(db)
+        grad_ih = np.array(db, copy=True)
+        if "b_hn" not in self.params:
+            return grad_ih, np.array(db, copy=True)
+        hidden = db.shape[0] // self.gates
+        grad_hh = np.empty_like(db)
+        s = self.summed_bias(hidden)
+        grad_hh[s] = db[s]
+        grad_hh[s.stop:] = db_hn
+        return grad_ih, grad_hh
 
     # ------------------------------------------------------------------ Keras
     def from_keras_gates(self, a, hidden):

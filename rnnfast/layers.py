@@ -428,6 +428,25 @@ class _Recurrent:
         return self._plan
 
 
+    # ---------------------------------------------------------------- pickle
+    def __getstate__(self):
+        """Parameters, gradients, settings and a stateful layer's carried state; not the
+        kernels' kept buffers, a BPTT workspace or step()'s packed weights (process-local;
+        the numpy backend's kernels are a module)."""
+        state = dict(self.__dict__)
+        for key in ("_kernels", "_kernels_module", "_cache", "_checked_weights", "_plan",
+                    "_step_kernels"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._cache = self._checked_weights = self._plan = self._step_kernels = None
+        self._kernels_module = self._kernels = functional.kernels(self.backend)
+        if self.backend == "cython":
+            self._kernels = self._kernels.BufferedKernels()
+
+
 class _TwinStep:
     """The twin's step kernel: a one-step forward (backend="numpy")."""
 

@@ -1,0 +1,144 @@
+"""rnnfast.torch against torch.nn: one training step, 1 thread.
+
+A step is what a training loop runs: forward, a loss on the last step's output
+(``out[:, -1].pow(2).sum()``), backward through torch's autograd (parameter gradients and
+the input's). Both modules have the same weights (the torch.nn module's state_dict), batch
+first, float32. Implementations alternate round by round; each sample is the mean of enough
+steps to take ~20 ms, and the table gives each one's median over the rounds and the ratio
+of the medians (measured in one process, side by side).
+
+Also, at the tiny shape: the wrapper's own cost, the rnnfast.torch step minus the direct
+compiled forward+backward (``rnnfast._core`` on ready arrays, the same gradient on the last
+step), and what a call copies (the transposed weights, the summed biases).
+
+    flock /tmp/rnnfast-bench.lock python bench/torch_backend.py [--medium] [--rounds N]
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+import rnnfast.torch as rt
+from rnnfast import _core
+
+SHAPES = {"tiny": (1, 50, 8, 32), "small": (16, 100, 32, 64), "medium": (32, 100, 128, 256)}
+CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
+
+
+def mean_time(fn, target=0.02):
+    """Seconds per call of ``fn``, averaged over enough calls to take ``target`` seconds."""
+    fn()
+    n, t = 1, 0.0
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        t = time.perf_counter() - t0
+        if t >= target:
+            return t / n
+        n = max(n * 2, int(n * target / max(t, 1e-9)) + 1)
+
+
+def medians(fns, rounds):
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(mean_time(fn))
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def modules(cell, D, H):
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, CELLS[cell])(D, H, batch_first=True)
+    ours = getattr(rt, CELLS[cell])(D, H, batch_first=True)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def step(module, x):
+    def run():
+        module.zero_grad(set_to_none=True)
+        out, _ = module(x)
+        out[:, -1].pow(2).sum().backward()
+    return run
+
+
+def direct_step(cell, ours, x):
+    """The compiled forward+backward the rnnfast.torch step runs, on ready arrays."""
+    xa = x.detach().numpy()
+    Wx = ours.weight_ih_l0.detach().numpy().T.copy()
+    Wh = ours.weight_hh_l0.detach().numpy().T.copy()
+    spec = rt._SPEC_OF_MODE[ours.mode]
+    biases = spec.biases_from_torch(ours.bias_ih_l0.detach().numpy(),
+                                    ours.bias_hh_l0.detach().numpy())
+    b, b_hn = biases["b"], biases.get("b_hn")
+
+    def run():
+        if cell == "lstm":
+            out, h, c, ws = _core.lstm_forward(xa, None, None, Wx, Wh, b, True, True)
+        elif cell == "gru":
+            out, h, ws = _core.gru_forward(xa, None, Wx, Wh, b, b_hn, True, True)
+        else:
+            out, h, ws = _core.rnn_forward(xa, None, Wx, Wh, b, "tanh", True, True)
+        dout = np.zeros_like(out)
+        dout[:, -1] = 2 * out[:, -1]
+        if cell == "lstm":
+            _core.lstm_backward(dout, None, None, xa, Wx, Wh, ws, True)
+        elif cell == "gru":
+            _core.gru_backward(dout, None, xa, Wx, Wh, ws, True)
+        else:
+            _core.rnn_backward(dout, None, xa, Wx, Wh, ws, "tanh", True)
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--medium", action="store_true", help="add the medium shape")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    shapes = ["tiny", "small"] + (["medium"] if args.medium else [])
+    print(f"torch {torch.__version__}, 1 thread, float32, batch first; medians of "
+          f"{args.rounds} rounds (ms per training step)")
+    print(f"{'shape':8} {'cell':9} {'torch.nn':>10} {'rnnfast.torch':>14} {'speedup':>8}")
+    with threadpool_limits(1):
+        for shape in shapes:
+            B, T, D, H = SHAPES[shape]
+            x = torch.randn(B, T, D, generator=torch.Generator().manual_seed(1),
+                            requires_grad=True)
+            for cell in CELLS:
+                ref, ours = modules(cell, D, H)
+                m = medians({"torch": step(ref, x), "rnnfast": step(ours, x)}, args.rounds)
+                print(f"{shape:8} {cell:9} {m['torch'] * 1e3:10.3f} {m['rnnfast'] * 1e3:14.3f} "
+                      f"{m['torch'] / m['rnnfast']:7.2f}x", flush=True)
+        B, T, D, H = SHAPES["tiny"]
+        x = torch.randn(B, T, D, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        print("\nwrapper overhead at the tiny shape (us per step): rnnfast.torch step, direct "
+              "_core fwd+bwd, difference; and what a call copies")
+        for cell in CELLS:
+            _, ours = modules(cell, D, H)
+            spec = rt._SPEC_OF_MODE[ours.mode]
+            _, views = ours._rf_views("bench")
+            m = medians({"step": step(ours, x), "direct": direct_step(cell, ours, x),
+                         "copies": lambda ours=ours, spec=spec, views=views:
+                         ours._rf_call(spec, views, views[0].dtype)}, args.rounds)
+            print(f"  {cell:9} step {m['step'] * 1e6:7.1f}  direct {m['direct'] * 1e6:7.1f}  "
+                  f"overhead {(m['step'] - m['direct']) * 1e6:6.1f}  "
+                  f"(weights copied and biases summed: {m['copies'] * 1e6:.1f})", flush=True)
+        print("\nper-call weight copies at the other shapes (us)")
+        for shape in shapes[1:]:
+            B, T, D, H = SHAPES[shape]
+            for cell in CELLS:
+                _, ours = modules(cell, D, H)
+                spec = rt._SPEC_OF_MODE[ours.mode]
+                _, views = ours._rf_views("bench")
+                t = medians({"c": lambda ours=ours, spec=spec, views=views:
+                             ours._rf_call(spec, views, views[0].dtype)}, 3)["c"]
+                print(f"  {shape:8} {cell:9} {t * 1e6:7.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,467 @@
+"""rnnfast as PyTorch's CPU backend: ``RNN``, ``LSTM`` and ``GRU`` modules that are torch.nn's
+own, with the forward and backward of rnnfast's compiled core.
+
+``rnnfast.torch.RNN/LSTM/GRU`` subclass ``torch.nn.RNN/LSTM/GRU``: the same constructor
+arguments, parameters (names, shapes, initialisation), ``state_dict``, ``repr``, ``.double()``
+and pickling, so state_dicts load both ways between them and torch.nn's modules. Only
+``forward(input, hx=None)`` differs: it returns what torch.nn's returns, computed by the
+compiled kernels, with autograd through one ``torch.autograd.Function`` per call (gradients
+for the input, the initial states and every parameter). ``convert(model)`` turns every
+``torch.nn.RNN/LSTM/GRU`` of a model into these, in place (the same module and parameter
+objects: an optimizer built before still updates them).
+
+How a call maps onto the kernels (``rnnfast._core``, called directly on arrays validated
+here once):
+
+- parameters: the kernels multiply on the right, ``Wx = weight_ih.T``, ``Wh = weight_hh.T``,
+  C-contiguous: each call copies the two transposed weights of each layer (the kernels
+  cannot read torch's layout) and sums the biases as the registry says (``rnnfast.cells``:
+  ``b = bias_ih + bias_hh``; the GRU's ``b_hn = bias_hh[2H:]``). The copies cost what
+  BENCHMARKS.md ("rnnfast.torch") says; the parameter tensors themselves are read in place
+  (zero-copy NumPy views, kept while the parameter's storage stays the same).
+- one workspace per call, kept in the autograd context until backward (so a module may run
+  several times in one graph). The compiled backward overwrites a workspace's gates with
+  their gradients: when the graph is retained (``retain_graph=True``) backward runs on a
+  copy of them, so that a second backward gives the same gradients.
+- ``torch.no_grad()``, and any call where nothing needs a gradient (``eval()`` with frozen
+  parameters, say), run the inference kernels: no workspace, no autograd node. In eval mode
+  with parameters that require gradients, forward keeps a workspace (torch.nn's modules
+  backpropagate in eval mode too); eval only turns dropout off.
+- ``num_layers > 1``: one kernel call per layer, layer l's output the input of layer l + 1,
+  dropout between layers in training (torch's: each element zeroed with probability
+  ``dropout``, the rest scaled by ``1 / (1 - dropout)``, drawn from torch's generator).
+- not yet: ``bidirectional=True`` and ``PackedSequence`` input (NotImplementedError naming
+  the feature; they plug in at :func:`_run_forward` / :func:`_run_backward`), and an LSTM with
+  ``proj_size`` (refused at construction).
+
+Only CPU tensors of float32 or float64 run; anything else is a clear error.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks, cells
+from .functional import compiled_core
+
+try:
+    import torch
+    from torch import nn
+    from torch.autograd.function import once_differentiable
+    from torch.nn.utils.rnn import PackedSequence
+except ImportError as e:                    # pragma: no cover - exercised without torch
+    raise ImportError(_checks.missing_torch_message(), name="torch") from e
+
+__all__ = ["RNN", "LSTM", "GRU", "convert"]
+
+_SPEC_OF_MODE = {"RNN_TANH": cells.get("rnn_tanh"), "RNN_RELU": cells.get("rnn_relu"),
+                 "LSTM": cells.get("lstm"), "GRU": cells.get("gru")}
+_NUMPY_OF_TORCH = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_TORCH_OF_NUMPY = {v: k for k, v in _NUMPY_OF_TORCH.items()}
+# whether the running backward keeps its graph (retain_graph=True); torch has no public
+# way to ask, and without this one a backward must assume it does (and copy the gates)
+_keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph",
+                      lambda: True)
+_core = compiled_core()         # (its ImportError says what to do when it is missing)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+def _forward_kernel(core, spec, x, h0, c0, w, batch_first, training):
+    """One layer, one direction: ``(out, h_n, c_n, workspace)`` (c_n None but for the
+    LSTM, workspace None unless ``training``)."""
+    Wx, Wh, b, b_hn = w
+    family = spec.family
+    if family == "lstm":
+        return core.lstm_forward(x, h0, c0, Wx, Wh, b, batch_first, training)
+    if family == "gru":
+        out, h_n, ws = core.gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first, training)
+    else:
+        out, h_n, ws = core.rnn_forward(x, h0, Wx, Wh, b, spec.nonlinearity, batch_first,
+                                        training)
+    return out, h_n, None, ws
+
+
+def _backward_kernel(core, spec, dout, dh_n, dc_n, x, w, ws, batch_first):
+    """BPTT of one layer: ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the
+    LSTM, db_hn but for the GRU). Consumes ``ws``."""
+    Wx, Wh = w[0], w[1]
+    family = spec.family
+    if family == "lstm":
+        dx, dh0, dc0, dWx, dWh, db = core.lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, ws,
+                                                        batch_first)
+        return dx, dh0, dc0, dWx, dWh, db, None
+    if family == "gru":
+        dx, dh0, dWx, dWh, db, db_hn = core.gru_backward(dout, dh_n, x, Wx, Wh, ws,
+                                                         batch_first)
+        return dx, dh0, None, dWx, dWh, db, db_hn
+    dx, dh0, dWx, dWh, db = core.rnn_backward(dout, dh_n, x, Wx, Wh, ws, spec.nonlinearity,
+                                              batch_first)
+    return dx, dh0, None, dWx, dWh, db, None
+
+
+def _pristine(ws, spec):
+    """A workspace for one more backward, leaving ``ws`` intact for the next: the compiled
+    backward overwrites the gates (and the GRU's hidden-side gates) with their gradients and
+    reads the states, so only those are copied; the copy lends no buffers (``ws`` gives its
+    back when the last backward consumes it)."""
+    copy = {k: v for k, v in ws.items() if k != "lent"}
+    copy["gates"] = ws["gates"].copy()
+    if spec.family == "gru":
+        copy["hgates"] = ws["hgates"].copy()
+    return copy
+
+
+class _Call:
+    """What one forward runs: the cell, the layout, the layers' kernel weights (NumPy,
+    right-multiplying) and dropout. The unit later features extend (directions: a second
+    weight set per layer; packed sequences: lengths)."""
+
+    __slots__ = ("spec", "batch_first", "layers", "dropout", "bias", "dtype")
+
+    def __init__(self, spec, batch_first, layers, dropout, bias, dtype):
+        self.spec, self.batch_first, self.layers = spec, batch_first, layers
+        self.dropout, self.bias, self.dtype = dropout, bias, dtype
+
+
+def _dropout_mask(shape, p, dtype, batch_first):
+    """torch's dropout mask for a layer output of ``shape``, from torch's generator: 0 with
+    probability p, else 1/(1-p). Drawn time-major, as torch.nn draws it (its layers run
+    time-major), so that under one seed both modules drop the same elements."""
+    if batch_first:
+        shape = (shape[1], shape[0], shape[2])
+    mask = torch.empty(shape, dtype=_TORCH_OF_NUMPY[dtype]).bernoulli_(1.0 - p)
+    mask = mask.div_(1.0 - p).numpy()
+    return np.ascontiguousarray(mask.transpose(1, 0, 2)) if batch_first else mask
+
+
+def _run_forward(call, x, h0, c0, training):
+    """Every layer of ``call`` over ``x`` (a C-contiguous array in the module's layout) from
+    the states ``h0``/``c0`` (``(num_layers, batch, hidden)`` arrays or None). Returns
+    ``(out, h_n, c_n, tape)``: ``h_n``/``c_n`` ``(num_layers, batch, hidden)`` (c_n None but
+    for the LSTM) and, when ``training``, the tape backward reads (each layer's input,
+    workspace and the dropout mask applied to its output), else None."""
+    core = _core
+    spec, bf = call.spec, call.batch_first
+    L = len(call.layers)
+    tape = [] if training else None
+    hs, cs = [], []
+    inp = x
+    for layer, w in enumerate(call.layers):
+        out, h_n, c_n, ws = _forward_kernel(core, spec, inp, None if h0 is None else h0[layer],
+                                            None if c0 is None else c0[layer], w, bf,
+                                            training)
+        hs.append(h_n)
+        cs.append(c_n)
+        mask = None
+        if call.dropout and layer < L - 1:
+            mask = _dropout_mask(out.shape, call.dropout, call.dtype, bf)
+            out = out * mask
+        if training:
+            tape.append((inp, ws, mask))
+        inp = out
+    if L == 1:                                  # (1, batch, hidden) views, no copy
+        h_n = hs[0][None]
+        c_n = None if cs[0] is None else cs[0][None]
+    else:
+        h_n = np.stack(hs)
+        c_n = None if cs[0] is None else np.stack(cs)
+    return inp, h_n, c_n, tape
+
+
+def _run_backward(call, tape, dout, dh_n, dc_n, keep):
+    """BPTT through every layer of a training :func:`_run_forward`, from the gradients on its
+    outputs (each an array or None). Returns ``(dx, dh0, dc0, weight_grads)`` with ``dh0``/
+    ``dc0`` ``(num_layers, batch, hidden)`` and ``weight_grads`` a list, per layer, of
+    ``(dWx, dWh, db, db_hn)``. ``keep``: leave the tape's workspaces intact (the graph is
+    retained for another backward)."""
+    core = _core
+    spec, bf = call.spec, call.batch_first
+    L = len(call.layers)
+    dhs, dcs, grads = [None] * L, [None] * L, [None] * L
+    d = dout
+    for layer in range(L - 1, -1, -1):
+        inp, ws, mask = tape[layer]
+        if mask is not None and d is not None:
+            d = d * mask
+        dx, dh0, dc0, dWx, dWh, db, db_hn = _backward_kernel(
+            core, spec, d, None if dh_n is None else dh_n[layer],
+            None if dc_n is None else dc_n[layer], inp, call.layers[layer],
+            _pristine(ws, spec) if keep else ws, bf)
+        dhs[layer], dcs[layer], grads[layer] = dh0, dc0, (dWx, dWh, db, db_hn)
+        d = dx
+    if L == 1:
+        dh0 = dhs[0][None]
+        dc0 = None if dcs[0] is None else dcs[0][None]
+    else:
+        dh0 = np.stack(dhs)
+        dc0 = None if dcs[0] is None else np.stack(dcs)
+    return d, dh0, dc0, grads
+
+
+# elements from which torch's tiled transposing copy beats NumPy's strided one (measured,
+# float32, 1 thread: NumPy 2.4x faster at 16k elements, torch 1.3x at 128k and 4x at 4M)
+_TORCH_TRANSPOSE_MIN = 65536
+
+
+def _transposed(a):
+    """``a.T`` (2-D) as a new C-contiguous array."""
+    if a.size < _TORCH_TRANSPOSE_MIN:
+        return a.T.copy()
+    return torch.from_numpy(a).t().contiguous().numpy()
+
+
+def _array(t):
+    """A tensor's values as a C-contiguous NumPy array (a view when it already is one)."""
+    a = t.numpy(force=True) if t.requires_grad else t.numpy()
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+class _RecurrentFunction(torch.autograd.Function):
+    """Autograd over :func:`_run_forward` / :func:`_run_backward`: inputs ``(call, x, h0,
+    c0, *params)`` (params in torch's flat order, ``module._flat_weights``), outputs
+    ``(out, h_n)`` and for the LSTM ``c_n`` too."""
+
+    @staticmethod
+    def forward(ctx, call, x, h0, c0, *params):
+        ctx.set_materialize_grads(False)    # unused outputs: None, not zeros (less work)
+        xa = _array(x)
+        out, h_n, c_n, tape = _run_forward(call, xa, None if h0 is None else _array(h0),
+                                           None if c0 is None else _array(c0), True)
+        ctx.call, ctx.tape = call, tape
+        ctx.given = (h0 is not None, c0 is not None)
+        # x through save_for_backward: torch refuses the backward if it was modified in
+        # place since (the tape holds a view of it)
+        ctx.save_for_backward(x)
+        if c_n is None:
+            return torch.from_numpy(out), torch.from_numpy(h_n)
+        return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dh_n, dc_n=None):
+        _ = ctx.saved_tensors               # torch's own error on a graph already freed
+        keep = _keep_graph()
+        call, tape = ctx.call, ctx.tape
+        if not keep:
+            ctx.tape = None                 # the workspaces go with this backward
+        dx, dh0, dc0, grads = _run_backward(
+            call, tape, None if dout is None else _array(dout),
+            None if dh_n is None else _array(dh_n), None if dc_n is None else _array(dc_n),
+            keep)
+        need = ctx.needs_input_grad
+        spec = call.spec
+        params = []
+        for k, (dWx, dWh, db, db_hn) in enumerate(grads):
+            first = 4 + k * (4 if call.bias else 2)
+            # C-contiguous, as the parameters: torch takes them as .grad without a copy
+            params.append(torch.from_numpy(_transposed(dWx)) if need[first] else None)
+            params.append(torch.from_numpy(_transposed(dWh)) if need[first + 1] else None)
+            if call.bias:
+                g_ih, g_hh = spec.bias_grads_to_torch(db, db_hn)
+                params.append(torch.from_numpy(g_ih))
+                params.append(torch.from_numpy(g_hh))
+        h_given, c_given = ctx.given
+        return (None, torch.from_numpy(dx) if need[1] else None,
+                torch.from_numpy(dh0) if h_given and need[2] else None,
+                torch.from_numpy(dc0) if c_given and need[3] else None, *params)
+
+
+# torch.autograd.Function.apply's own C entry, without the Python wrapper's functorch
+# plumbing (~3-5 us of a ~40 us tiny call); used only while no functorch transform is active
+# (under vmap/grad the wrapper runs, and says this Function does not support them)
+_apply_direct = super(torch.autograd.Function, _RecurrentFunction).apply
+_functorch_active = torch._C._are_functorch_transforms_active
+
+
+def _apply(*args):
+    if _functorch_active():
+        return _RecurrentFunction.apply(*args)
+    return _apply_direct(*args)
+
+
+# ----------------------------------------------------------------------------- modules
+
+class _Recurrent:
+    """What rnnfast.torch's RNN, LSTM and GRU add to torch.nn's: the forward. Everything
+    else (arguments, parameters, initialisation, state_dict) is the torch.nn base class's;
+    this holds no state of its own but a cache of NumPy views of the parameters, so that
+    ``convert`` can turn a torch.nn module into one by its class alone."""
+
+    _rf_owner = "rnnfast.torch module"        # (each class: its own name, for errors)
+
+    def _rf_check_config(self):
+        owner = self._rf_owner
+        _checks.check_torch_options(owner, getattr(self, "proj_size", 0))
+        if self.bidirectional:
+            raise _checks.unsupported_torch_feature(owner, "bidirectional=True")
+
+    def _rf_views(self, owner):
+        """The parameters in torch's flat order and their NumPy views (checked: CPU, one
+        dtype, torch.nn's shapes). A view is kept while its parameter object and storage
+        stay the same (``module.double()``, ``p.data = ...`` change the storage)."""
+        P = self._parameters
+        names = self._flat_weights_names
+        params = [P[n] if n in P else getattr(self, n, None) for n in names]
+        cache = self.__dict__.get("_rf_cache")
+        if cache is not None and len(cache[0]) == len(params):
+            kept, ptrs, views = cache
+            for p, q, ptr in zip(params, kept, ptrs):
+                if p is not q or p.data_ptr() != ptr:
+                    break
+            else:
+                return params, views
+        dtype = None
+        gh = _SPEC_OF_MODE[self.mode].gates * self.hidden_size
+        views = []
+        for n, p in zip(names, params):
+            layer = int(n.split("_l")[1].split("_")[0])
+            if n.startswith("weight_ih"):
+                shape = (gh, self.input_size if layer == 0 else self.hidden_size)
+            elif n.startswith("weight_hh"):
+                shape = (gh, self.hidden_size)
+            else:
+                shape = (gh,)
+            dtype = _checks.check_torch_parameter(p, n, shape, dtype, owner)
+            views.append(p.detach().numpy())
+        self.__dict__["_rf_cache"] = (params, [p.data_ptr() for p in params], views)
+        return params, views
+
+    def _rf_call(self, spec, views, dtype):
+        """The kernels' weights for this call (the transposed copies, the summed biases)."""
+        per = 4 if self.bias else 2
+        layers = []
+        zeros = None
+        for k in range(0, len(views), per):
+            Wx = _transposed(views[k])
+            Wh = _transposed(views[k + 1])
+            if self.bias:
+                biases = spec.biases_from_torch(views[k + 2], views[k + 3])
+            else:                               # zero biases that get no gradient
+                if zeros is None:
+                    zeros = spec.biases_from_torch(np.zeros(Wh.shape[1], dtype),
+                                                   np.zeros(Wh.shape[1], dtype))
+                biases = zeros
+            layers.append((Wx, Wh, biases["b"], biases.get("b_hn")))
+        dropout = self.dropout if self.training and self.num_layers > 1 else 0.0
+        return _Call(spec, self.batch_first, layers, dropout, self.bias, dtype)
+
+    def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            # the hook for packed sequences (lengths in the kernels)
+            raise _checks.unsupported_torch_feature(self._rf_owner, "PackedSequence input")
+        if self.bidirectional or getattr(self, "proj_size", 0):
+            self._rf_check_config()
+        spec = _SPEC_OF_MODE[self.mode]
+        owner = self._rf_owner
+        params, views = self._rf_views(owner)
+        dtype = views[0].dtype
+        batched = _checks.check_torch_input(owner, input, self.input_size, self.batch_first,
+                                            dtype, _TORCH_OF_NUMPY[dtype])
+        n_states = len(spec.states)
+        states = _checks.check_torch_hx(owner, hx, n_states)
+        L, H = self.num_layers, self.hidden_size
+        if batched:
+            x = input
+            batch = input.shape[0] if self.batch_first else input.shape[1]
+            shape = (L, batch, H)
+        else:                                   # (seq_len, features): a batch of one
+            x = input.unsqueeze(0 if self.batch_first else 1)
+            shape = (L, H)
+        for name, s in zip(("h0", "c0"), states):
+            if s is not None:
+                _checks.check_torch_state(owner, f"hx {name}" if n_states > 1 else "hx", s,
+                                          shape, dtype)
+        if not batched:
+            states = tuple(None if s is None else s.unsqueeze(1) for s in states)
+        h0, c0 = states if n_states == 2 else (states[0], None)
+        call = self._rf_call(spec, views, dtype)
+        need_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in params)
+            or any(s is not None and s.requires_grad for s in states))
+        if need_grad:
+            outs = _apply(call, x, h0, c0, *params)
+        else:                                   # inference: no workspace, no graph
+            out, h_n, c_n, _ = _run_forward(call, _array(x),
+                                            None if h0 is None else _array(h0),
+                                            None if c0 is None else _array(c0), False)
+            outs = tuple(torch.from_numpy(a) for a in (out, h_n, c_n) if a is not None)
+        if not batched:
+            outs = (outs[0].squeeze(0 if self.batch_first else 1),
+                    *(s.squeeze(1) for s in outs[1:]))
+        if n_states == 2:
+            return outs[0], (outs[1], outs[2])
+        return outs[0], outs[1]
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())   # (torch.nn's drops its weak references)
+        state.pop("_rf_cache", None)            # NumPy views of this process's tensors
+        return state
+
+
+class RNN(_Recurrent, nn.RNN):
+    """``torch.nn.RNN`` (tanh or relu) on rnnfast's compiled core: the same arguments
+    (``input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None``),
+    parameters and returns (``output, h_n``)."""
+
+    _rf_owner = "rnnfast.torch.RNN"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rf_check_config()
+
+
+class LSTM(_Recurrent, nn.LSTM):
+    """``torch.nn.LSTM`` on rnnfast's compiled core: the same arguments (``input_size,
+    hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None``; ``proj_size`` must be 0), parameters and
+    returns (``output, (h_n, c_n)``)."""
+
+    _rf_owner = "rnnfast.torch.LSTM"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rf_check_config()
+
+
+class GRU(_Recurrent, nn.GRU):
+    """``torch.nn.GRU`` on rnnfast's compiled core: the same arguments, parameters and
+    returns (``output, h_n``)."""
+
+    _rf_owner = "rnnfast.torch.GRU"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rf_check_config()
+
+
+_CONVERSIONS = ((nn.LSTM, LSTM), (nn.GRU, GRU), (nn.RNN, RNN))
+
+
+def convert(model):
+    """Turn every ``torch.nn.RNN``, ``LSTM`` and ``GRU`` of ``model`` (itself included) into
+    its rnnfast.torch counterpart, in place, and return ``model``.
+
+    The modules stay the same objects (their class changes), with the same parameter
+    objects, hooks and attributes: an optimizer built before still updates them, and the
+    outputs are what the torch.nn modules computed (to the kernels' rounding). Subclasses of
+    the torch.nn modules (which may have a forward of their own) and modules already
+    converted are left alone. A module rnnfast.torch cannot run (proj_size, a configuration
+    not supported yet, a parameter on another device or of another dtype) is an error, and
+    then nothing is converted."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert: model must be a torch.nn.Module, got "
+                        f"{type(model).__name__}")
+    todo = []
+    for path, module in model.named_modules():
+        for torch_class, ours in _CONVERSIONS:
+            if type(module) is torch_class:
+                _checks.check_torch_convertible(module, path)
+                if module.bidirectional:
+                    raise _checks.unsupported_torch_feature(
+                        f"convert: {path or 'model'} ({torch_class.__name__})",
+                        "bidirectional=True")
+                todo.append((module, ours))
+    for module, ours in todo:
+        module.__class__ = ours
+    return model
