@@ -58,6 +58,7 @@ cdef extern from "_simd.h" nogil:
         long long done_ns[64]
         int threads
     void rf_team_start(rf_team_timer* timer, int threads)
+    void rf_team_done(rf_team_timer* timer)
     void rf_team_end(rf_team_timer* timer)
     int rf_simd_cpu_best()
     int rf_simd_use(int path)
@@ -116,6 +117,9 @@ cdef extern from "_simd.h" nogil:
 # cache when their step reads them (64 against 512: medium LSTM 1.08x, large 1.05-1.11x;
 # 32: same as 64).
 cdef enum:
+    # The two directions of a bidirectional call run side by side from this many
+    # multiply-adds each (see run_two)
+    PAIR_MIN_WORK = 1 << 19
     CHUNK_ROWS = 64
     # BLAS re-packs Wx at every call: there fewer, larger chunks (float64 large-rnn-fwd
     # 1.09x the twin with 512 rows, 1.00x with 64)
@@ -924,23 +928,36 @@ cdef object run_one(Prepared p):
     return finish(p)
 
 
+cdef inline long long call_work(Call* c) noexcept nogil:
+    """Multiply-adds of a call's products (its forward's; a backward's are about twice)."""
+    return <long long> c.lay.T * c.lay.B * c.cell.G * (c.cell.D + c.cell.H)
+
+
 cdef tuple run_two(Prepared p, Prepared q):
     """Runs two independent prepared calls (a bidirectional layer's directions): side by
     side on two threads, each single-threaded, when the thread policy gives the call two
-    (the directions share no step, so no barrier per step); else one after the other,
-    each with the threads the policy gives it. Returns both results."""
+    and each has at least PAIR_MIN_WORK multiply-adds (the directions share no step, so
+    there is no barrier per step, but waking the second thread costs tens of us, more than
+    a tiny direction takes); else one after the other, each with the threads the policy
+    gives it. The side-by-side region is timed as the products' are (rf_team_end): a late
+    thread (another process on its core) sends the next calls solo. Returns both results."""
     cdef Call* calls[2]
     cdef int i
+    cdef rf_team_timer timer
     if not (p.runs and q.runs):
         return run_one(p), run_one(q)
     calls[0], calls[1] = &p.call, &q.call
     with nogil:
         rf_call_begin()
-        if rf_team_threads() >= 2:
+        if (rf_team_threads() >= 2 and call_work(calls[0]) >= PAIR_MIN_WORK
+                and call_work(calls[1]) >= PAIR_MIN_WORK):
             set_serial(calls[0], True)
             set_serial(calls[1], True)
+            rf_team_start(&timer, 2)
             for i in prange(2, num_threads=2, schedule="static"):
                 run_call(calls[i])
+                rf_team_done(&timer)
+            rf_team_end(&timer)
         else:
             run_call(calls[0])
             run_call(calls[1])

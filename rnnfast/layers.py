@@ -38,6 +38,7 @@ class _Recurrent:
         self.training = True
         self._cache = None
         self._checked_weights = None
+        self._grouped_weights = None    # (checked weights, per layer and direction)
         self._kernels = functional.kernels(self.backend)
         if self.backend == "cython":    # training buffers kept between calls (see there)
             self._kernels = self._kernels.BufferedKernels()
@@ -215,9 +216,15 @@ class _Recurrent:
         return self._all_names
 
     def _grouped(self, weights):
-        """The checked weights, one tuple per layer and direction."""
+        """The checked weights, one tuple per layer and direction (kept with the checked
+        weights they are made of)."""
+        kept = self._grouped_weights
+        if kept is not None and kept[0] is weights:
+            return kept[1]
         n = len(self._spec.params)
-        return [weights[k:k + n] for k in range(0, len(weights), n)]
+        grouped = [weights[k:k + n] for k in range(0, len(weights), n)]
+        self._grouped_weights = (weights, grouped)
+        return grouped
 
     def _forward_inputs(self, x, states):
         weights = self._weights()
@@ -435,13 +442,14 @@ class _Recurrent:
         the numpy backend's kernels are a module)."""
         state = dict(self.__dict__)
         for key in ("_kernels", "_kernels_module", "_cache", "_checked_weights", "_plan",
-                    "_step_kernels"):
+                    "_step_kernels", "_grouped_weights"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._cache = self._checked_weights = self._plan = self._step_kernels = None
+        self._grouped_weights = None
         self._kernels_module = self._kernels = functional.kernels(self.backend)
         if self.backend == "cython":
             self._kernels = self._kernels.BufferedKernels()
