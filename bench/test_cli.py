@@ -161,3 +161,18 @@ def test_train_epoch_script_prints_its_table():
         "rnnfast model", "rnnfast blocks", "rnnfast LSTM fwd+bwd only"]
     assert ("| torch |" in r.stdout) == (not extra)
     assert "43 minibatches" in r.stdout
+
+
+def test_sequences_script_prints_its_four_tables(tmp_path):
+    """bench/sequences.py (lengths, bidirectional, stacked, step against torch): the tiny
+    shape, one round, no timing checked."""
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    md = tmp_path / "seq.md"
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "sequences.py"), "--sizes", "tiny",
+                        "--kinds", "gru", "--repeat", "1", "--budget", "0.01", "--markdown",
+                        str(md)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for title in ("Variable lengths", "Bidirectional", "Stacked", "Streaming step"):
+        assert title in r.stdout
+    assert "| tiny-gru-fwd |" in r.stdout and "| tiny-gru-fwdbwd |" in r.stdout
+    assert md.read_text().strip() == r.stdout.strip()
