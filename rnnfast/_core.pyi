@@ -4,6 +4,8 @@
 # float32 or float64 (_F), and is C-contiguous with consistent shapes.
 from typing import Any, Literal, TypedDict, TypeVar
 
+from typing_extensions import disjoint_base
+
 import numpy as np
 import numpy.typing as npt
 
@@ -139,6 +141,11 @@ class BufferedKernels:
                            ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
                                       tuple[_Array[_F], ...]]: ...
 
+@disjoint_base
+class Prepared:
+    """A forward or backward call ready to run (its C arguments and carved scratch)."""
+
+@disjoint_base
 class StepKernel:
     """One time step of one layer and direction (layer.step), weights packed once."""
 
@@ -170,7 +177,7 @@ def _backward(kind: int, dout: _Array[_F] | None, dh_n: _Array[_F] | None,
 # states and weights in the registry's order; lengths as sequence_steps() prepares them.
 _Steps = tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32],
                npt.NDArray[np.intp]]
-def sequence_steps(lengths: npt.ArrayLike | None, T: int) -> _Steps | None: ...
+def sequence_steps(lengths: npt.ArrayLike | None, T: int) -> _Steps | None | bool: ...
 def direction_forward(kind: str, x: _Array[_F], states: tuple[_Array[_F] | None, ...],
                       weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
                       steps: _Steps | None = None, reverse: bool = False,
@@ -183,6 +190,16 @@ def direction_backward(kind: str, dout: _Array[_F] | None,
                        dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None
                        ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
                                   tuple[_Array[_F], ...]]: ...
+def directions_forward(kernels: Any, kind: str, x: _Array[_F],
+                       states: Any, weights: Any, batch_first: bool, training: bool,
+                       steps: _Steps | None = None, out: _Array[_F] | None = None,
+                       cells_out: _Array[_F] | None = None
+                       ) -> tuple[tuple[tuple[_Array[_F], ...], _Workspace | None], ...]: ...
+def directions_backward(kernels: Any, kind: str, dout: _Array[_F] | None, dstates: Any,
+                        x: _Array[_F], Wx: Any, Wh: Any, workspaces: Any, batch_first: bool,
+                        dcells: _Array[_F] | None = None
+                        ) -> tuple[_Array[_F], tuple[tuple[_Array[_F], ...], ...],
+                                   tuple[tuple[_Array[_F], ...], ...]]: ...
 def _direction_forward(kind: str, x: _Array[_F], states: tuple[_Array[_F] | None, ...],
                        weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
                        steps: _Steps | None, reverse: bool, out: _Array[_F] | None,

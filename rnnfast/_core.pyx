@@ -891,6 +891,7 @@ cdef void run_call(Call* c) noexcept nogil:
     rf_asan_unpoison(c.base, <size_t> c.used * item)
 
 
+@cython.auto_pickle(False)
 cdef class Prepared:
     """A call ready to run (its Call, and the arrays its pointers point into), and what it
     returns; ``runs`` is False when there is nothing to compute (no steps)."""
@@ -1137,16 +1138,20 @@ def sequence_steps(lengths, int T):
     stable sort), their lengths, the rows of each step (T + 1 entries, the last 0) and the
     packed row of each step's first row (T + 1 entries, the last the total), as in
     PyTorch's PackedSequence. Computed once per call, for every layer and direction (a
-    counting sort: O(batch + T))."""
+    counting sort: O(batch + T)). False when a length is not in 1 .. T (unchecked lengths:
+    rnnfast._checks.check_lengths says what is wrong)."""
     if lengths is None:
         return None
     cdef cnp.ndarray lens = np.ascontiguousarray(lengths, np.intp)
     cdef Py_ssize_t B = lens.shape[0], i, s, n
     cdef const Py_ssize_t* L = <const Py_ssize_t*> cnp.PyArray_DATA(lens)
+    cdef bint full = True
     for i in range(B):
+        if L[i] < 1 or L[i] > T:
+            return False
         if L[i] != T:
-            break
-    else:
+            full = False
+    if full:
         return None                         # (B = 0 too)
     cdef cnp.npy_intp dims[1]
     dims[0] = B
@@ -1518,6 +1523,7 @@ def directions_backward(kernels, kind, dout, dstates, x, Wx, Wh, workspaces,
             tuple(((r[3], r[4], r[5], r[6]) if gru else (r[3], r[4], r[5])) for r in done))
 
 
+@cython.auto_pickle(False)
 cdef class StepKernel:
     """One time step of one layer and direction for streaming inference (``layer.step``):
     the weights packed once, when this is made, and the step's scratch kept, so that a step

@@ -37,19 +37,19 @@ def _empty_output(shape, dtype, steps):
     return np.zeros(shape, dtype) if steps is not None else np.empty(shape, dtype)
 
 
-def forward(plan, x, states, weights, batch_first, training, lengths=None, cells_out=False):
+def forward(plan, x, states, weights, batch_first, training, steps=None, cells_out=False):
     """Runs the stack; returns ``(out, finals, cache, cells)``.
 
     ``states``: per state of the cell ((h,) or (h, c)) a ``(L*D, batch, hidden)`` array or
     None; ``weights``: per (layer, direction) the checked weights in the registry's order;
     ``finals`` like ``states``; ``cache`` what backward needs (None unless training);
-    ``cells`` the last layer's every c_t (LSTM, with ``cells_out``) shaped like out."""
+    ``cells`` the last layer's every c_t (LSTM, with ``cells_out``) shaped like out;
+    ``steps`` the lengths as the backend's ``sequence_steps`` prepared them, or None."""
     L, nd = plan.num_layers, plan.num_directions
     T = x.shape[1] if batch_first else x.shape[0]
     B = x.shape[0] if batch_first else x.shape[1]
     H = weights[0][1].shape[0]
     dtype = weights[0][0].dtype
-    steps = None if lengths is None else plan.module.sequence_steps(lengths, T)
     n_states = len(states)
     no_states = (None,) * n_states if all(s is None for s in states) else None
     finals = [np.empty((L * nd, B, H), dtype) for _ in range(n_states)]

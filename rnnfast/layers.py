@@ -273,8 +273,7 @@ class _Recurrent:
                     self._cache = (x, workspace, given if len(given) > 1 else given[0])
             else:           # one direction call with the lengths; backward: the stacked way
                 T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-                steps = self._kernels_module.sequence_steps(
-                    _checks.check_lengths(lengths, B, T), T)
+                steps = self._steps(lengths, B, T)
                 out, finals, workspace = self._kernels.direction_forward(
                     self._spec.kind, x, states, weights, self.batch_first, self.training,
                     steps)
@@ -289,7 +288,7 @@ class _Recurrent:
         x = _checks.check_forward(self._spec, x, (), weights[:len(self._spec.params)],
                                   self.batch_first, weights_checked=True)[0]
         T, batch = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-        lengths = _checks.check_lengths(lengths, batch, T)
+        steps = None if lengths is None else self._steps(lengths, batch, T)
         if any(st is not None for st in states):
             states = self._check_states(states, batch)
             if self._single:                # the plan's shape: (1, batch, hidden)
@@ -299,13 +298,25 @@ class _Recurrent:
         self._cache = None
         out, finals, cache, cells = _sequence.forward(
             self._sequence_plan(), x, states, self._grouped(weights), self.batch_first,
-            self.training, lengths, return_cells)
+            self.training, steps, return_cells)
         if self._single:
             finals = tuple(f[0] for f in finals)
         if self.training:
             self._cache = ("stacked", cache, given, out.shape)
         self._keep_state(finals)
         return out, finals, cells
+
+    def _steps(self, lengths, batch, seq_len):
+        """The lengths as the kernels want them (the backend's sequence_steps), checked: an
+        intp array of one entry per row goes straight there (which says False when a value
+        is out of 1 .. seq_len), anything else through _checks first."""
+        if (type(lengths) is np.ndarray and lengths.dtype == np.intp
+                and lengths.shape == (batch,)):
+            steps = self._kernels_module.sequence_steps(lengths, seq_len)
+            if steps is not False:
+                return steps
+        return self._kernels_module.sequence_steps(
+            _checks.check_lengths(lengths, batch, seq_len), seq_len)
 
     def _backward(self, dout, dstates, accumulate, dcells=None):
         """Backward of any configuration; returns ``(dx, dstates0)`` (None where forward had

@@ -219,12 +219,16 @@ def _workspace_arrays(spec, T, B, H, dtype):
 def sequence_steps(lengths, T):
     """What this backend's loops need of a batch's sequence lengths (checked: one int per
     row, each in 1 .. T): the lengths themselves, or None when every row has all T steps.
-    (The compiled core sorts rows and shrinks the batch step by step; this twin masks, a
-    different mechanism and so a better oracle.)"""
+    False when a length is not in 1 .. T. (The compiled core sorts rows and shrinks the
+    batch step by step; this twin masks, a different mechanism and so a better oracle.)"""
     if lengths is None:
         return None
     lengths = np.asarray(lengths, np.intp)
-    return None if lengths.shape[0] == 0 or lengths.min() == T else lengths
+    if lengths.shape[0] == 0:
+        return None
+    if lengths.min() < 1 or lengths.max() > T:
+        return False            # (unchecked: rnnfast._checks.check_lengths says what is wrong)
+    return None if lengths.min() == T else lengths
 
 
 def _direction(T, B, steps, reverse):
