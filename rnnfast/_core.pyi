@@ -4,10 +4,9 @@
 # float32 or float64 (_F), and is C-contiguous with consistent shapes.
 from typing import Any, Literal, TypedDict, TypeVar
 
-from typing_extensions import disjoint_base
-
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _F = TypeVar("_F", np.float32, np.float64)
 _Array = npt.NDArray[_F]
