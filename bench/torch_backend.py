@@ -7,6 +7,12 @@ first, float32. Implementations alternate round by round; each sample is the mea
 steps to take ~20 ms, and the table gives each one's median over the rounds and the ratio
 of the medians (measured in one process, side by side).
 
+Then, at the small shape, bidirectional and packed steps (``PackedSequence`` input of
+lengths drawn uniformly in [T/4, T], in random order, packed with ``enforce_sorted=False``
+once, outside the step; the loss on ``h_n``, each sequence's last valid step, as a
+classifier reads it; the gradient reaches the packed data): one-direction packed,
+bidirectional padded (the loss on the last step as above) and bidirectional packed.
+
 Also, at the tiny shape: the wrapper's own cost, the rnnfast.torch step minus the direct
 compiled forward+backward (``rnnfast._core`` on ready arrays, the same gradient on the last
 step), and what a call copies (the transposed weights, the summed biases).
@@ -49,10 +55,10 @@ def medians(fns, rounds):
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
-def modules(cell, D, H):
+def modules(cell, D, H, **kwargs):
     torch.manual_seed(0)
-    ref = getattr(torch.nn, CELLS[cell])(D, H, batch_first=True)
-    ours = getattr(rt, CELLS[cell])(D, H, batch_first=True)
+    ref = getattr(torch.nn, CELLS[cell])(D, H, batch_first=True, **kwargs)
+    ours = getattr(rt, CELLS[cell])(D, H, batch_first=True, **kwargs)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
@@ -62,6 +68,30 @@ def step(module, x):
         module.zero_grad(set_to_none=True)
         out, _ = module(x)
         out[:, -1].pow(2).sum().backward()
+    return run
+
+
+def packed_input(B, T, D):
+    """A PackedSequence of B rows, lengths uniform in [T/4, T] in random order, its data a
+    leaf that requires a gradient."""
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.randint(T // 4, T + 1, (B,), generator=g)
+    x = torch.randn(B, T, D, generator=g)
+    seq = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                  enforce_sorted=False)
+    data = seq.data.detach().requires_grad_()
+    return (torch.nn.utils.rnn.PackedSequence(data, seq.batch_sizes, seq.sorted_indices,
+                                              seq.unsorted_indices),
+            float(lengths.sum()) / (B * T))
+
+
+def packed_step(module, seq):
+    def run():
+        module.zero_grad(set_to_none=True)
+        seq.data.grad = None
+        _, state = module(seq)
+        h_n = state[0] if isinstance(state, tuple) else state
+        h_n.pow(2).sum().backward()
     return run
 
 
@@ -113,6 +143,23 @@ def main():
                 m = medians({"torch": step(ref, x), "rnnfast": step(ours, x)}, args.rounds)
                 print(f"{shape:8} {cell:9} {m['torch'] * 1e3:10.3f} {m['rnnfast'] * 1e3:14.3f} "
                       f"{m['torch'] / m['rnnfast']:7.2f}x", flush=True)
+        B, T, D, H = SHAPES["small"]
+        x = torch.randn(B, T, D, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        seq, real = packed_input(B, T, D)
+        print(f"\nsmall {SHAPES['small']}: packed (lengths in [T/4, T], {real:.0%} real "
+              f"steps, loss on h_n) and bidirectional steps (ms per training step)")
+        print(f"{'variant':21} {'cell':9} {'torch.nn':>10} {'rnnfast.torch':>14} "
+              f"{'speedup':>8}")
+        for variant, bi, is_packed in (("packed", False, True), ("bidirectional", True, False),
+                                       ("bidirectional packed", True, True)):
+            for cell in CELLS:
+                ref, ours = modules(cell, D, H, bidirectional=bi)
+                make = (lambda m: packed_step(m, seq)) if is_packed else (lambda m: step(m, x))
+                m = medians({"torch": make(ref), "rnnfast": make(ours)}, args.rounds)
+                print(f"{variant:21} {cell:9} {m['torch'] * 1e3:10.3f} "
+                      f"{m['rnnfast'] * 1e3:14.3f} {m['torch'] / m['rnnfast']:7.2f}x",
+                      flush=True)
         B, T, D, H = SHAPES["tiny"]
         x = torch.randn(B, T, D, generator=torch.Generator().manual_seed(1),
                         requires_grad=True)
@@ -124,7 +171,7 @@ def main():
             _, views = ours._rf_views("bench")
             m = medians({"step": step(ours, x), "direct": direct_step(cell, ours, x),
                          "copies": lambda ours=ours, spec=spec, views=views:
-                         ours._rf_call(spec, views, views[0].dtype)}, args.rounds)
+                         ours._rf_call(spec, views, views[0].dtype, True)}, args.rounds)
             print(f"  {cell:9} step {m['step'] * 1e6:7.1f}  direct {m['direct'] * 1e6:7.1f}  "
                   f"overhead {(m['step'] - m['direct']) * 1e6:6.1f}  "
                   f"(weights copied and biases summed: {m['copies'] * 1e6:.1f})", flush=True)
@@ -136,7 +183,7 @@ def main():
                 spec = rt._SPEC_OF_MODE[ours.mode]
                 _, views = ours._rf_views("bench")
                 t = medians({"c": lambda ours=ours, spec=spec, views=views:
-                             ours._rf_call(spec, views, views[0].dtype)}, 3)["c"]
+                             ours._rf_call(spec, views, views[0].dtype, True)}, 3)["c"]
                 print(f"  {shape:8} {cell:9} {t * 1e6:7.1f}")
 
 

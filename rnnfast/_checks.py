@@ -920,3 +920,20 @@ def check_torch_convertible(module, path):
     for name in module._flat_weights_names:
         p = getattr(module, name)
         check_torch_tensor(p, f"parameter {name}", owner)
+
+
+def check_torch_packed(owner, data, batch_sizes, input_size, dtype):
+    """A PackedSequence input: its ``data`` a 2-D ``(total steps, input_size)`` tensor of the
+    parameters' dtype, one row per step of every sequence (``batch_sizes.sum()`` rows)."""
+    dt = check_torch_tensor(data, "input (a PackedSequence's data)", owner)
+    if data.dim() != 2 or data.shape[1] != input_size:
+        raise ValueError(f"{owner}: a PackedSequence input's data must be 2-D (total steps, "
+                         f"input_size={input_size}), got shape {tuple(data.shape)}")
+    if dt != dtype:
+        raise ValueError(f"{owner}: input must have the parameters' dtype "
+                         f"torch.{np.dtype(dtype).name}, got {data.dtype}")
+    total = int(batch_sizes.sum()) if batch_sizes is not None and len(batch_sizes) else 0
+    if total == 0 or data.shape[0] != total:
+        raise ValueError(f"{owner}: a PackedSequence input must have batch_sizes.sum() rows "
+                         f"of data (one per step of every sequence) and at least one, got "
+                         f"{data.shape[0]} rows for batch_sizes summing to {total}")

@@ -30,9 +30,20 @@ here once):
 - ``num_layers > 1``: one kernel call per layer, layer l's output the input of layer l + 1,
   dropout between layers in training (torch's: each element zeroed with probability
   ``dropout``, the rest scaled by ``1 / (1 - dropout)``, drawn from torch's generator).
-- not yet: ``bidirectional=True`` and ``PackedSequence`` input (NotImplementedError naming
-  the feature; they plug in at :func:`_run_forward` / :func:`_run_backward`), and an LSTM with
-  ``proj_size`` (refused at construction).
+- ``bidirectional=True``: per layer both directions in one kernel call
+  (``_core.directions_forward``, side by side on two threads when the thread policy gives
+  two), writing the two column halves of one ``(.., 2 * hidden)`` output; the reverse
+  direction adds its input gradient into the forward one's. Parameters, states
+  ``(num_layers * 2, batch, hidden)`` and outputs as torch.nn's.
+- ``PackedSequence`` input: unpacked (a gather, torch's own op and autograd) into a padded
+  time-major tensor in the caller's row order, run with the batch's lengths in the kernels
+  (rows sorted once per call, the active batch shrinking step by step; the reverse
+  direction starts at each row's own end), and the output packed back by the inverse
+  gather: a PackedSequence with the input's ``batch_sizes``, ``sorted_indices`` and
+  ``unsorted_indices``, ``h_n``/``c_n`` each sequence's state at its last step, in the
+  caller's order (as torch.nn's, with ``enforce_sorted`` True or False). Dropout is drawn
+  over the packed rows, as torch.nn draws it.
+- an LSTM with ``proj_size`` is refused at construction (no such kernel).
 
 Only CPU tensors of float32 or float64 run; anything else is a clear error.
 """
@@ -66,37 +77,44 @@ _core = compiled_core()         # (its ImportError says what to do when it is mi
 
 # ----------------------------------------------------------------------------- kernels
 
-def _forward_kernel(core, spec, x, h0, c0, w, batch_first, training):
-    """One layer, one direction: ``(out, h_n, c_n, workspace)`` (c_n None but for the
-    LSTM, workspace None unless ``training``)."""
-    Wx, Wh, b, b_hn = w
-    family = spec.family
-    if family == "lstm":
-        return core.lstm_forward(x, h0, c0, Wx, Wh, b, batch_first, training)
-    if family == "gru":
-        out, h_n, ws = core.gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first, training)
-    else:
-        out, h_n, ws = core.rnn_forward(x, h0, Wx, Wh, b, spec.nonlinearity, batch_first,
-                                        training)
-    return out, h_n, None, ws
+def _forward_layer(core, call, x, states, layer, training):
+    """One layer, every direction, over ``x`` (its input, in the call's layout) from
+    ``states`` (per direction a tuple in the registry's order: (h0,) or (h0, c0), each
+    ``(batch, hidden)`` or None). Returns ``(out, done)``: the layer's output ``(.., nd*H)``
+    (the directions write their column halves of one array) and per direction ``(finals,
+    workspace)`` (workspace None unless ``training``)."""
+    kind, bf, steps, nd = call.spec.kind, call.batch_first, call.steps, call.directions
+    weights = call.layers[layer * nd:(layer + 1) * nd]
+    if nd == 1:
+        out, finals, ws = core.direction_forward(kind, x, states[0], weights[0], bf,
+                                                 training, steps)
+        return out, ((finals, ws),)
+    B, T = (x.shape[0], x.shape[1]) if bf else (x.shape[1], x.shape[0])
+    shape = (B, T, 2 * weights[0][1].shape[0]) if bf else (T, B, 2 * weights[0][1].shape[0])
+    # rows past their end are never written by the kernels: zeros there
+    out = np.empty(shape, call.dtype) if steps is None else np.zeros(shape, call.dtype)
+    # both directions at once (side by side when the thread policy gives two threads);
+    # buffers lent per call (a module may run several times in one graph)
+    done = core.directions_forward((core, core), kind, x, states, weights, bf, training,
+                                   steps, out)
+    return out, done
 
 
-def _backward_kernel(core, spec, dout, dh_n, dc_n, x, w, ws, batch_first):
-    """BPTT of one layer: ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the
-    LSTM, db_hn but for the GRU). Consumes ``ws``."""
-    Wx, Wh = w[0], w[1]
-    family = spec.family
-    if family == "lstm":
-        dx, dh0, dc0, dWx, dWh, db = core.lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, ws,
-                                                        batch_first)
-        return dx, dh0, dc0, dWx, dWh, db, None
-    if family == "gru":
-        dx, dh0, dWx, dWh, db, db_hn = core.gru_backward(dout, dh_n, x, Wx, Wh, ws,
-                                                         batch_first)
-        return dx, dh0, None, dWx, dWh, db, db_hn
-    dx, dh0, dWx, dWh, db = core.rnn_backward(dout, dh_n, x, Wx, Wh, ws, spec.nonlinearity,
-                                              batch_first)
-    return dx, dh0, None, dWx, dWh, db, None
+def _backward_layer(core, call, dout, dstates, x, workspaces, layer):
+    """BPTT of one layer's :func:`_forward_layer`: ``dout`` the gradient of its whole
+    output (or None), ``dstates`` per direction a tuple like the forward's states (each
+    ``(batch, hidden)`` or None). Returns ``(dx, dstates0, grads)``, per direction the
+    initial states' gradients and the parameter gradients (registry order). Consumes the
+    workspaces."""
+    kind, bf, nd = call.spec.kind, call.batch_first, call.directions
+    weights = call.layers[layer * nd:(layer + 1) * nd]
+    if nd == 1:
+        dx, d0, g = core.direction_backward(kind, dout, dstates[0], x, weights[0][0],
+                                            weights[0][1], workspaces[0], bf)
+        return dx, (d0,), (g,)
+    return core.directions_backward((core, core), kind, dout, dstates, x,
+                                    (weights[0][0], weights[1][0]),
+                                    (weights[0][1], weights[1][1]), workspaces, bf)
 
 
 def _pristine(ws, spec):
@@ -112,90 +130,115 @@ def _pristine(ws, spec):
 
 
 class _Call:
-    """What one forward runs: the cell, the layout, the layers' kernel weights (NumPy,
-    right-multiplying) and dropout. The unit later features extend (directions: a second
-    weight set per layer; packed sequences: lengths)."""
+    """What one forward runs: the cell, the layout, the directions, the kernels' weights
+    per (layer, direction) in torch's order (NumPy, right-multiplying: ``(Wx, Wh, b,
+    b_hn)``, b_hn None but for the GRU), dropout, and the batch's sequence steps
+    (``_core.sequence_steps`` of a PackedSequence's lengths, or None)."""
 
-    __slots__ = ("spec", "batch_first", "layers", "dropout", "bias", "dtype")
+    __slots__ = ("spec", "batch_first", "layers", "dropout", "bias", "dtype", "directions",
+                 "steps", "packing")
 
-    def __init__(self, spec, batch_first, layers, dropout, bias, dtype):
+    def __init__(self, spec, batch_first, layers, dropout, bias, dtype, directions=1,
+                 steps=None, packing=None):
         self.spec, self.batch_first, self.layers = spec, batch_first, layers
         self.dropout, self.bias, self.dtype = dropout, bias, dtype
+        self.directions, self.steps, self.packing = directions, steps, packing
 
 
-def _dropout_mask(shape, p, dtype, batch_first):
+def _dropout_mask(shape, p, dtype, batch_first, packing=None):
     """torch's dropout mask for a layer output of ``shape``, from torch's generator: 0 with
-    probability p, else 1/(1-p). Drawn time-major, as torch.nn draws it (its layers run
-    time-major), so that under one seed both modules drop the same elements."""
+    probability p, else 1/(1-p). Drawn as torch.nn draws it, so that under one seed both
+    modules drop the same elements: time-major (its layers run time-major), or for a
+    PackedSequence over the packed rows only (``packing``: the padded row of each packed
+    row), scattered here into the padded layout (zeros past each row's end)."""
+    td = _TORCH_OF_NUMPY[dtype]
+    if packing is not None:
+        rows = torch.empty((len(packing), shape[2]), dtype=td).bernoulli_(1.0 - p)
+        mask = np.zeros((shape[0] * shape[1], shape[2]), dtype)
+        mask[packing] = rows.div_(1.0 - p).numpy()
+        return mask.reshape(shape)
     if batch_first:
         shape = (shape[1], shape[0], shape[2])
-    mask = torch.empty(shape, dtype=_TORCH_OF_NUMPY[dtype]).bernoulli_(1.0 - p)
+    mask = torch.empty(shape, dtype=td).bernoulli_(1.0 - p)
     mask = mask.div_(1.0 - p).numpy()
     return np.ascontiguousarray(mask.transpose(1, 0, 2)) if batch_first else mask
 
 
+def _per_direction(states, j0, nd):
+    """Per direction of the layer whose first direction is ``j0``: the states' slices
+    ``(batch, hidden)`` (each None when the state is)."""
+    return [tuple(None if s is None else s[j0 + d] for s in states) for d in range(nd)]
+
+
+def _stacked(per_layer):
+    """``(num_layers * num_directions, batch, hidden)`` from a list of ``(batch, hidden)``
+    arrays (a view when there is one)."""
+    return per_layer[0][None] if len(per_layer) == 1 else np.stack(per_layer)
+
+
 def _run_forward(call, x, h0, c0, training):
-    """Every layer of ``call`` over ``x`` (a C-contiguous array in the module's layout) from
-    the states ``h0``/``c0`` (``(num_layers, batch, hidden)`` arrays or None). Returns
-    ``(out, h_n, c_n, tape)``: ``h_n``/``c_n`` ``(num_layers, batch, hidden)`` (c_n None but
-    for the LSTM) and, when ``training``, the tape backward reads (each layer's input,
-    workspace and the dropout mask applied to its output), else None."""
+    """Every layer and direction of ``call`` over ``x`` (a C-contiguous array in the call's
+    layout) from the states ``h0``/``c0`` (``(num_layers * num_directions, batch, hidden)``
+    arrays or None). Returns ``(out, h_n, c_n, tape)``: ``h_n``/``c_n`` shaped like the
+    states (c_n None but for the LSTM) and, when ``training``, the tape backward reads (per
+    layer its input, its directions' workspaces and the dropout mask applied to its
+    output), else None."""
     core = _core
-    spec, bf = call.spec, call.batch_first
-    L = len(call.layers)
+    spec, nd = call.spec, call.directions
+    lstm = spec.family == "lstm"
+    states = (h0, c0) if lstm else (h0,)
+    L = len(call.layers) // nd
     tape = [] if training else None
     hs, cs = [], []
     inp = x
-    for layer, w in enumerate(call.layers):
-        out, h_n, c_n, ws = _forward_kernel(core, spec, inp, None if h0 is None else h0[layer],
-                                            None if c0 is None else c0[layer], w, bf,
-                                            training)
-        hs.append(h_n)
-        cs.append(c_n)
+    for layer in range(L):
+        out, done = _forward_layer(core, call, inp, _per_direction(states, layer * nd, nd),
+                                   layer, training)
+        for finals, _ in done:
+            hs.append(finals[0])
+            if lstm:
+                cs.append(finals[1])
         mask = None
         if call.dropout and layer < L - 1:
-            mask = _dropout_mask(out.shape, call.dropout, call.dtype, bf)
+            mask = _dropout_mask(out.shape, call.dropout, call.dtype, call.batch_first,
+                                 call.packing)
             out = out * mask
         if training:
-            tape.append((inp, ws, mask))
+            tape.append((inp, [ws for _, ws in done], mask))
         inp = out
-    if L == 1:                                  # (1, batch, hidden) views, no copy
-        h_n = hs[0][None]
-        c_n = None if cs[0] is None else cs[0][None]
-    else:
-        h_n = np.stack(hs)
-        c_n = None if cs[0] is None else np.stack(cs)
-    return inp, h_n, c_n, tape
+    return inp, _stacked(hs), _stacked(cs) if lstm else None, tape
 
 
 def _run_backward(call, tape, dout, dh_n, dc_n, keep):
     """BPTT through every layer of a training :func:`_run_forward`, from the gradients on its
     outputs (each an array or None). Returns ``(dx, dh0, dc0, weight_grads)`` with ``dh0``/
-    ``dc0`` ``(num_layers, batch, hidden)`` and ``weight_grads`` a list, per layer, of
-    ``(dWx, dWh, db, db_hn)``. ``keep``: leave the tape's workspaces intact (the graph is
-    retained for another backward)."""
+    ``dc0`` shaped like the states and ``weight_grads`` a list, per (layer, direction) in
+    torch's order, of ``(dWx, dWh, db, db_hn)`` (db_hn None but for the GRU). ``keep``:
+    leave the tape's workspaces intact (the graph is retained for another backward)."""
     core = _core
-    spec, bf = call.spec, call.batch_first
-    L = len(call.layers)
-    dhs, dcs, grads = [None] * L, [None] * L, [None] * L
+    spec, nd = call.spec, call.directions
+    lstm = spec.family == "lstm"
+    dstates = (dh_n, dc_n) if lstm else (dh_n,)
+    L = len(call.layers) // nd
+    dhs, dcs, grads = [None] * (L * nd), [None] * (L * nd), [None] * (L * nd)
     d = dout
     for layer in range(L - 1, -1, -1):
-        inp, ws, mask = tape[layer]
+        inp, workspaces, mask = tape[layer]
         if mask is not None and d is not None:
             d = d * mask
-        dx, dh0, dc0, dWx, dWh, db, db_hn = _backward_kernel(
-            core, spec, d, None if dh_n is None else dh_n[layer],
-            None if dc_n is None else dc_n[layer], inp, call.layers[layer],
-            _pristine(ws, spec) if keep else ws, bf)
-        dhs[layer], dcs[layer], grads[layer] = dh0, dc0, (dWx, dWh, db, db_hn)
+        if keep:
+            workspaces = [_pristine(ws, spec) for ws in workspaces]
+        j0 = layer * nd
+        dx, d0s, gs = _backward_layer(core, call, d, _per_direction(dstates, j0, nd), inp,
+                                      workspaces, layer)
+        for k in range(nd):
+            dhs[j0 + k] = d0s[k][0]
+            if lstm:
+                dcs[j0 + k] = d0s[k][1]
+            g = gs[k]
+            grads[j0 + k] = (g[0], g[1], g[2], g[3] if len(g) == 4 else None)
         d = dx
-    if L == 1:
-        dh0 = dhs[0][None]
-        dc0 = None if dcs[0] is None else dcs[0][None]
-    else:
-        dh0 = np.stack(dhs)
-        dc0 = None if dcs[0] is None else np.stack(dcs)
-    return d, dh0, dc0, grads
+    return d, _stacked(dhs), _stacked(dcs) if lstm else None, grads
 
 
 # elements from which torch's tiled transposing copy beats NumPy's strided one (measured,
@@ -279,6 +322,22 @@ def _apply(*args):
     return _apply_direct(*args)
 
 
+def _packing(batch_sizes, sorted_indices):
+    """A PackedSequence's layout: ``(lengths, rows)``, each batch row's length in the
+    caller's order (intp) and, per packed row, its row in the padded time-major
+    ``(seq_len * batch, features)`` view (int64, the index torch's gathers take)."""
+    bs = batch_sizes.numpy()
+    T, B = len(bs), int(bs[0])
+    order = np.arange(B) if sorted_indices is None else sorted_indices.numpy()
+    # the k-th longest row has the steps whose batch size exceeds k (batch_sizes is
+    # non-increasing)
+    sorted_lengths = np.searchsorted(-bs, -np.arange(B), side="left")
+    lengths = np.empty(B, np.intp)
+    lengths[order] = sorted_lengths
+    rows = (np.arange(T)[:, None] * B + order[None, :])[np.arange(B)[None, :] < bs[:, None]]
+    return lengths, rows.astype(np.int64, copy=False)
+
+
 # ----------------------------------------------------------------------------- modules
 
 class _Recurrent:
@@ -290,10 +349,7 @@ class _Recurrent:
     _rf_owner = "rnnfast.torch module"        # (each class: its own name, for errors)
 
     def _rf_check_config(self):
-        owner = self._rf_owner
-        _checks.check_torch_options(owner, getattr(self, "proj_size", 0))
-        if self.bidirectional:
-            raise _checks.unsupported_torch_feature(owner, "bidirectional=True")
+        _checks.check_torch_options(self._rf_owner, getattr(self, "proj_size", 0))
 
     def _rf_views(self, owner):
         """The parameters in torch's flat order and their NumPy views (checked: CPU, one
@@ -312,11 +368,12 @@ class _Recurrent:
                 return params, views
         dtype = None
         gh = _SPEC_OF_MODE[self.mode].gates * self.hidden_size
+        inner = (2 if self.bidirectional else 1) * self.hidden_size     # layer l > 0's input
         views = []
         for n, p in zip(names, params):
             layer = int(n.split("_l")[1].split("_")[0])
             if n.startswith("weight_ih"):
-                shape = (gh, self.input_size if layer == 0 else self.hidden_size)
+                shape = (gh, self.input_size if layer == 0 else inner)
             elif n.startswith("weight_hh"):
                 shape = (gh, self.hidden_size)
             else:
@@ -326,8 +383,9 @@ class _Recurrent:
         self.__dict__["_rf_cache"] = (params, [p.data_ptr() for p in params], views)
         return params, views
 
-    def _rf_call(self, spec, views, dtype):
-        """The kernels' weights for this call (the transposed copies, the summed biases)."""
+    def _rf_call(self, spec, views, dtype, batch_first, steps=None, packing=None):
+        """The kernels' weights for this call (the transposed copies, the summed biases), per
+        (layer, direction) in torch's order."""
         per = 4 if self.bias else 2
         layers = []
         zeros = None
@@ -343,30 +401,47 @@ class _Recurrent:
                 biases = zeros
             layers.append((Wx, Wh, biases["b"], biases.get("b_hn")))
         dropout = self.dropout if self.training and self.num_layers > 1 else 0.0
-        return _Call(spec, self.batch_first, layers, dropout, self.bias, dtype)
+        return _Call(spec, batch_first, layers, dropout, self.bias, dtype,
+                     2 if self.bidirectional else 1, steps, packing)
 
     def forward(self, input, hx=None):
-        if isinstance(input, PackedSequence):
-            # the hook for packed sequences (lengths in the kernels)
-            raise _checks.unsupported_torch_feature(self._rf_owner, "PackedSequence input")
-        if self.bidirectional or getattr(self, "proj_size", 0):
+        if getattr(self, "proj_size", 0):
             self._rf_check_config()
         spec = _SPEC_OF_MODE[self.mode]
         owner = self._rf_owner
         params, views = self._rf_views(owner)
         dtype = views[0].dtype
-        batched = _checks.check_torch_input(owner, input, self.input_size, self.batch_first,
-                                            dtype, _TORCH_OF_NUMPY[dtype])
+        packed = isinstance(input, PackedSequence)
+        steps = packing = None
+        if packed:
+            # padded time-major (the kernels' cheapest layout; a PackedSequence has no
+            # batch_first) with the rows in the caller's order, as torch.nn's hx and h_n
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            _checks.check_torch_packed(owner, data, batch_sizes, self.input_size, dtype)
+            lengths, packing = _packing(batch_sizes, sorted_indices)
+            batch, T = len(lengths), len(batch_sizes)
+            steps = _core.sequence_steps(lengths, T)
+            index = torch.from_numpy(packing)
+            # torch's own autograd carries the gradient back to the packed rows
+            x = data.new_zeros((T * batch, data.shape[1])).index_copy(0, index, data)
+            x = x.view(T, batch, data.shape[1])
+            batched, batch_first = True, False
+        else:
+            batch_first = self.batch_first
+            batched = _checks.check_torch_input(owner, input, self.input_size, batch_first,
+                                                dtype, _TORCH_OF_NUMPY[dtype])
         n_states = len(spec.states)
         states = _checks.check_torch_hx(owner, hx, n_states)
-        L, H = self.num_layers, self.hidden_size
-        if batched:
+        LD, H = self.num_layers * (2 if self.bidirectional else 1), self.hidden_size
+        if packed:
+            shape = (LD, batch, H)
+        elif batched:
             x = input
-            batch = input.shape[0] if self.batch_first else input.shape[1]
-            shape = (L, batch, H)
+            batch = input.shape[0] if batch_first else input.shape[1]
+            shape = (LD, batch, H)
         else:                                   # (seq_len, features): a batch of one
-            x = input.unsqueeze(0 if self.batch_first else 1)
-            shape = (L, H)
+            x = input.unsqueeze(0 if batch_first else 1)
+            shape = (LD, H)
         for name, s in zip(("h0", "c0"), states):
             if s is not None:
                 _checks.check_torch_state(owner, f"hx {name}" if n_states > 1 else "hx", s,
@@ -374,7 +449,7 @@ class _Recurrent:
         if not batched:
             states = tuple(None if s is None else s.unsqueeze(1) for s in states)
         h0, c0 = states if n_states == 2 else (states[0], None)
-        call = self._rf_call(spec, views, dtype)
+        call = self._rf_call(spec, views, dtype, batch_first, steps, packing)
         need_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in params)
             or any(s is not None and s.requires_grad for s in states))
@@ -385,8 +460,13 @@ class _Recurrent:
                                             None if h0 is None else _array(h0),
                                             None if c0 is None else _array(c0), False)
             outs = tuple(torch.from_numpy(a) for a in (out, h_n, c_n) if a is not None)
-        if not batched:
-            outs = (outs[0].squeeze(0 if self.batch_first else 1),
+        if packed:
+            out = outs[0]
+            out = out.view(-1, out.shape[2]).index_select(0, index)
+            outs = (PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
+                    *outs[1:])
+        elif not batched:
+            outs = (outs[0].squeeze(0 if batch_first else 1),
                     *(s.squeeze(1) for s in outs[1:]))
         if n_states == 2:
             return outs[0], (outs[1], outs[2])
@@ -457,10 +537,6 @@ def convert(model):
         for torch_class, ours in _CONVERSIONS:
             if type(module) is torch_class:
                 _checks.check_torch_convertible(module, path)
-                if module.bidirectional:
-                    raise _checks.unsupported_torch_feature(
-                        f"convert: {path or 'model'} ({torch_class.__name__})",
-                        "bidirectional=True")
                 todo.append((module, ours))
     for module, ours in todo:
         module.__class__ = ours

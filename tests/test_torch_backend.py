@@ -5,7 +5,9 @@ state_dict loaded into the rnnfast.torch one) and compares the outputs, the fina
 every gradient (input, initial states, each parameter) that torch's autograd gives through
 each; torch.autograd.gradcheck checks the gradients in float64 against finite differences.
 Tolerances: conftest's per-dtype ones, relative to the largest value of each compared tensor
-(the gradients of the weights are sums over every step and row).
+(the gradients of the weights are sums over every step and row). Packed inputs go through
+torch.nn.utils.rnn.pack_padded_sequence on both sides, so the input gradient compared is
+the padded tensor's, carried through torch's packing and the module's unpacking.
 """
 import copy
 import pickle
@@ -41,14 +43,20 @@ def pair(kind, *, dtype=np.float32, seed=0, **kwargs):
     return ref, ours
 
 
-def inputs(kind, *, batch_first, dtype, num_layers=1, states=True, seed=1, batched=True):
+# lengths of the packed cases (B rows, at most T): sorted for enforce_sorted=True; unsorted,
+# with a tie and no row of all T steps, for enforce_sorted=False
+PACKINGS = {"padded": None, "packed_sorted": (T, T - 1, 2), "packed_unsorted": (3, T - 1, 3)}
+
+
+def inputs(kind, *, batch_first, dtype, num_layers=1, states=True, seed=1, batched=True,
+           directions=1):
     g = torch.Generator().manual_seed(seed)
     td = TORCH_DTYPE[dtype]
     shape = ((B, T, D) if batch_first else (T, B, D)) if batched else (T, D)
     x = torch.randn(shape, generator=g, dtype=td)
     if not states:
         return x, None
-    sshape = (num_layers, B, H) if batched else (num_layers, H)
+    sshape = (num_layers * directions, B, H) if batched else (num_layers * directions, H)
     hs = tuple(torch.randn(sshape, generator=g, dtype=td)
                for _ in cells.get(kind).states)
     return x, (hs if len(hs) == 2 else hs[0])
@@ -67,13 +75,34 @@ def as_tuple(s):
     return () if s is None else (s if isinstance(s, tuple) else (s,))
 
 
-def run(module, x, hx, *, seed=None, backward=True):
-    """Outputs, states and every gradient of a loss on all of them, as a dict of tensors."""
+def packed(x, lengths, batch_first):
+    """``x`` packed as torch.nn.utils.rnn packs it (enforce_sorted when the lengths are)."""
+    return torch.nn.utils.rnn.pack_padded_sequence(
+        x, lengths, batch_first=batch_first, enforce_sorted=list(lengths) == sorted(lengths)[::-1])
+
+
+def run(module, x, hx, *, seed=None, backward=True, lengths=None):
+    """Outputs, states and every gradient of a loss on all of them, as a dict of tensors;
+    with ``lengths``, ``x`` goes in packed (and the packed output's data is compared, its
+    batch_sizes and indices too)."""
     module.zero_grad(set_to_none=True)
     x, hx = leaves(x, hx)
     if seed is not None:
         torch.manual_seed(seed)
-    out, state = module(x, hx)
+    if lengths is None:
+        out, state = module(x, hx)
+    else:
+        out, state = module(packed(x, lengths, module.batch_first), hx)
+        assert isinstance(out, torch.nn.utils.rnn.PackedSequence)
+        result = {"batch_sizes": out.batch_sizes}
+        for name in ("sorted_indices", "unsorted_indices"):
+            if getattr(out, name) is not None:
+                result[name] = getattr(out, name)
+        return {**result, **run_on(module, x, hx, out.data, state, backward)}
+    return run_on(module, x, hx, out, state, backward)
+
+
+def run_on(module, x, hx, out, state, backward):
     result = {"out": out.detach().clone()}
     for k, s in enumerate(as_tuple(state)):
         result[f"state{k}"] = s.detach().clone()
@@ -96,53 +125,122 @@ def assert_same_results(ours, ref, dtype):
     for key in ref:
         a, b = ours[key], ref[key]
         assert a.shape == b.shape and a.dtype == b.dtype, key
+        if not b.is_floating_point():               # a packed output's sizes and indices
+            assert torch.equal(a, b), key
+            continue
         scale = max(1.0, float(b.abs().max()))
         torch.testing.assert_close(a, b, rtol=RTOL[dtype], atol=ATOL[dtype] * 10 * scale,
                                    msg=lambda m, key=key: f"{key}: {m}")
 
 
-@pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("kind", TORCH_KINDS)
-def test_parity_with_torch_nn(kind, dtype, batch_first, num_layers):
-    ref, ours = pair(kind, dtype=dtype, batch_first=batch_first, num_layers=num_layers)
+def check_parity(kind, dtype, batch_first, num_layers, bidirectional, packing):
+    nd = 2 if bidirectional else 1
+    ref, ours = pair(kind, dtype=dtype, batch_first=batch_first, num_layers=num_layers,
+                     bidirectional=bidirectional)
+    lengths = PACKINGS[packing]
     for states in (True, False):
         x, hx = inputs(kind, batch_first=batch_first, dtype=dtype, num_layers=num_layers,
-                       states=states)
-        expected = run(ref, x, hx)
+                       states=states, directions=nd)
+        expected = run(ref, x, hx, lengths=lengths)
+        # out, the states, dx, the initial states' and every parameter's gradients (and
+        # for packed output, batch_sizes and the indices when not enforce_sorted)
+        n_extra = 0 if lengths is None else (1 if packing == "packed_sorted" else 3)
         assert len(expected) == 2 + len(cells.get(kind).states) * (1 + states) + \
-            len(list(ref.parameters()))
-        assert_same_results(run(ours, x, hx), expected, dtype)
+            len(list(ref.parameters())) + n_extra
+        assert len(list(ref.parameters())) == num_layers * nd * (4 if ref.bias else 2)
+        assert_same_results(run(ours, x, hx, lengths=lengths), expected, dtype)
+
+
+@pytest.mark.parametrize("packing", list(PACKINGS))
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one_way", "bidirectional"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_parity_with_torch_nn(kind, batch_first, num_layers, bidirectional, packing):
+    """float64: outputs, states and every gradient as torch.nn's, tightly."""
+    check_parity(kind, np.float64, batch_first, num_layers, bidirectional, packing)
+
+
+@pytest.mark.parametrize("config", [(1, False, "padded"), (2, False, "padded"),
+                                    (2, True, "padded"), (2, True, "packed_unsorted")],
+                         ids=["one_layer", "stacked", "bidirectional", "bidirectional_packed"])
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_parity_with_torch_nn_float32(kind, batch_first, config):
+    check_parity(kind, np.float32, batch_first, *config)
+
+
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_packed_edge_cases(kind):
+    """Every row of full length (the kernels' full-length loops), one row, a batch whose
+    longest row is shorter than the padded input, and lengths of a PackedSequence made by
+    pack_sequence from a list: as torch.nn."""
+    ref, ours = pair(kind, dtype=np.float64, num_layers=2, bidirectional=True)
+    x, hx = inputs(kind, batch_first=False, dtype=np.float64, num_layers=2, directions=2)
+    for lengths in ((T, T, T), (T - 2, 1, T - 3)):
+        assert_same_results(run(ours, x, hx, lengths=lengths),
+                            run(ref, x, hx, lengths=lengths), np.float64)
+    one = inputs(kind, batch_first=False, dtype=np.float64, num_layers=2, directions=2,
+                 states=False)[0][:, :1]
+    assert_same_results(run(ours, one, None, lengths=(2,)), run(ref, one, None, lengths=(2,)),
+                        np.float64)
+    seqs = [torch.randn(n, D, dtype=torch.float64) for n in (2, 4, 1, 4)]
+    seq = torch.nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
+    (a, sa), (b, sb) = ours(seq), ref(seq)
+    torch.testing.assert_close(a.data, b.data, rtol=1e-12, atol=1e-13)
+    for u, v in zip(as_tuple(sa), as_tuple(sb)):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-13)
+    assert torch.equal(a.sorted_indices, b.sorted_indices)
+    assert torch.equal(a.unsorted_indices, b.unsorted_indices)
 
 
 @pytest.mark.parametrize("kind", TORCH_KINDS)
 def test_unbatched_and_no_bias(kind):
-    for kwargs in ({"bias": False}, {"bias": True, "batch_first": True}):
+    for kwargs in ({"bias": False}, {"bias": True, "batch_first": True},
+                   {"bias": False, "bidirectional": True, "num_layers": 2}):
         ref, ours = pair(kind, dtype=np.float64, **kwargs)
-        x, hx = inputs(kind, batch_first=False, dtype=np.float64, batched=False)
+        nd, L = 1 + kwargs.get("bidirectional", False), kwargs.get("num_layers", 1)
+        x, hx = inputs(kind, batch_first=False, dtype=np.float64, batched=False,
+                       num_layers=L, directions=nd)
         assert_same_results(run(ours, x, hx), run(ref, x, hx), np.float64)
+        if nd == 2:
+            x, hx = inputs(kind, batch_first=False, dtype=np.float64, num_layers=L,
+                           directions=nd)
+            lengths = PACKINGS["packed_unsorted"]
+            assert_same_results(run(ours, x, hx, lengths=lengths),
+                                run(ref, x, hx, lengths=lengths), np.float64)
     assert not any("bias" in name for name, _ in rt.LSTM(D, H, bias=False).named_parameters())
 
 
+@pytest.mark.parametrize("config", [(False, "padded"), (True, "padded"),
+                                    (True, "packed_unsorted"), (False, "packed_sorted")],
+                         ids=["one_way", "bidirectional", "bidirectional_packed", "packed"])
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
-def test_dropout_between_layers_as_torch(kind, batch_first):
+def test_dropout_between_layers_as_torch(kind, batch_first, config):
     """Under one seed both modules drop the same elements (rnnfast.torch draws its masks from
-    torch's generator in torch's order), so outputs and gradients agree in training."""
+    torch's generator in torch's order: time-major, or over the packed rows of a
+    PackedSequence), so outputs and gradients agree in training."""
+    bidirectional, packing = config
+    nd, lengths = 1 + bidirectional, PACKINGS[packing]
     ref, ours = pair(kind, dtype=np.float64, batch_first=batch_first, num_layers=3,
-                     dropout=0.4)
-    x, hx = inputs(kind, batch_first=batch_first, dtype=np.float64, num_layers=3)
-    expected = run(ref, x, hx, seed=5)
-    assert_same_results(run(ours, x, hx, seed=5), expected, np.float64)
+                     dropout=0.4, bidirectional=bidirectional)
+    x, hx = inputs(kind, batch_first=batch_first, dtype=np.float64, num_layers=3,
+                   directions=nd)
+    expected = run(ref, x, hx, seed=5, lengths=lengths)
+    assert_same_results(run(ours, x, hx, seed=5, lengths=lengths), expected, np.float64)
     # the inference path (no graph) draws the same masks
     with torch.no_grad():
         torch.manual_seed(5)
-        torch.testing.assert_close(ours(x, hx)[0], expected["out"], rtol=1e-12, atol=1e-12)
+        out = ours(x if lengths is None else packed(x, lengths, batch_first), hx)[0]
+        torch.testing.assert_close(out if lengths is None else out.data, expected["out"],
+                                   rtol=1e-12, atol=1e-12)
     # and dropout does act: another seed, other masks
-    assert not torch.equal(run(ours, x, hx, seed=6, backward=False)["out"], expected["out"])
+    assert not torch.equal(run(ours, x, hx, seed=6, backward=False, lengths=lengths)["out"],
+                           expected["out"])
     ref.eval(), ours.eval()      # no dropout in eval mode
-    assert_same_results(run(ours, x, hx, seed=6), run(ref, x, hx, seed=5), np.float64)
+    assert_same_results(run(ours, x, hx, seed=6, lengths=lengths),
+                        run(ref, x, hx, seed=5, lengths=lengths), np.float64)
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -163,6 +261,30 @@ def test_gradcheck_float64(kind, num_layers):
     # the parameters are the module's own: gradcheck perturbs them in place, which the
     # module reads (its views of them follow the storage)
     assert torch.autograd.gradcheck(f, (x, *states, *params), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_gradcheck_float64_bidirectional_packed(kind):
+    """Two bidirectional layers over a PackedSequence of unsorted lengths: the gradients of
+    the packed data, the initial states and every parameter, against finite differences."""
+    _, ours = pair(kind, dtype=np.float64, num_layers=2, bidirectional=True)
+    g = torch.Generator().manual_seed(3)
+    template = packed(torch.zeros(3, 3, D, dtype=torch.float64), (2, 3, 1), False)
+    data = torch.randn(template.data.shape, generator=g, dtype=torch.float64,
+                       requires_grad=True)
+    states = [torch.randn(4, 3, H, generator=g, dtype=torch.float64, requires_grad=True)
+              for _ in cells.get(kind).states]
+    params = list(ours.parameters())
+
+    def f(data, *rest):
+        seq = torch.nn.utils.rnn.PackedSequence(data, template.batch_sizes,
+                                                template.sorted_indices,
+                                                template.unsorted_indices)
+        hx = tuple(rest[:len(states)]) if len(states) == 2 else rest[0]
+        out, state = ours(seq, hx)
+        return (out.data, *as_tuple(state))
+
+    assert torch.autograd.gradcheck(f, (data, *states, *params), eps=1e-6, atol=1e-7)
 
 
 def test_module_twice_in_one_graph_and_stacked_on_itself():
@@ -186,10 +308,11 @@ def test_retain_graph_second_backward(kind):
     """The compiled backward overwrites a workspace's gates: with retain_graph=True the
     first backward must leave them intact, so that the second gives the same gradients; a
     second backward of a freed graph is torch's own error."""
-    _, ours = pair(kind, dtype=np.float64, num_layers=2)
-    x, hx = inputs(kind, batch_first=False, dtype=np.float64, num_layers=2)
+    _, ours = pair(kind, dtype=np.float64, num_layers=2, bidirectional=True)
+    x, hx = inputs(kind, batch_first=False, dtype=np.float64, num_layers=2, directions=2)
     x, hx = leaves(x, hx)
-    out, state = ours(x, hx)
+    out, state = ours(packed(x, PACKINGS["packed_unsorted"], False), hx)
+    out = out.data
     loss = out.pow(2).sum() + sum(s.sum() for s in as_tuple(state))
     loss.backward(retain_graph=True)
     first = [t.grad.clone() for t in (x, *as_tuple(hx), *ours.parameters())]
@@ -199,7 +322,9 @@ def test_retain_graph_second_backward(kind):
     second = [t.grad for t in (x, *as_tuple(hx), *ours.parameters())]
     for a, b in zip(first, second):
         assert torch.equal(a, b)
-    assert out.grad_fn.tape is None        # the last backward let the workspaces go
+    # the last backward let the workspaces go (out: the packing's gather of the Function's)
+    node = out.grad_fn.next_functions[0][0].next_functions[0][0]
+    assert type(node).__name__ == "_RecurrentFunctionBackward" and node.tape is None
     with pytest.raises(RuntimeError, match="second time"):
         loss.backward()
 
@@ -209,15 +334,15 @@ def test_inference_path_keeps_no_workspace(monkeypatch):
     workspace, no graph); eval mode with trainable parameters still backpropagates, as
     torch.nn's modules do."""
     seen = []
-    kernel = rt._forward_kernel
+    kernel = rt._forward_layer
 
-    def spy(core, spec, x, h0, c0, w, batch_first, training):
+    def spy(core, call, x, states, layer, training):
         seen.append(training)
-        result = kernel(core, spec, x, h0, c0, w, batch_first, training)
-        assert (result[3] is None) == (not training)
-        return result
+        out, done = kernel(core, call, x, states, layer, training)
+        assert all((ws is None) == (not training) for _, ws in done)
+        return out, done
 
-    monkeypatch.setattr(rt, "_forward_kernel", spy)
+    monkeypatch.setattr(rt, "_forward_layer", spy)
     ref, ours = pair("lstm", num_layers=2)
     x, hx = inputs("lstm", batch_first=False, dtype=np.float32, num_layers=2)
     with torch.no_grad():
@@ -263,13 +388,14 @@ def test_convert_keeps_modules_and_parameters():
         def __init__(self):
             super().__init__()
             self.lstm = torch.nn.LSTM(D, H, num_layers=2, batch_first=True)
-            self.inner = torch.nn.Sequential(torch.nn.GRU(H, H), torch.nn.Linear(H, 2))
+            self.inner = torch.nn.Sequential(torch.nn.GRU(H, H, bidirectional=True),
+                                             torch.nn.Linear(2 * H, 2))
             self.rnn = torch.nn.RNN(D, H, nonlinearity="relu")
 
         def forward(self, x):
             out, _ = self.lstm(x)
-            out, _ = self.inner[0](out.transpose(0, 1))
-            y = self.inner[1](out[-1])
+            out, h = self.inner[0](out.transpose(0, 1))
+            y = self.inner[1](out[-1]) + h[1].sum(dim=1, keepdim=True)  # (h[1]: reverse's)
             return y + self.rnn(x.transpose(0, 1))[1][0].sum(dim=1, keepdim=True)
 
     torch.manual_seed(0)
@@ -338,12 +464,18 @@ def test_parameters_changed_in_every_way_are_read():
 def test_clear_errors():
     with pytest.raises(ValueError, match="proj_size"):
         rt.LSTM(D, H, proj_size=2)
-    with pytest.raises(NotImplementedError, match="bidirectional"):
-        rt.GRU(D, H, bidirectional=True)
     m = rt.LSTM(D, H)
     x = torch.randn(T, B, D)
-    with pytest.raises(NotImplementedError, match="PackedSequence"):
-        m(torch.nn.utils.rnn.pack_padded_sequence(x, [T, T - 1, 2]))
+    seq = torch.nn.utils.rnn.pack_padded_sequence(x, [T, T - 1, 2])
+    PS = torch.nn.utils.rnn.PackedSequence
+    with pytest.raises(ValueError, match=r"data must be 2-D \(total steps, input_size=4\)"):
+        m(PS(torch.randn(seq.data.shape[0], D + 1), seq.batch_sizes))
+    with pytest.raises(ValueError, match="dtype torch.float32, got torch.float64"):
+        m(PS(seq.data.double(), seq.batch_sizes))
+    with pytest.raises(ValueError, match="batch_sizes.sum"):
+        m(PS(seq.data[:-1], seq.batch_sizes))
+    with pytest.raises(ValueError, match=r"hx h0 must have shape \(2, 3, 6\)"):
+        rt.LSTM(D, H, bidirectional=True)(seq, (torch.zeros(1, B, H), torch.zeros(2, B, H)))
     with pytest.raises(ValueError, match="3-D"):
         m(torch.randn(2, T, B, D))
     with pytest.raises(ValueError, match="input_size=4"):
@@ -368,8 +500,6 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="proj_size"):
         rt.convert(net)
     assert type(net[0]) is torch.nn.LSTM          # nothing converted by a failed call
-    with pytest.raises(NotImplementedError, match="bidirectional"):
-        rt.convert(torch.nn.GRU(D, H, bidirectional=True))
 
 
 def test_import_without_torch():
