@@ -804,13 +804,6 @@ def missing_torch_message():
             "build: pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 
 
-def unsupported_torch_feature(owner, feature):
-    """The NotImplementedError of a torch.nn configuration rnnfast.torch cannot run yet."""
-    return NotImplementedError(
-        f"{owner}: {feature} is not supported by rnnfast.torch yet (the compiled core runs "
-        f"unidirectional stacks of padded sequences for now); use the torch.nn module for it")
-
-
 def check_torch_options(owner, proj_size):
     """The constructor arguments rnnfast.torch refuses: ``proj_size`` (an LSTM with
     projections has no rnnfast kernel)."""
