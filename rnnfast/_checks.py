@@ -792,3 +792,46 @@ def check_seed_batch(dA):
                         "as the notebook's layers have, to divide the gradients by the batch "
                         f"size; got dA={type(dA).__name__}")
     return np.shape(dA)[0]
+
+
+# ----------------------------------------------------------------------------- interop (stacks)
+# (check_torch_module's successor: interop.from_torch calls this one, which takes any
+# num_layers and bidirectional; check_torch_module and _ONE_LAYER above can then go)
+
+def check_torch_recurrent(module, dtype=None):
+    """The CellSpec and the dtype of an rnnfast layer for a ``torch.nn.RNN``, ``LSTM`` or
+    ``GRU`` module of any ``num_layers``, ``bidirectional``, ``batch_first`` and ``bias``;
+    an LSTM with a projection (``proj_size > 0``) has no rnnfast counterpart (ValueError).
+    ``dtype`` None: the module's own (float32 or float64; other dtypes, float16 and
+    bfloat16, are an error rather than a silent conversion)."""
+    try:
+        import torch
+    except ImportError:                 # then it cannot be a torch module
+        torch = None
+    spec = None
+    if torch is not None:
+        for s in cells.specs():
+            cls = getattr(torch.nn, s.torch_class) if s.torch_class else None
+            if cls is not None and isinstance(module, cls):
+                spec = s
+                break
+    if spec is None:
+        names = ", ".join(dict.fromkeys(f"torch.nn.{s.torch_class}" for s in cells.specs()
+                                        if s.torch_class))
+        raise TypeError(f"module must be one of {names}, got {type(module).__module__}."
+                        f"{type(module).__qualname__}")
+    if spec.family == "rnn":
+        spec = cells.for_layer("rnn", module.nonlinearity)
+    proj = getattr(module, "proj_size", 0)
+    if proj != 0:
+        raise ValueError(f"module.proj_size must be 0 (an LSTM with a projection of h has no "
+                         f"rnnfast counterpart), got {proj!r}")
+    if dtype is not None:
+        return spec, check_dtype(dtype)
+    param_dtype = module.weight_ih_l0.dtype
+    numpy_dtype = {torch.float32: FLOAT_DTYPES[0], torch.float64: FLOAT_DTYPES[1]}
+    if param_dtype not in numpy_dtype:
+        raise TypeError(f"module's parameters are {param_dtype}; rnnfast layers compute in "
+                        f"float32 or float64: convert the module (module.float()) or pass "
+                        f"dtype=np.float32 to convert its weights")
+    return spec, numpy_dtype[param_dtype]
