@@ -619,6 +619,9 @@ def test_scikit_learn_cross_validation_with_lengths():
     fit only, sliced; with metadata routing, fit and score both get their folds' lengths."""
     sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed")
     from sklearn.model_selection import KFold, cross_val_score
+    if tuple(int(v) for v in sklearn.__version__.split(".")[:2]) < (1, 4):
+        pytest.skip(f"cross_val_score(params=) is scikit-learn >= 1.4's; this is "
+                    f"{sklearn.__version__}")
 
     X, y, lengths = padded_task(240, 14)
     m = SequenceClassifier(hidden_size=8, epochs=6, random_state=0, backend="cython")
