@@ -530,47 +530,6 @@ def check_fraction(value, name):
 
 # ----------------------------------------------------------------------------- interop
 
-_ONE_LAYER = ("only one-layer, unidirectional modules without projection map to rnnfast "
-              "layers for now")
-
-
-def check_torch_module(module, dtype=None):
-    """The CellSpec and the dtype of an rnnfast layer for a ``torch.nn.RNN``, ``LSTM`` or
-    ``GRU`` module; ``dtype`` None: the module's own (float32 or float64; other dtypes,
-    float16 and bfloat16, are an error rather than a silent conversion)."""
-    try:
-        import torch
-    except ImportError:                 # then it cannot be a torch module
-        torch = None
-    spec = None
-    if torch is not None:
-        for s in cells.specs():
-            cls = getattr(torch.nn, s.torch_class) if s.torch_class else None
-            if cls is not None and isinstance(module, cls):
-                spec = s
-                break
-    if spec is None:
-        names = ", ".join(dict.fromkeys(f"torch.nn.{s.torch_class}" for s in cells.specs()
-                                        if s.torch_class))
-        raise TypeError(f"module must be one of {names}, got {type(module).__module__}."
-                        f"{type(module).__qualname__}")
-    if spec.family == "rnn":
-        spec = cells.for_layer("rnn", module.nonlinearity)
-    for attr, want in (("num_layers", 1), ("bidirectional", False), ("proj_size", 0)):
-        got = getattr(module, attr, want)
-        if got != want:
-            raise ValueError(f"module.{attr} must be {want!r} ({_ONE_LAYER}), got {got!r}")
-    if dtype is not None:
-        return spec, check_dtype(dtype)
-    param_dtype = module.weight_ih_l0.dtype
-    numpy_dtype = {torch.float32: FLOAT_DTYPES[0], torch.float64: FLOAT_DTYPES[1]}
-    if param_dtype not in numpy_dtype:
-        raise TypeError(f"module's parameters are {param_dtype}; rnnfast layers compute in "
-                        f"float32 or float64: convert the module (module.float()) or pass "
-                        f"dtype=np.float32 to convert its weights")
-    return spec, numpy_dtype[param_dtype]
-
-
 def check_torch_layer(layer, layer_types):
     """The CellSpec of an rnnfast layer that has a torch.nn counterpart."""
     if not isinstance(layer, layer_types):
@@ -930,3 +889,45 @@ def check_torch_packed(owner, data, batch_sizes, input_size, dtype):
         raise ValueError(f"{owner}: a PackedSequence input must have batch_sizes.sum() rows "
                          f"of data (one per step of every sequence) and at least one, got "
                          f"{data.shape[0]} rows for batch_sizes summing to {total}")
+
+
+# ----------------------------------------------------------------------------- interop (stacks)
+# (interop.from_torch: any num_layers and bidirectional)
+
+def check_torch_recurrent(module, dtype=None):
+    """The CellSpec and the dtype of an rnnfast layer for a ``torch.nn.RNN``, ``LSTM`` or
+    ``GRU`` module of any ``num_layers``, ``bidirectional``, ``batch_first`` and ``bias``;
+    an LSTM with a projection (``proj_size > 0``) has no rnnfast counterpart (ValueError).
+    ``dtype`` None: the module's own (float32 or float64; other dtypes, float16 and
+    bfloat16, are an error rather than a silent conversion)."""
+    try:
+        import torch
+    except ImportError:                 # then it cannot be a torch module
+        torch = None
+    spec = None
+    if torch is not None:
+        for s in cells.specs():
+            cls = getattr(torch.nn, s.torch_class) if s.torch_class else None
+            if cls is not None and isinstance(module, cls):
+                spec = s
+                break
+    if spec is None:
+        names = ", ".join(dict.fromkeys(f"torch.nn.{s.torch_class}" for s in cells.specs()
+                                        if s.torch_class))
+        raise TypeError(f"module must be one of {names}, got {type(module).__module__}."
+                        f"{type(module).__qualname__}")
+    if spec.family == "rnn":
+        spec = cells.for_layer("rnn", module.nonlinearity)
+    proj = getattr(module, "proj_size", 0)
+    if proj != 0:
+        raise ValueError(f"module.proj_size must be 0 (an LSTM with a projection of h has no "
+                         f"rnnfast counterpart), got {proj!r}")
+    if dtype is not None:
+        return spec, check_dtype(dtype)
+    param_dtype = module.weight_ih_l0.dtype
+    numpy_dtype = {torch.float32: FLOAT_DTYPES[0], torch.float64: FLOAT_DTYPES[1]}
+    if param_dtype not in numpy_dtype:
+        raise TypeError(f"module's parameters are {param_dtype}; rnnfast layers compute in "
+                        f"float32 or float64: convert the module (module.float()) or pass "
+                        f"dtype=np.float32 to convert its weights")
+    return spec, numpy_dtype[param_dtype]

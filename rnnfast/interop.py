@@ -1,16 +1,25 @@
 """Weights from and to other libraries: PyTorch modules and Keras weight arrays.
 
 - ``from_torch(module, *, dtype=None, backend="cython")``: an rnnfast layer with the
-  weights of a one-layer, unidirectional ``torch.nn.RNN`` (tanh or relu), ``LSTM``
-  (without projection) or ``GRU``; its ``batch_first`` and ``bias`` are the module's
-  (``bias=False``: zero biases), and so is its dtype when ``dtype`` is None: a float64 module
-  gives a float64 layer. A float16 or bfloat16 module is a TypeError unless ``dtype`` is
-  given (its weights are then converted). Stacked or bidirectional modules are not
-  supported yet (ValueError).
-- ``to_torch(layer)``: the torch.nn module with the layer's weights, ``batch_first`` and
-  dtype (there is no torch module for the sigmoid RNN: ValueError).
-  ``from_torch(to_torch(layer))`` has bitwise the layer's parameters; ``to_torch`` of
-  ``from_torch(module)`` computes what ``module`` computes.
+  weights of a ``torch.nn.RNN`` (tanh or relu), ``LSTM`` (without projection:
+  ``proj_size > 0`` is a ValueError) or ``GRU``; its ``num_layers``, ``bidirectional``,
+  ``batch_first`` and ``bias`` are the module's (``bias=False``: zero biases), and so is
+  its dtype when ``dtype`` is None: a float64 module gives a float64 layer. A float16 or
+  bfloat16 module is a TypeError unless ``dtype`` is given (its weights are then
+  converted). Every layer and direction maps as the registry's layer 0 does, torch's
+  suffix becoming rnnfast's (``cells.CellSpec.suffix``): ``weight_ih_l1_reverse.T`` is
+  ``Wx_l1_reverse``, ``bias_ih_l0 + bias_hh_l0`` is ``b``, and so on. torch's
+  ``dropout`` between layers (training mode only) has no rnnfast counterpart: a module
+  with ``dropout > 0`` and more than one layer gives a warning, and the layer computes what
+  the module computes in eval mode.
+- ``to_torch(layer)``: the torch.nn module with the layer's weights, ``num_layers``,
+  ``bidirectional``, ``batch_first`` and dtype, always with biases (there is no torch
+  module for the sigmoid RNN: ValueError). ``from_torch(to_torch(layer))`` has bitwise
+  the layer's parameters; ``to_torch(from_torch(module))`` computes what ``module``
+  computes and has its weights bitwise, but its biases only in rnnfast's form: where torch
+  sums its two biases, ``bias_ih`` holds the sum and ``bias_hh`` zeros (rnnfast keeps one
+  bias there, so the split between the two is not kept); the GRU's n-gate biases come
+  back as they were.
 - ``from_keras_weights(kind, kernel, recurrent_kernel, bias=None, *, nonlinearity=None,
   batch_first=True, dtype=None, backend="cython")``: a layer from Keras' arrays in the
   order of ``layer.get_weights()`` (``bias=None`` for ``use_bias=False``):
@@ -37,6 +46,8 @@
   ``dtype`` None: the kernel's dtype when it is float32 or float64 (a list of Python
   floats: float64), else float32 (Keras' default floatx; a float16 kernel, say).
 """
+import warnings
+
 import numpy as np
 
 from . import _checks
@@ -60,39 +71,65 @@ def _fill(layer, params):
     return layer
 
 
+def _torch_suffix(layer, direction):
+    """torch's parameter-name suffix of a layer and direction: "_l0", "_l0_reverse",
+    "_l1", ... (rnnfast's, ``CellSpec.suffix``, leaves out "_l0")."""
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def _layers_and_directions(num_layers, bidirectional):
+    return [(k, d) for k in range(num_layers) for d in range(2 if bidirectional else 1)]
+
+
 def from_torch(module, *, dtype=None, backend="cython"):
-    """An rnnfast layer with the weights of a one-layer, unidirectional ``torch.nn.RNN``,
-    ``LSTM`` or ``GRU`` (see the module docstring)."""
-    spec, dtype = _checks.check_torch_module(module, dtype)
+    """An rnnfast layer with the weights of a ``torch.nn.RNN``, ``LSTM`` or ``GRU`` of any
+    ``num_layers``, ``bidirectional``, ``batch_first`` and ``bias`` (see the module
+    docstring)."""
+    spec, dtype = _checks.check_torch_recurrent(module, dtype)
     _checks.check_backend(backend)
+    if module.num_layers > 1 and module.dropout > 0:
+        warnings.warn(f"module.dropout={module.dropout!r}: torch drops outputs between its "
+                      f"layers in training mode; rnnfast layers have no dropout, so this "
+                      f"layer computes what the module computes in eval mode", stacklevel=2)
 
     def numpy(name):
         t = getattr(module, name, None)
         return None if t is None else t.detach().cpu().double().numpy()
 
-    params = spec.params_from_torch(numpy("weight_ih_l0"), numpy("weight_hh_l0"),
-                                    numpy("bias_ih_l0"), numpy("bias_hh_l0"))
+    params = {}
+    for k, d in _layers_and_directions(module.num_layers, module.bidirectional):
+        t = _torch_suffix(k, d)
+        group = spec.params_from_torch(numpy("weight_ih" + t), numpy("weight_hh" + t),
+                                       numpy("bias_ih" + t), numpy("bias_hh" + t))
+        params.update((name + spec.suffix(k, d), value) for name, value in group.items())
     layer = _layer(spec, module.input_size, module.hidden_size,
+                   num_layers=module.num_layers, bidirectional=module.bidirectional,
                    batch_first=module.batch_first, dtype=dtype, backend=backend)
     return _fill(layer, params)
 
 
 def to_torch(layer):
-    """The ``torch.nn.RNN``/``LSTM``/``GRU`` with ``layer``'s weights, ``batch_first`` and
-    dtype, in the layer's training mode."""
+    """The ``torch.nn.RNN``/``LSTM``/``GRU`` with ``layer``'s weights, ``num_layers``,
+    ``bidirectional``, ``batch_first`` and dtype, in the layer's training mode."""
     import torch
 
     spec = _checks.check_torch_layer(layer, _Recurrent)
-    params = dict(zip(spec.params, layer._weights()))    # checked: the shapes are the layer's
-    kwargs = dict(batch_first=layer.batch_first,
+    # checked: the shapes are the layer's
+    weights = dict(zip(layer._names, layer._weights()))
+    kwargs = dict(num_layers=layer.num_layers, bidirectional=layer.bidirectional,
+                  batch_first=layer.batch_first,
                   dtype={np.dtype(np.float32): torch.float32,
                          np.dtype(np.float64): torch.float64}[layer.dtype])
     if spec.family == "rnn":
         kwargs["nonlinearity"] = spec.nonlinearity
     module = getattr(torch.nn, spec.torch_class)(layer.input_size, layer.hidden_size, **kwargs)
     with torch.no_grad():
-        for name, value in spec.params_to_torch(params).items():
-            getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+        for k, d in _layers_and_directions(layer.num_layers, layer.bidirectional):
+            params = {name: weights[name + spec.suffix(k, d)] for name in spec.params}
+            for name, value in spec.params_to_torch(params).items():
+                # (the registry names layer 0's tensors: "weight_ih_l0", ...)
+                target = getattr(module, name.removesuffix("_l0") + _torch_suffix(k, d))
+                target.copy_(torch.from_numpy(np.ascontiguousarray(value)))
     return module.train(layer.training)
 
 

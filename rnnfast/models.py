@@ -1,11 +1,29 @@
 """Trainable models with scikit-learn's conventions: ``SequenceClassifier`` and
 ``SequenceRegressor``.
 
-A recurrent layer (any cell of ``rnnfast.cells``) reads ``X (n_sequences, seq_len,
-features)``; a ``rnnfast.nn.Dense`` head maps its last hidden state (many-to-one) or, for
-a regressor with ``y (n, seq_len, outputs)``, every step's output (many-to-many) to the
+A recurrent layer (any cell of ``rnnfast.cells``, ``num_layers`` deep, one or two
+directions) reads ``X (n_sequences, seq_len, features)``; a ``rnnfast.nn.Dense`` head maps
+its last layer's final hidden state (many-to-one; both directions concatenated) or, for a
+regressor with ``y (n, seq_len, outputs)``, every step's output (many-to-many) to the
 outputs; softmax cross-entropy or the mean squared error is minimised with an optimizer of
 ``rnnfast.optim`` over shuffled minibatches.
+
+Padded sequences of different lengths: ``fit(X, y, lengths=...)``, ``predict(X,
+lengths=...)``, ``predict_proba`` and ``score`` take one length per sequence (1 ..
+seq_len, any order; the layers' ``lengths``). A row is then read up to its own end only:
+its many-to-one features are the final states at its last valid step (the reverse
+direction's, at its step 0, having started at the row's end: PyTorch's ``h_n`` of packed
+sequences), so a padded row predicts what the row alone, unpadded, does; a many-to-many
+regressor's loss and R^2 count the valid steps only, and its predictions past a row's end
+are zero. Minibatches take their rows' lengths with them.
+
+scikit-learn and ``lengths``: ``fit``/``predict``/``score`` called directly take it. In
+scikit-learn's own loops (``cross_val_score``, ``GridSearchCV``), ``params={"lengths":
+L}`` reaches ``fit`` only (sliced to the training rows), while the scorer calls ``score``
+without it, which then reads every row to seq_len: silently another model. With metadata
+routing on (``sklearn.set_config(enable_metadata_routing=True)`` and
+``model.set_fit_request(lengths=True).set_score_request(lengths=True)``), scikit-learn
+slices ``lengths`` for both ``fit`` and ``score``; tests/test_models.py checks that.
 
 Every hyperparameter is an argument of ``__init__``, stored as given and validated by
 ``fit`` (scikit-learn's rules), so ``get_params``/``set_params``, ``sklearn.base.clone``,
@@ -41,7 +59,7 @@ __all__ = ["SequenceClassifier", "SequenceRegressor", "NotFittedError", "HAVE_SK
 
 OPTIMIZERS = ("adam", "sgd", "adagrad")
 FORMAT = "rnnfast.models"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                      # 2: stacked/bidirectional layers (their records)
 _CONFIG_KEY = "__rnnfast_config__"
 _PREDICT_CHUNK = 1024                   # rows per forward at predict time
 _ALIGN = 16                             # parameters start at 64-byte offsets (float32)
@@ -116,13 +134,20 @@ def _random_generator(random_state):
                     f"RandomState, got {type(random_state).__name__} {random_state!r}")
 
 
-def _make_layer(kind, input_size, hidden_size, dtype, backend, seed):
+def _make_layer(kind, input_size, hidden_size, dtype, backend, seed, num_layers=1,
+                bidirectional=False):
     spec = cells.get(kind)
     cls = getattr(layers, spec.layer)
+    kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, dtype=dtype,
+                  backend=backend, seed=seed)
     if spec.family == "rnn":
-        return cls(input_size, hidden_size, spec.nonlinearity, dtype=dtype, backend=backend,
-                   seed=seed)
-    return cls(input_size, hidden_size, dtype=dtype, backend=backend, seed=seed)
+        return cls(input_size, hidden_size, spec.nonlinearity, **kwargs)
+    return cls(input_size, hidden_size, **kwargs)
+
+
+def _valid_steps(lengths, seq_len):
+    """``(n, seq_len)`` bools: True at each row's steps before its length."""
+    return np.arange(seq_len)[None, :] < lengths[:, None]
 
 
 def _share_storage(parts, dtype):
@@ -151,6 +176,7 @@ def _layer_record(layer):
         return {"type": "Dense", "sizes": [layer.in_features, layer.out_features],
                 "dtype": layer.dtype.name, "params": dict(layer.params)}
     return {"type": layer._spec.kind, "sizes": [layer.input_size, layer.hidden_size],
+            "num_layers": layer.num_layers, "bidirectional": layer.bidirectional,
             "dtype": layer.dtype.name, "backend": layer.backend,
             "params": dict(layer.params)}
 
@@ -160,7 +186,14 @@ def _layer_from_record(rec):
     if rec["type"] == "Dense":
         lay = Dense(*rec["sizes"], dtype=dtype)
     else:
-        lay = _make_layer(rec["type"], *rec["sizes"], dtype, rec["backend"], seed=0)
+        # (records of format 1 have no num_layers/bidirectional: one layer, one direction)
+        lay = _make_layer(rec["type"], *rec["sizes"], dtype, rec["backend"], seed=0,
+                          num_layers=rec.get("num_layers", 1),
+                          bidirectional=rec.get("bidirectional", False))
+    missing = sorted(set(lay.params) - set(rec["params"]))
+    if missing:                         # (else they would keep their random initial values)
+        raise ValueError(f"parameter(s) {missing} of the {rec['type']} layer are missing "
+                         f"(it has {sorted(lay.params)})")
     for k, v in rec["params"].items():
         if k not in lay.params or lay.params[k].shape != np.shape(v):
             raise ValueError(f"parameter {k!r} of shape {np.shape(v)} does not fit a "
@@ -232,11 +265,10 @@ class _SequenceModel(BaseEstimator):
             raise ValueError(f"{name}: cell must be one of {cells.KINDS}, got {self.cell!r}")
         spec = cells.get(self.cell)
         hidden = _checks.check_size(self.hidden_size, "hidden_size")
-        if self.num_layers != 1 or self.bidirectional is not False:
-            raise NotImplementedError(
-                f"{name}: num_layers={self.num_layers!r}, bidirectional="
-                f"{self.bidirectional!r}: only num_layers=1, bidirectional=False for now "
-                f"(rnnfast's layers are one-layer and one-direction)")
+        num_layers = _checks.check_size(self.num_layers, "num_layers")
+        if not isinstance(self.bidirectional, (bool, np.bool_)):
+            raise TypeError(f"{name}: bidirectional must be True or False, got "
+                            f"{self.bidirectional!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"{name}: optimizer must be one of {OPTIMIZERS}, got "
                              f"{self.optimizer!r}")
@@ -252,10 +284,14 @@ class _SequenceModel(BaseEstimator):
         if not isinstance(self.check_finite, (bool, np.bool_)):
             raise TypeError(f"{name}: check_finite must be True or False, got "
                             f"{self.check_finite!r}")
-        return dict(spec=spec, hidden=hidden, lr=lr, epochs=epochs, batch=batch, clip=clip,
-                    dtype=dtype, backend=backend, verbose=int(self.verbose))
+        return dict(spec=spec, hidden=hidden, num_layers=num_layers,
+                    bidirectional=bool(self.bidirectional), lr=lr, epochs=epochs, batch=batch,
+                    clip=clip, dtype=dtype, backend=backend, verbose=int(self.verbose))
 
-    def _check_X(self, X, dtype, fitting=False):
+    def _check_X(self, X, dtype, fitting=False, lengths=None):
+        """``(X, lengths)`` checked: X 3-D, of the fitted features, as ``dtype``, finite
+        (``check_finite``; with lengths at the valid steps only, the padding being read by
+        no layer), lengths one per sequence or None."""
         X = _checks.as_numeric_array(X, "X")
         if X.ndim != 3:
             hint = " (one sequence: X[None])" if X.ndim == 2 else ""
@@ -271,15 +307,20 @@ class _SequenceModel(BaseEstimator):
                                  f"{type(self).__name__} was fitted with "
                                  f"{self.n_features_in_} (n_features_in_)")
         X = np.ascontiguousarray(X, dtype=dtype)
+        lengths = self._check_lengths(lengths, X)
         if self.check_finite is False or self.check_finite is np.False_:
-            return X                    # the user's choice: NaN/Inf propagate as in layers
+            return X, lengths           # the user's choice: NaN/Inf propagate as in layers
         finite = np.isfinite(X)
         if not finite.all():
-            bad = np.flatnonzero(~finite.all(axis=(1, 2)))
-            raise ValueError(f"X contains NaN or infinity (in sequence(s) "
-                             f"{bad[:5].tolist()}{'...' if bad.size > 5 else ''}); "
-                             f"check_finite=False skips this check")
-        return X
+            if lengths is not None:     # the padding is never read: it may hold anything
+                finite |= ~_valid_steps(lengths, X.shape[1])[:, :, None]
+            if not finite.all():
+                bad = np.flatnonzero(~finite.all(axis=(1, 2)))
+                raise ValueError(f"X contains NaN or infinity (in sequence(s) "
+                                 f"{bad[:5].tolist()}{'...' if bad.size > 5 else ''}"
+                                 f"{', at valid steps' if lengths is not None else ''}); "
+                                 f"check_finite=False skips this check")
+        return X, lengths
 
     def _check_fitted(self):
         if not hasattr(self, "rnn_"):
@@ -292,12 +333,24 @@ class _SequenceModel(BaseEstimator):
             raise ValueError(f"y has {len(y)} {what} but X has {X.shape[0]} sequences: "
                              f"they must be the same")
 
+    @staticmethod
+    def _check_lengths(lengths, X):
+        """None, or one length per sequence of ``X`` (the layers' check, on the whole X
+        before anything runs, its message saying what X is)."""
+        try:
+            return _checks.check_lengths(lengths, X.shape[0], X.shape[1])
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{e} (X has {X.shape[0]} sequences of {X.shape[1]} steps: "
+                          f"lengths has one entry per sequence)") from None
+
     # ------------------------------------------------------------ training
     def _build(self, hp, n_features, n_outputs, rng):
         seeds = rng.integers(0, 2**63 - 1, size=2)
         self.rnn_ = _make_layer(hp["spec"].kind, n_features, hp["hidden"], hp["dtype"],
-                                hp["backend"], int(seeds[0]))
-        self.dense_ = Dense(hp["hidden"], n_outputs, dtype=hp["dtype"], seed=int(seeds[1]))
+                                hp["backend"], int(seeds[0]), hp["num_layers"],
+                                hp["bidirectional"])
+        width = self.rnn_.num_directions * hp["hidden"]     # the directions concatenated
+        self.dense_ = Dense(width, n_outputs, dtype=hp["dtype"], seed=int(seeds[1]))
 
     def _make_optimizer(self, hp):
         flat = _share_storage([self.rnn_, self.dense_], hp["dtype"])
@@ -309,13 +362,39 @@ class _SequenceModel(BaseEstimator):
         return optim.SGD(pairs, lr=hp["lr"])
 
     def _last_hidden(self, state):
-        return state[0] if len(self.rnn_._spec.states) == 2 else state
+        """The many-to-one features ``(batch, num_directions * hidden)``: the last layer's
+        final hidden state, forward then reverse direction (PyTorch users' ``h_n[-2:]``
+        concatenated). With lengths, the forward one is ``out[b, length - 1, :H]`` and the
+        reverse one ``out[b, 0, H:]`` (tests/test_models.py checks it)."""
+        h = state[0] if len(self.rnn_._spec.states) == 2 else state
+        if h.ndim == 2:                 # one layer, one direction: (batch, hidden)
+            return h
+        nd = self.rnn_.num_directions
+        return h[-1] if nd == 1 else np.concatenate(h[-nd:], axis=1)
 
-    def _state_gradient(self, dh):
-        return (dh, None) if len(self.rnn_._spec.states) == 2 else dh
+    def _state_gradient(self, d):
+        """The gradient of the final states for the gradient ``d`` of the features: ``d``
+        in the last layer's slots, zero elsewhere (and none for the LSTM's c)."""
+        rnn = self.rnn_
+        if rnn.num_layers == 1 and rnn.num_directions == 1:
+            dh = d
+        else:
+            nd, H = rnn.num_directions, rnn.hidden_size
+            dh = np.zeros((rnn.num_layers * nd, d.shape[0], H), d.dtype)
+            dh[-nd:] = d.reshape(d.shape[0], nd, H).transpose(1, 0, 2)
+        return (dh, None) if len(rnn._spec.states) == 2 else dh
 
-    def _fit(self, X, y, hp, n_outputs):
-        """The training loop over shuffled minibatches; ``y`` already encoded."""
+    def _train_step(self, xb, yb, lb, opt, clip):
+        """One minibatch: the loss and its gradients, then an optimizer step."""
+        stats = self._loss_and_grads(xb, yb, lb)
+        if clip is not None:
+            optim.clip_grad_norm(opt, clip)
+        opt.step()
+        return stats
+
+    def _fit(self, X, y, hp, n_outputs, lengths=None):
+        """The training loop over shuffled minibatches; ``y`` already encoded, ``lengths``
+        checked (or None)."""
         rng = _random_generator(self.random_state)
         self._build(hp, X.shape[2], n_outputs, rng)
         opt = self._make_optimizer(hp)
@@ -329,7 +408,8 @@ class _SequenceModel(BaseEstimator):
             seen = 0
             for start in range(0, n, batch):
                 idx = perm[start:start + batch]
-                stats = self._train_step(X[idx], y[idx], opt, hp["clip"])
+                stats = self._train_step(X[idx], y[idx], None if lengths is None
+                                         else lengths[idx], opt, hp["clip"])
                 seen += len(idx)
                 for k, v in stats.items():
                     total[k] += v * len(idx)
@@ -363,15 +443,18 @@ class _SequenceModel(BaseEstimator):
             print(f"epoch {epoch + 1}/{hp['epochs']}: "
                   + ", ".join(f"{k} {v}" for k, v in last.items()), file=sys.stderr)
 
-    def _forward_train(self, xb):
-        out, state = self.rnn_(xb)
+    def _forward_train(self, xb, lb=None):
+        out, state = self.rnn_(xb, lengths=lb)
         return out, self._last_hidden(state)
 
-    def _predict_raw(self, X):
-        """The head's outputs for every sequence (eval mode, in chunks)."""
+    def _predict_raw(self, X, lengths=None):
+        """The head's outputs for every sequence (eval mode, in chunks; ``lengths``
+        checked, or None)."""
         res = []
         for s in range(0, X.shape[0], _PREDICT_CHUNK):
-            out, state = self.rnn_(X[s:s + _PREDICT_CHUNK])
+            chunk = slice(s, s + _PREDICT_CHUNK)
+            out, state = self.rnn_(X[chunk], lengths=None if lengths is None
+                                   else lengths[chunk])
             res.append(self.dense_(self._head_input(out, state)))
         return np.concatenate(res, axis=0)
 
@@ -407,7 +490,10 @@ class _SequenceModel(BaseEstimator):
         self._check_fitted()
         from . import __version__
         params = {k: _json_value(v) for k, v in self.get_params(deep=False).items()}
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION,
+        # a one-layer, one-direction model stays readable by format-1 readers
+        rnn = self.rnn_
+        version = 1 if rnn.num_layers == 1 and not rnn.bidirectional else FORMAT_VERSION
+        config = {"format": FORMAT, "format_version": version,
                   "class": type(self).__name__, "rnnfast_version": __version__,
                   "params": params, "n_features_in_": int(self.n_features_in_),
                   "history_": self.history_, **self._fitted_config(),
@@ -481,8 +567,10 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
     random_state=None, verbose=0, dtype=np.float32, backend="cython", check_finite=True)``
 
     - ``cell``: a kind of ``rnnfast.cells`` (``"rnn_tanh"``, ``"rnn_relu"``,
-      ``"rnn_sigmoid"``, ``"lstm"``, ``"gru"``); ``num_layers`` and ``bidirectional`` only
-      their defaults for now (NotImplementedError otherwise).
+      ``"rnn_sigmoid"``, ``"lstm"``, ``"gru"``); ``num_layers``: stacked layers (each
+      reads the one below's outputs); ``bidirectional``: both directions, the head reading
+      the last layer's final forward and reverse hidden states side by side (``Dense`` of
+      ``2 * hidden_size`` inputs).
     - ``optimizer``: ``"adam"``, ``"sgd"`` or ``"adagrad"`` (``rnnfast.optim``'s defaults
       but ``lr=learning_rate``); ``clip_norm``: clip the global gradient norm per step.
     - ``random_state``: the initial weights and the shuffling (a seed makes ``fit``
@@ -494,17 +582,22 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
       pass over ``X``, and NaN/Inf then propagate as in the layers (a NaN loss and
       weights).
 
-    ``fit(X, y)``: ``X (n_sequences, seq_len, features)`` (finite, see ``check_finite``),
-    ``y`` ``n`` labels of any type (``classes_ = np.unique(y)``). After it: ``classes_``,
-    ``n_features_in_``, ``history_`` (``{"loss": [...], "accuracy": [...]}``, per epoch,
-    over its minibatches), ``rnn_`` and ``dense_`` (the fitted layers).
+    ``fit(X, y, lengths=None)``: ``X (n_sequences, seq_len, features)`` (finite, see
+    ``check_finite``; with lengths, the padding past each row's end is never read and may
+    hold anything), ``y`` ``n`` labels of any type (``classes_ =
+    np.unique(y)``), ``lengths`` None or one length per sequence (each row read up to its
+    end: see the module docstring). After it: ``classes_``, ``n_features_in_``,
+    ``history_`` (``{"loss": [...], "accuracy": [...]}``, per epoch, over its minibatches),
+    ``rnn_`` and ``dense_`` (the fitted layers). ``predict``, ``predict_proba`` and
+    ``score`` take ``lengths`` too.
     """
 
     _history_keys = ("loss", "accuracy")
 
-    def fit(self, X, y):
+    def fit(self, X, y, lengths=None):
+        """Train on ``X`` and labels ``y`` (``lengths``: one per sequence, or None)."""
         hp = self._checked_hyperparameters()
-        X = self._check_X(X, hp["dtype"], fitting=True)
+        X, lengths = self._check_X(X, hp["dtype"], True, lengths)
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D, one label per sequence, got shape {y.shape}")
@@ -518,34 +611,34 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
             raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got "
                              f"{classes.size} ({classes.tolist()})")
         self.classes_ = classes
-        return self._fit(X, encoded.reshape(-1), hp, classes.size)
+        return self._fit(X, encoded.reshape(-1), hp, classes.size, lengths)
 
-    def _train_step(self, xb, yb, opt, clip):
-        out, h = self._forward_train(xb)
+    def _loss_and_grads(self, xb, yb, lb):
+        """The mean cross-entropy of a minibatch (and its accuracy); the gradients of every
+        parameter into the layers' ``grads``."""
+        out, h = self._forward_train(xb, lb)
         logits = self.dense_(h)
         # yb: class indices checked once in fit (np.unique's), so the unchecked loss
         loss, dlogits = losses._cross_entropy_indices(logits, yb)
         self.rnn_.backward(None, self._state_gradient(self.dense_.backward(dlogits)))
-        if clip is not None:
-            optim.clip_grad_norm(opt, clip)
-        opt.step()
         # (count / n is np.mean's value of the bools, bit for bit, without its overhead)
         return {"loss": loss,
                 "accuracy": np.count_nonzero(logits.argmax(axis=1) == yb) / len(yb)}
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, lengths=None):
         """Class probabilities, ``(n, n_classes)`` in ``classes_`` order."""
-        X = self._check_X(X, self.rnn_.dtype if hasattr(self, "rnn_") else np.float32)
-        return losses.softmax(self._predict_raw(X))
+        X, lengths = self._check_X(X, self.rnn_.dtype if hasattr(self, "rnn_")
+                                   else np.float32, False, lengths)
+        return losses.softmax(self._predict_raw(X, lengths))
 
-    def predict(self, X):
+    def predict(self, X, lengths=None):
         """The most probable class of each sequence (labels from ``classes_``)."""
         self._check_fitted()
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        return self.classes_[np.argmax(self.predict_proba(X, lengths), axis=1)]
 
-    def score(self, X, y, sample_weight=None):
-        """The accuracy of ``predict(X)`` against ``y`` (weighted by ``sample_weight``);
-        labels not seen in ``fit`` are a ValueError."""
+    def score(self, X, y, sample_weight=None, lengths=None):
+        """The accuracy of ``predict(X, lengths)`` against ``y`` (weighted by
+        ``sample_weight``); labels not seen in ``fit`` are a ValueError."""
         self._check_fitted()
         y = np.asarray(y)
         if y.ndim != 1:
@@ -556,7 +649,7 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
             unknown = np.unique(y[~known])
             raise ValueError(f"y contains label(s) not seen in fit: {unknown[:5].tolist()} "
                              f"(classes_ are {self.classes_.tolist()[:20]})")
-        correct = self.predict(X) == y
+        correct = self.predict(X, lengths) == y
         return float(np.average(correct, weights=sample_weight))
 
     def _fitted_config(self):
@@ -580,21 +673,26 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
 
 class SequenceRegressor(RegressorMixin, _SequenceModel):
     """Sequence regression with the mean squared error: ``y (n,)`` or ``(n, outputs)``
-    from the last hidden state (many-to-one), or ``y (n, seq_len, outputs)`` from every
-    step's output (many-to-many; ``X``'s ``seq_len``). Hyperparameters as
+    from the last layer's final hidden state (many-to-one), or ``y (n, seq_len, outputs)``
+    from every step's output (many-to-many; ``X``'s ``seq_len``). Hyperparameters as
     ``SequenceClassifier``'s; ``score`` is R^2 (averaged over outputs, and over steps for a
-    many-to-many ``y``); ``history_`` is ``{"loss": [...]}``."""
+    many-to-many ``y``); ``history_`` is ``{"loss": [...]}``.
 
-    def fit(self, X, y):
+    With ``lengths``, a many-to-many ``y``'s entries past a row's end are ignored (the loss
+    is the mean over the valid steps; they may hold anything, NaN included), ``predict``
+    gives zeros there and ``score`` counts the valid steps only."""
+
+    def fit(self, X, y, lengths=None):
+        """Train on ``X`` and targets ``y`` (``lengths``: one per sequence, or None)."""
         hp = self._checked_hyperparameters()
-        X = self._check_X(X, hp["dtype"], fitting=True)
-        y = self._check_y(y, X)
+        X, lengths = self._check_X(X, hp["dtype"], True, lengths)
+        y = self._check_y(y, X, lengths=lengths)
         self.y_ndim_ = y.ndim
         y3 = y.reshape(y.shape[0], -1) if y.ndim == 1 else y
         self.n_outputs_ = y3.shape[-1]
-        return self._fit(X, y3, hp, self.n_outputs_)
+        return self._fit(X, y3, hp, self.n_outputs_, lengths)
 
-    def _check_y(self, y, X, dtype=None):
+    def _check_y(self, y, X, dtype=None, lengths=None):
         y = _checks.as_numeric_array(y, "y")
         self._check_length(y, X, "targets")
         if y.ndim == 3 and y.shape[1] != X.shape[1]:
@@ -604,8 +702,10 @@ class SequenceRegressor(RegressorMixin, _SequenceModel):
             raise ValueError(f"y must be (n,), (n, outputs) or (n, seq_len, outputs), got "
                              f"shape {y.shape}")
         y = np.asarray(y, dtype=X.dtype if dtype is None else dtype)
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinity")
+        valid = y if y.ndim < 3 or lengths is None else y[_valid_steps(lengths, y.shape[1])]
+        if not np.isfinite(valid).all():
+            raise ValueError("y contains NaN or infinity"
+                             + (" (at valid steps)" if valid is not y else ""))
         return y
 
     def _many_to_many(self):
@@ -614,44 +714,57 @@ class SequenceRegressor(RegressorMixin, _SequenceModel):
     def _head_input(self, out, state):
         return out if self._many_to_many() else self._last_hidden(state)
 
-    def _train_step(self, xb, yb, opt, clip):
-        out, h = self._forward_train(xb)
+    def _loss_and_grads(self, xb, yb, lb):
+        """The minibatch's mean squared error (over the valid steps with lengths); the
+        gradients of every parameter into the layers' ``grads``."""
+        out, h = self._forward_train(xb, lb)
         pred = self.dense_(out if self._many_to_many() else h)
-        loss, dpred = losses.mse(pred, yb)
+        if self._many_to_many() and lb is not None:
+            valid = _valid_steps(lb, pred.shape[1])
+            loss, dvalid = losses.mse(pred[valid], yb[valid])
+            dpred = np.zeros_like(pred)
+            dpred[valid] = dvalid
+        else:
+            loss, dpred = losses.mse(pred, yb)
         d = self.dense_.backward(dpred)
         if self._many_to_many():
             self.rnn_.backward(d)
         else:
             self.rnn_.backward(None, self._state_gradient(d))
-        if clip is not None:
-            optim.clip_grad_norm(opt, clip)
-        opt.step()
         return {"loss": loss}
 
-    def predict(self, X):
+    def predict(self, X, lengths=None):
         """Predictions shaped as ``y`` was in ``fit``: ``(n,)``, ``(n, outputs)`` or
-        ``(n, seq_len, outputs)``."""
-        X = self._check_X(X, self.rnn_.dtype if hasattr(self, "rnn_") else np.float32)
-        pred = self._predict_raw(X)
+        ``(n, seq_len, outputs)`` (zeros past each row's end with ``lengths``)."""
+        X, lengths = self._check_X(X, self.rnn_.dtype if hasattr(self, "rnn_")
+                                   else np.float32, False, lengths)
+        pred = self._predict_raw(X, lengths)
+        if self._many_to_many() and lengths is not None:
+            pred[~_valid_steps(lengths, pred.shape[1])] = 0
         return pred[:, 0] if self.y_ndim_ == 1 else pred
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None, lengths=None):
         """R^2 (scikit-learn's ``r2_score``, outputs averaged uniformly; a many-to-many
-        ``y``'s steps count as samples)."""
+        ``y``'s steps count as samples, the valid ones only with ``lengths``)."""
         self._check_fitted()
-        Xc = self._check_X(X, self.rnn_.dtype)
-        y = self._check_y(y, Xc, np.float64)
-        pred = self.predict(Xc).astype(np.float64)
+        Xc, lengths = self._check_X(X, self.rnn_.dtype, False, lengths)
+        y = self._check_y(y, Xc, np.float64, lengths)
+        pred = self.predict(Xc, lengths).astype(np.float64)
         if y.shape != pred.shape:
             raise ValueError(f"y must have the shape of the predictions {pred.shape}, got "
                              f"shape {y.shape}")
-        w = None
-        if sample_weight is not None:
-            w = np.asarray(sample_weight, np.float64)
-            if self._many_to_many():
-                w = np.repeat(w, y.shape[1])
-        y2 = y.reshape(-1, y.shape[-1]) if y.ndim > 1 else y[:, None]
-        p2 = pred.reshape(y2.shape)
+        w = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+        if self._many_to_many():
+            if lengths is None:
+                y2, p2 = y.reshape(-1, y.shape[-1]), pred.reshape(-1, y.shape[-1])
+                w = None if w is None else np.repeat(w, y.shape[1])
+            else:                       # the valid steps, row after row
+                valid = _valid_steps(lengths, y.shape[1])
+                y2, p2 = y[valid], pred[valid]
+                w = None if w is None else np.repeat(w, lengths)
+        else:
+            y2 = y.reshape(y.shape[0], -1)
+            p2 = pred.reshape(y2.shape)
         mean = np.average(y2, axis=0, weights=w)
         ww = np.ones(y2.shape[0]) if w is None else w
         ss_res = (ww[:, None] * (y2 - p2) ** 2).sum(axis=0)

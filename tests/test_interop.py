@@ -10,14 +10,18 @@ documented equations, straight from the Keras-ordered arrays (no reordering, no 
   bias[1]``, each split in z, r, h; ``z = sigmoid(x_z + h_z)``, ``r = sigmoid(x_r + h_r)``,
   ``hh = tanh(x_h + r * h_h)``, ``h = z * h + (1 - z) * hh``.
 
-The torch side of interop (from_torch / to_torch) is in test_torch.py.
+The torch side: test_torch.py holds one-layer modules against rnnfast in detail (both dtypes,
+the explicit mapping of the design notes); here ``from_torch``/``to_torch`` of stacked and
+bidirectional modules: outputs, final states and every gradient equal torch's (float64),
+for every torch cell x num_layers {1, 2} x bidirectional x batch_first (x bias), and the
+round trips.
 """
 import numpy as np
 import pytest
 
 import rnnfast
 from rnnfast import cells
-from cells_for_tests import backends_for
+from cells_for_tests import TORCH_KINDS, backends_for, kind_backends
 from conftest import ATOL, RTOL
 
 B, T, D, H = 3, 6, 4, 5
@@ -191,3 +195,185 @@ def test_from_keras_weights_bad_arguments():
         rnnfast.from_keras_weights("lstm", None, r, b)
     with pytest.raises(ValueError, match="backend"):
         rnnfast.from_keras_weights("lstm", k, r, b, backend="cuda")
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+def torch_or_skip():
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch is not installed; from_torch/to_torch need it "
+                        "(pip install torch==2.13.0 --index-url "
+                        "https://download.pytorch.org/whl/cpu)")
+    torch.set_num_threads(1)
+    return torch
+
+
+def torch_suffix(layer, direction):
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def torch_rnn(kind, num_layers, bidirectional, batch_first, *, bias=True, seed=0,
+              dtype="float64"):
+    torch = torch_or_skip()
+    spec = cells.get(kind)
+    torch.manual_seed(seed)
+    kwargs = {"nonlinearity": spec.nonlinearity} if spec.family == "rnn" else {}
+    module = getattr(torch.nn, spec.torch_class)(
+        D, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+        bias=bias, **kwargs)
+    with torch.no_grad():           # biases away from torch's tiny default init: visible
+        for name, t in module.named_parameters():
+            if name.startswith("bias"):
+                t.uniform_(-0.5, 0.5)
+    return module.to(getattr(torch, dtype))
+
+
+LAYER_CONFIGS = [(1, False), (1, True), (2, False), (2, True)]
+LAYER_IDS = ["L1", "L1-bi", "L2", "L2-bi"]
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["bf", "tm"])
+@pytest.mark.parametrize("config", LAYER_CONFIGS, ids=LAYER_IDS)
+@pytest.mark.parametrize("kind,backend", kind_backends(TORCH_KINDS))
+def test_from_torch_stacks_and_directions_compute_what_torch_does(kind, backend, config,
+                                                                  batch_first):
+    """from_torch(module): the same outputs, final states and gradients (x, initial
+    states, every parameter of every layer and direction) as the module, float64."""
+    torch = torch_or_skip()
+    L, bi = config
+    nd = 2 if bi else 1
+    spec = cells.get(kind)
+    module = torch_rnn(kind, L, bi, batch_first)
+    layer = rnnfast.from_torch(module, backend=backend)
+    assert (type(layer).__name__, layer._spec) == (spec.layer, spec)
+    assert (layer.num_layers, layer.bidirectional, layer.batch_first) == (L, bi, batch_first)
+    assert (layer.input_size, layer.hidden_size, layer.dtype) == (D, H, np.float64)
+    assert layer.backend == backend
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((B, T, D) if batch_first else (T, B, D))
+    states = tuple(rng.standard_normal((L * nd, B, H)) for _ in spec.states)
+    single = (L, nd) == (1, 1)             # rnnfast's states are then (batch, hidden)
+
+    def arg(st):
+        st = tuple(a[0] if single else a for a in st)
+        return st if len(st) == 2 else st[0]
+
+    out, finals = layer(x, arg(states))
+    finals = tuple(a[None] if single else a for a in
+                   (finals if len(spec.states) == 2 else (finals,)))
+    dout = rng.standard_normal(out.shape)
+    dfinals = tuple(rng.standard_normal(f.shape) for f in finals)
+    dx, dstates = layer.backward(dout, arg(dfinals))
+    dstates = tuple(a[None] if single else a for a in
+                    (dstates if len(spec.states) == 2 else (dstates,)))
+
+    xt = torch.tensor(x, requires_grad=True)
+    st = tuple(torch.tensor(a, requires_grad=True) for a in states)
+    out_t, fin_t = module(xt, st if len(st) == 2 else st[0])
+    fin_t = fin_t if isinstance(fin_t, tuple) else (fin_t,)
+    loss = (out_t * torch.tensor(dout)).sum() + sum(
+        (f * torch.tensor(d)).sum() for f, d in zip(fin_t, dfinals))
+    loss.backward()
+    got = {"out": out, "dx": dx}
+    want = {"out": out_t.detach().numpy(), "dx": xt.grad.numpy()}
+    for k in range(len(spec.states)):
+        got[f"final{k}"], want[f"final{k}"] = finals[k], fin_t[k].detach().numpy()
+        got[f"dstate{k}"], want[f"dstate{k}"] = dstates[k], st[k].grad.numpy()
+    summed = spec.summed_bias(H)
+    for k, d in [(k, d) for k in range(L) for d in range(nd)]:
+        t = torch_suffix(k, d)
+        tg = {n: getattr(module, n + t).grad.numpy()
+              for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        for name, g in spec.grads_from_torch(*tg.values()).items():
+            got["d" + name + spec.suffix(k, d)] = layer.grads[name + spec.suffix(k, d)]
+            want["d" + name + spec.suffix(k, d)] = g
+        # where b is torch's two biases summed, db is the gradient of both
+        got["db_hh" + t] = layer.grads["b" + spec.suffix(k, d)][summed]
+        want["db_hh" + t] = tg["bias_hh"][summed]
+    assert set(got) >= {"d" + n for n in layer.params}      # every parameter compared
+    for key in want:
+        scale = max(1.0, float(np.abs(want[key]).max()))
+        np.testing.assert_allclose(got[key], want[key], rtol=RTOL[np.float64] * 10,
+                                   atol=ATOL[np.float64] * 10 * scale, err_msg=key)
+    assert np.abs(want["out"]).max() > 0.1                  # not a vacuous comparison
+
+
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_from_torch_without_biases_stacked_and_bidirectional(kind):
+    torch = torch_or_skip()
+    module = torch_rnn(kind, 2, True, True, bias=False)
+    layer = rnnfast.from_torch(module, backend="cython")
+    for name, p in layer.params.items():
+        if name.startswith("b"):
+            assert not p.any(), name
+    x = np.random.default_rng(4).standard_normal((B, T, D))
+    out, _ = layer(x)
+    with torch.no_grad():
+        want = module(torch.tensor(x))[0].numpy()
+    np.testing.assert_allclose(out, want, rtol=RTOL[np.float64] * 10, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", LAYER_CONFIGS, ids=LAYER_IDS)
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_torch_round_trips_stacked_and_bidirectional(kind, config):
+    """to_torch(from_torch(m)): the same state_dict keys; the weights bitwise; the biases
+    in rnnfast's form (the pinned mapping keeps one bias where torch sums two: there
+    bias_ih is the sum and bias_hh zeros, so only the sum is m's; the GRU's n-gate
+    biases are m's bitwise); outputs as m's. from_torch(to_torch(layer)) is the layer's
+    parameters bitwise."""
+    torch = torch_or_skip()
+    L, bi = config
+    spec = cells.get(kind)
+    for dtype in ("float64", "float32"):
+        m = torch_rnn(kind, L, bi, False, seed=5, dtype=dtype)
+        back = rnnfast.to_torch(rnnfast.from_torch(m, backend="numpy"))
+        assert (back.num_layers, back.bidirectional, back.batch_first) == (L, bi, False)
+        assert back.weight_ih_l0.dtype == m.weight_ih_l0.dtype
+        a, b = m.state_dict(), back.state_dict()
+        assert list(a) == list(b)
+        summed = spec.summed_bias(H)
+        for name in a:
+            if name.startswith("weight"):
+                assert torch.equal(a[name], b[name]), name
+        for t in sorted({n[len("bias_ih"):] for n in a if n.startswith("bias_ih")}):
+            ih, hh = a["bias_ih" + t], a["bias_hh" + t]
+            ih2, hh2 = b["bias_ih" + t], b["bias_hh" + t]
+            assert torch.equal(ih2[summed], ih[summed] + hh[summed]), t
+            assert not hh2[summed].any(), t
+            assert torch.equal(ih2[summed.stop:], ih[summed.stop:]), t
+            assert torch.equal(hh2[summed.stop:], hh[summed.stop:]), t
+        x = torch.tensor(np.random.default_rng(6).standard_normal((T, B, D)),
+                         dtype=getattr(torch, dtype))
+        with torch.no_grad():
+            (out_a, fin_a), (out_b, fin_b) = m(x), back(x)
+        npd = np.dtype(dtype).type
+        for u, v in zip([out_a, *(fin_a if isinstance(fin_a, tuple) else [fin_a])],
+                        [out_b, *(fin_b if isinstance(fin_b, tuple) else [fin_b])],
+                        strict=True):
+            np.testing.assert_allclose(v.numpy(), u.numpy(), rtol=RTOL[npd] * 10,
+                                       atol=ATOL[npd] * 10)
+    layer = rnnfast.from_torch(torch_rnn(kind, L, bi, True, seed=7), backend="numpy")
+    rng = np.random.default_rng(8)
+    for p in layer.params.values():                # any values, biases included
+        p[...] = rng.standard_normal(p.shape)
+    again = rnnfast.from_torch(rnnfast.to_torch(layer), backend="numpy")
+    assert set(again.params) == set(layer.params)
+    for name, p in layer.params.items():
+        np.testing.assert_array_equal(again.params[name], p, err_msg=name)
+    assert rnnfast.to_torch(layer.eval()).training is False
+
+
+def test_from_torch_refuses_projections_and_warns_about_dropout():
+    torch = torch_or_skip()
+    with pytest.raises(ValueError, match=r"module.proj_size must be 0 .* got 2"):
+        rnnfast.from_torch(torch.nn.LSTM(D, H, num_layers=2, proj_size=2))
+    with pytest.warns(UserWarning, match=r"module.dropout=0.5.*eval mode"):
+        layer = rnnfast.from_torch(torch.nn.GRU(D, H, num_layers=2, dropout=0.5))
+    assert layer.num_layers == 2
+    module = torch.nn.GRU(D, H, num_layers=2, dropout=0.5).double().eval()
+    x = np.random.default_rng(9).standard_normal((T, B, D))
+    with pytest.warns(UserWarning):
+        out, _ = rnnfast.from_torch(module, backend="numpy")(x)
+    with torch.no_grad():
+        np.testing.assert_allclose(out, module(torch.tensor(x))[0].numpy(), rtol=1e-11,
+                                   atol=1e-13)

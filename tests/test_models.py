@@ -264,8 +264,9 @@ def test_bad_input_is_a_clear_error(data):
     for param, value, exc, match in [
             ("cell", "lstmm", ValueError, "cell must be one of"),
             ("optimizer", "rmsprop", ValueError, "optimizer must be one of"),
-            ("num_layers", 2, NotImplementedError, "num_layers=1"),
-            ("bidirectional", True, NotImplementedError, "bidirectional=False"),
+            ("num_layers", 0, ValueError, "num_layers"),
+            ("num_layers", 1.5, TypeError, "num_layers"),
+            ("bidirectional", "yes", TypeError, "bidirectional must be True or False"),
             ("backend", "gpu", ValueError, "backend must be one of"),
             ("learning_rate", -1.0, ValueError, "learning_rate"),
             ("batch_size", 0, ValueError, "batch_size"),
@@ -370,3 +371,318 @@ def test_digits_lstm_reaches_96_percent(backend):
                            learning_rate=1e-2, epochs=30, random_state=0, backend=backend)
     m.fit(Xtr, ytr)
     assert m.score(Xte, yte) >= 0.96
+
+
+# --------------------------------------------------------------------------- lengths, stacks
+
+CONFIGS = [(1, False), (2, False), (1, True), (2, True)]     # (num_layers, bidirectional)
+CONFIG_IDS = ["L1", "L2", "L1-bi", "L2-bi"]
+
+
+def padded_task(n, seed, T=8, F=3):
+    """Sequences of lengths 1..T padded to T; the label is the sign of the sum over the
+    valid steps, the padding holds large values of the other sign (a model reading it is
+    wrong: the lengths matter)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, F))
+    lengths = rng.integers(1, T + 1, n)
+    valid = np.arange(T)[None, :] < lengths[:, None]
+    total = (X * valid[..., None]).sum(axis=(1, 2))
+    y = (total > 0).astype(int)
+    X[~valid] = (-3.0 * np.sign(total))[:, None, None].repeat(T, 1)[~valid]
+    return X, y, lengths
+
+
+def unpadded_rows(X, lengths):
+    return [X[i:i + 1, :k] for i, k in enumerate(lengths)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_many_to_one_features_are_h_n_and_the_outputs_at_each_rows_ends(cell, backend):
+    """The head reads the last layer's h_n, forward then reverse: with lengths those are
+    out[b, length - 1, :H] and out[b, 0, H:] (the reverse direction starts at each row's
+    end and finishes at step 0), PyTorch's h_n of packed sequences."""
+    X, y, lengths = padded_task(20, 3)
+    m = SequenceClassifier(cell=cell, hidden_size=5, num_layers=2, bidirectional=True,
+                           epochs=1, random_state=0, backend=backend,
+                           dtype=np.float64).fit(X, y, lengths=lengths)
+    out, state = m.rnn_(X, lengths=lengths)
+    feats = m._last_hidden(state)
+    rows = np.arange(len(X))
+    H = m.rnn_.hidden_size
+    assert feats.shape == (20, 2 * H) and m.dense_.in_features == 2 * H
+    np.testing.assert_array_equal(feats[:, :H], out[rows, lengths - 1, :H])
+    np.testing.assert_array_equal(feats[:, H:], out[rows, 0, H:])
+    assert np.abs(feats).min() > 0                          # not zeros from padding
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_padded_rows_with_lengths_predict_what_each_row_alone_does(config, backend):
+    """A model fitted on padded data with lengths: predict/predict_proba of the padded
+    batch equal the model run on each row alone, unpadded (classifier, many-to-one and
+    many-to-many regressor); float64, so the tolerance is the kernels' rounding."""
+    L, bi = config
+    X, y, lengths = padded_task(40, 4)
+    kw = dict(hidden_size=6, num_layers=L, bidirectional=bi, epochs=2, batch_size=16,
+              random_state=0, backend=backend, dtype=np.float64)
+    tol = dict(rtol=1e-10, atol=1e-12)
+    clf = SequenceClassifier(cell="lstm", **kw).fit(X, y, lengths=lengths)
+    proba = clf.predict_proba(X, lengths=lengths)
+    alone = np.concatenate([clf.predict_proba(r) for r in unpadded_rows(X, lengths)])
+    np.testing.assert_allclose(proba, alone, **tol)
+    assert clf.predict(X, lengths=lengths).tolist() == clf.classes_[alone.argmax(1)].tolist()
+    # without lengths the padding is read: other probabilities
+    assert np.abs(clf.predict_proba(X) - proba).max() > 1e-3
+
+    reg = SequenceRegressor(cell="gru", **kw).fit(X, X[:, 0, :2], lengths=lengths)
+    pred = reg.predict(X, lengths=lengths)
+    np.testing.assert_allclose(pred, np.concatenate(
+        [reg.predict(r) for r in unpadded_rows(X, lengths)]), **tol)
+
+    cum = np.cumsum(X.sum(axis=2), axis=1)[..., None] / 3
+    seq = SequenceRegressor(cell="rnn_tanh", **kw).fit(X, cum, lengths=lengths)
+    pred = seq.predict(X, lengths=lengths)
+    assert pred.shape == (40, 8, 1)
+    for i, row in enumerate(unpadded_rows(X, lengths)):
+        np.testing.assert_allclose(pred[i, :lengths[i]], seq.predict(row)[0], **tol)
+        assert np.all(pred[i, lengths[i]:] == 0)            # documented: zeros past the end
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("config", CONFIGS[1:], ids=CONFIG_IDS[1:])
+def test_stacked_and_bidirectional_models_learn(config, cell, backend):
+    L, bi = config
+    X, y, lengths = padded_task(300, 5)
+    Xt, yt, lt = padded_task(200, 6)
+    m = SequenceClassifier(cell=cell, hidden_size=12, num_layers=L, bidirectional=bi,
+                           epochs=8, random_state=0, backend=backend).fit(X, y, lengths=lengths)
+    assert m.rnn_.num_layers == L and m.rnn_.bidirectional == bi
+    assert m.history_["loss"][-1] < 0.6 * m.history_["loss"][0]
+    assert m.score(Xt, yt, lengths=lt) >= 0.8
+    assert m.score(Xt, yt) < m.score(Xt, yt, lengths=lt)    # the padding misleads
+
+
+@pytest.mark.parametrize("config", [(2, True), (1, True), (2, False)],
+                         ids=["L2-bi", "L1-bi", "L2"])
+def test_compiled_model_fit_matches_the_twins(config):
+    """float64: the same seed on both backends gives the same training to rounding."""
+    L, bi = config
+    X, y, lengths = padded_task(64, 7)
+    kw = dict(cell="lstm", hidden_size=6, num_layers=L, bidirectional=bi, epochs=3,
+              batch_size=16, random_state=0, dtype=np.float64)
+    a = SequenceClassifier(backend="cython", **kw).fit(X, y, lengths=lengths)
+    b = SequenceClassifier(backend="numpy", **kw).fit(X, y, lengths=lengths)
+    np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-10)
+    for k, p in params_of(a).items():
+        np.testing.assert_allclose(p, params_of(b)[k], rtol=1e-8, atol=1e-10, err_msg=k)
+
+
+def central_difference_check(model, loss, names, rng, eps=1e-6, n_entries=4):
+    """The model's gradients (``rnn_``/``dense_`` grads after one ``loss()``) against
+    central differences of ``loss`` at a few random entries of each named parameter."""
+    loss()
+    grads = {f"{k}{n}": g.copy() for k in ("rnn_", "dense_")
+             for n, g in getattr(model, k).grads.items()}
+    checked = 0
+    for full in names:
+        key, name = ("rnn_", full[4:]) if full.startswith("rnn_") else ("dense_", full[6:])
+        p = getattr(model, key).params[name]
+        for flat in rng.choice(p.size, size=min(n_entries, p.size), replace=False):
+            idx = np.unravel_index(flat, p.shape)
+            old = p[idx]
+            p[idx] = old + eps
+            up = loss()
+            p[idx] = old - eps
+            down = loss()
+            p[idx] = old
+            numeric = (up - down) / (2 * eps)
+            np.testing.assert_allclose(grads[full][idx], numeric, rtol=1e-6, atol=1e-9,
+                                       err_msg=f"{full}{idx}")
+            checked += abs(numeric) > 1e-6
+    assert checked >= len(names)                # not a comparison of zeros
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_model_loss_gradients_with_lengths_match_central_differences(backend):
+    """float64: the gradient the training step uses (features at each row's last valid
+    step, both directions, two layers; the many-to-many loss over the valid steps only)
+    against central differences of the model's own loss."""
+    X, y, lengths = padded_task(6, 8, T=5, F=2)
+    kw = dict(hidden_size=3, num_layers=2, bidirectional=True, epochs=1, random_state=0,
+              backend=backend, dtype=np.float64)
+    rng = np.random.default_rng(9)
+    names = ["rnn_Wx", "rnn_Wh_reverse", "rnn_b_l1", "rnn_Wx_l1_reverse", "rnn_Wh_l1",
+             "dense_W", "dense_b"]
+    clf = SequenceClassifier(cell="lstm", **kw).fit(X, y, lengths=lengths)
+    clf.rnn_.train(), clf.dense_.train()
+    encoded = np.searchsorted(clf.classes_, y)
+    central_difference_check(clf, lambda: clf._loss_and_grads(X, encoded, lengths)["loss"],
+                             names, rng)
+
+    cum = np.cumsum(X.sum(axis=2), axis=1)[..., None]
+    reg = SequenceRegressor(cell="gru", **kw).fit(X, cum, lengths=lengths)
+    reg.rnn_.train(), reg.dense_.train()
+    padded_nan = cum.copy()
+    padded_nan[np.arange(5)[None, :] >= lengths[:, None]] = np.nan   # never read
+    loss = lambda: reg._loss_and_grads(X, padded_nan, lengths)["loss"]  # noqa: E731
+    value = loss()
+    valid = np.arange(5)[None, :] < lengths[:, None]
+    pred = reg.dense_(reg.rnn_(X, lengths=lengths)[0])
+    np.testing.assert_allclose(value, np.mean((pred[valid] - cum[valid]) ** 2), rtol=1e-12)
+    central_difference_check(reg, loss, names + ["rnn_b_hn_l1_reverse"], rng)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeded_fit_with_lengths_and_stacks_is_reproducible(backend):
+    X, y, lengths = padded_task(100, 10)
+    kw = dict(cell="gru", hidden_size=8, num_layers=2, bidirectional=True, epochs=3,
+              backend=backend)
+    a = SequenceClassifier(random_state=3, **kw).fit(X, y, lengths=lengths)
+    b = SequenceClassifier(random_state=3, **kw).fit(X, y, lengths=lengths)
+    assert a.history_ == b.history_
+    for k, p in params_of(a).items():
+        np.testing.assert_array_equal(p, params_of(b)[k], err_msg=k)
+    np.testing.assert_array_equal(a.predict_proba(X, lengths=lengths),
+                                  b.predict_proba(X, lengths=lengths))
+    c = SequenceClassifier(random_state=4, **kw).fit(X, y, lengths=lengths)
+    assert c.history_ != a.history_
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_minibatches_take_their_rows_lengths(backend):
+    """At a learning rate too small to move the weights, an epoch's loss is the mean of
+    every row's own loss (read to its own length) whatever the minibatches: a minibatch
+    given other rows' lengths would count other features."""
+    X, y, lengths = padded_task(30, 11)
+    kw = dict(cell="lstm", hidden_size=4, epochs=1, random_state=0, backend=backend,
+              dtype=np.float64, learning_rate=1e-12)
+    for batch_size in (7, 30):
+        m = SequenceClassifier(batch_size=batch_size, **kw).fit(X, y, lengths=lengths)
+        proba = m.predict_proba(X, lengths=lengths)          # (the weights as fitted)
+        own = -np.log(proba[np.arange(30), y]).mean()
+        np.testing.assert_allclose(m.history_["loss"][0], own, rtol=1e-8)
+        wrong = -np.log(m.predict_proba(X)[np.arange(30), y]).mean()
+        assert abs(wrong - own) > 1e-3                       # (the lengths matter here)
+
+
+@pytest.mark.parametrize("cls", [SequenceClassifier, SequenceRegressor])
+def test_save_load_and_pickle_keep_stacks_and_directions(cls, tmp_path):
+    X, y, lengths = padded_task(50, 12)
+    target = y if cls is SequenceClassifier else X[:, :, :1].cumsum(axis=1)
+    m = cls(cell="gru", hidden_size=4, num_layers=2, bidirectional=True, epochs=2,
+            random_state=0, backend="cython").fit(X, target, lengths=lengths)
+    names = set(m.rnn_.params)
+    assert {"Wx", "Wx_reverse", "Wx_l1", "Wh_l1_reverse", "b_hn_l1_reverse"} <= names
+    want = m.predict(X, lengths=lengths)
+    path = m.save(tmp_path / "stacked")
+    with np.load(path) as f:
+        import json
+        assert json.loads(str(f["__rnnfast_config__"][()]))["format_version"] == 2
+    for back in (cls.load(path), pickle.loads(pickle.dumps(m))):
+        assert back.get_params() == m.get_params()
+        assert (back.rnn_.num_layers, back.rnn_.bidirectional) == (2, True)
+        assert set(back.rnn_.params) == names
+        for k, p in params_of(m).items():
+            np.testing.assert_array_equal(params_of(back)[k], p, err_msg=k)
+            assert params_of(back)[k].dtype == p.dtype
+        np.testing.assert_array_equal(back.predict(X, lengths=lengths), want)
+    # a file missing one of the parameters is refused (rather than keeping random weights)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if k != "rnn_Wh_l1_reverse"}
+    np.savez(tmp_path / "broken.npz", **arrays)
+    with pytest.raises(ValueError, match=r"\['Wh_l1_reverse'\] of the gru layer are missing"):
+        cls.load(tmp_path / "broken.npz")
+    # one layer, one direction: still format 1 (readable by the previous rnnfast)
+    one = cls(cell="gru", hidden_size=4, epochs=1, random_state=0).fit(X, target)
+    with np.load(one.save(tmp_path / "one")) as f:
+        assert json.loads(str(f["__rnnfast_config__"][()]))["format_version"] == 1
+
+
+def test_clone_and_get_params_keep_the_new_hyperparameters():
+    pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    from sklearn.base import clone
+    m = SequenceClassifier(num_layers=3, bidirectional=True, hidden_size=4)
+    c = clone(m)
+    assert c.get_params() == m.get_params()
+    assert (c.num_layers, c.bidirectional) == (3, True)
+    X, y, lengths = padded_task(40, 13)
+    c.set_params(num_layers=2, epochs=1, backend="numpy").fit(X, y, lengths=lengths)
+    assert c.rnn_.num_layers == 2 and not hasattr(m, "rnn_")
+    assert "num_layers=3" in repr(m) and "bidirectional=True" in repr(m)
+
+
+def test_scikit_learn_cross_validation_with_lengths():
+    """What scikit-learn does with ``lengths`` (the module docstring): ``params=`` reaches
+    fit only, sliced; with metadata routing, fit and score both get their folds' lengths."""
+    sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+    from sklearn.model_selection import KFold, cross_val_score
+    if tuple(int(v) for v in sklearn.__version__.split(".")[:2]) < (1, 4):
+        pytest.skip(f"cross_val_score(params=) is scikit-learn >= 1.4's; this is "
+                    f"{sklearn.__version__}")
+
+    X, y, lengths = padded_task(240, 14)
+    m = SequenceClassifier(hidden_size=8, epochs=6, random_state=0, backend="cython")
+    cv = KFold(3)
+    folds = list(cv.split(X))
+
+    def manual(score_lengths):
+        return [SequenceClassifier(**m.get_params()).fit(X[tr], y[tr], lengths=lengths[tr])
+                .score(X[te], y[te], lengths=lengths[te] if score_lengths else None)
+                for tr, te in folds]
+
+    with_lengths, fit_only = manual(True), manual(False)
+    assert min(with_lengths) > 0.75 and max(fit_only) < min(with_lengths)
+    plain = cross_val_score(m, X, y, cv=cv, params={"lengths": lengths})
+    np.testing.assert_array_equal(plain, fit_only)          # score ran without lengths
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = SequenceClassifier(**m.get_params()).set_fit_request(
+            lengths=True).set_score_request(lengths=True)
+        scores = cross_val_score(routed, X, y, cv=cv, params={"lengths": lengths})
+    np.testing.assert_array_equal(scores, with_lengths)
+
+
+def test_bad_lengths_are_clear_errors_and_change_nothing():
+    X, y, lengths = padded_task(30, 15)
+    m = SequenceClassifier(hidden_size=4, epochs=1, random_state=0, backend="numpy")
+    for bad, exc, match in [
+            (lengths[:-1], ValueError, r"one entry per batch row, expected shape \(30,\), got "
+                                       r"shape \(29,\) \(X has 30 sequences of 8 steps"),
+            (np.where(lengths == lengths[0], 9, lengths), ValueError,
+             "between 1 and seq_len=8, got 9"),
+            (np.where(np.arange(30) == 3, 0, lengths), ValueError, "got 0"),
+            (lengths.astype(float), TypeError, "lengths must be integers"),
+            (lengths[:, None], ValueError, "lengths")]:
+        with pytest.raises(exc, match=match):
+            m.fit(X, y, lengths=bad)
+        assert not hasattr(m, "rnn_")
+    m.fit(X, y, lengths=lengths)
+    r = SequenceRegressor(hidden_size=4, epochs=1, random_state=0, backend="numpy")
+    r.fit(X, X[:, :, :1], lengths=lengths)
+    for model, target in ((m, y), (r, X[:, :, :1])):
+        before = params_of(model)
+        for method, args, bad in (("predict", (X,), lengths[:5]),
+                                  ("score", (X, target), lengths + 8),
+                                  ("fit", (X, target), lengths[::2])):
+            with pytest.raises(ValueError, match="lengths"):
+                getattr(model, method)(*args, lengths=bad)
+        for k, p in params_of(model).items():           # (a refused fit keeps the model)
+            np.testing.assert_array_equal(p, before[k])
+    # NaN only in the padding is fine with lengths (never read); at a valid step it is not
+    Xn = X.copy()
+    Xn[np.arange(8)[None, :] >= lengths[:, None]] = np.nan
+    np.testing.assert_array_equal(m.predict_proba(Xn, lengths=lengths),
+                                  m.predict_proba(X, lengths=lengths))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        m.predict(Xn)
+    Xn[5, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"sequence\(s\) \[5\], at valid steps"):
+        m.predict(Xn, lengths=lengths)
+    yn = X[:, :, :1].copy()
+    yn[0, lengths[0]:] = np.nan if lengths[0] < 8 else 0
+    assert np.isfinite(r.score(X, yn, lengths=lengths))
+    yn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN or infinity"):
+        r.score(X, yn, lengths=lengths)
