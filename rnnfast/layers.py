@@ -267,13 +267,15 @@ class _Recurrent:
         states = self._carried(states, x)
         if self._single and not return_cells:
             x, states, weights = self._forward_inputs(x, states)
-            if lengths is None:
+            steps = None
+            if lengths is not None:     # (None too when every row has all the steps)
+                T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+                steps = self._steps(lengths, B, T)
+            if steps is None:
                 out, finals, workspace = self._forward_single(x, states, weights)
                 if self.training:
                     self._cache = (x, workspace, given if len(given) > 1 else given[0])
             else:           # one direction call with the lengths; backward: the stacked way
-                T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-                steps = self._steps(lengths, B, T)
                 out, finals, workspace = self._kernels.direction_forward(
                     self._spec.kind, x, states, weights, self.batch_first, self.training,
                     steps)
