@@ -9,7 +9,8 @@ forward; training forward + backward), in one process, samples alternated round-
   packing included). Targets: <= 0.85x padded at the small and medium shapes, <= 1.05x at
   every shape.
 - bidirectional: one bidirectional layer against one direction at 1 thread (target <=
-  2.05x), and at 2 threads against itself at 1 thread (target >= 1.6x faster).
+  2.05x), and at 2 threads against itself at 1 thread (target >= 1.6x faster; the
+  2-thread calls are timed in a group of their own, after the 1-thread group).
 - stacked: 2 layers against 1 (target <= 2.05x).
 - step: one streaming step at batch 1, input 32, hidden 128 (rnnfast ``layer.step`` with
   ``out=`` the state; PyTorch's LSTMCell/GRUCell/RNNCell); target <= 5 us.
@@ -111,41 +112,33 @@ def step_calls(torch, kind, D=32, H=128):
     return calls
 
 
-def one_thread():
-    return limit_threads(1)
-
-
-def two_threads():
-    return limit_threads(2)
-
-
 def measure(kinds, sizes, repeat, budget, torch):
-    """``{(kind, size, pass): {name: median seconds}}``; names "<impl> <variant>[ 2t]"."""
+    """``{(kind, size, pass): {name: median seconds}}``; names "<impl> <variant>[ 2t]".
+
+    Per cell two groups of alternated samples, one after the other: every variant at 1
+    thread, then the one-direction and bidirectional calls at 2 threads. (Switching the
+    thread count from sample to sample measured cold starts: the worker threads asleep
+    after the other group's sample, at times re-created, 0.01-0.5x "speedups".)"""
+    impls = ["rnnfast"] + (["torch"] if torch is not None else [])
+
+    def call(impl, kind, shape, variant, pass_):
+        return (rnnfast_call(kind, shape, variant, pass_) if impl == "rnnfast"
+                else torch_call(torch, kind, shape, variant, pass_))
+
     results = {}
     for size in sizes:
         for kind in kinds:
             for pass_ in PASSES:
                 shape = SIZES[size]
-                fns, contexts = {}, {}
-                for variant in VARIANTS:
-                    fns[f"rnnfast {variant}"] = rnnfast_call(kind, shape, variant, pass_)
-                    contexts[f"rnnfast {variant}"] = one_thread
-                    if torch is not None:
-                        fns[f"torch {variant}"] = torch_call(torch, kind, shape, variant, pass_)
-                        contexts[f"torch {variant}"] = one_thread
-                for impl in ["rnnfast"] + (["torch"] if torch is not None else []):
-                    name = f"{impl} bi 2t"
-                    fns[name] = (rnnfast_call(kind, shape, "bi", pass_) if impl == "rnnfast"
-                                 else torch_call(torch, kind, shape, "bi", pass_))
-                    contexts[name] = two_threads
-                    name = f"{impl} one 2t"
-                    fns[name] = (rnnfast_call(kind, shape, "one", pass_) if impl == "rnnfast"
-                                 else torch_call(torch, kind, shape, "one", pass_))
-                    contexts[name] = two_threads
                 print(f"  {size} {kind} {pass_} ...", file=sys.stderr, flush=True)
-                timings = time_callables(fns, repeat=repeat, budget=budget,
-                                         contexts=contexts, settle=0.05)
-                results[(kind, size, pass_)] = {n: t.median for n, t in timings.items()}
+                medians = {}
+                for threads, variants, suffix in ((1, VARIANTS, ""), (2, ("one", "bi"), " 2t")):
+                    fns = {f"{impl} {v}{suffix}": call(impl, kind, shape, v, pass_)
+                           for v in variants for impl in impls}
+                    with limit_threads(threads):
+                        timings = time_callables(fns, repeat=repeat, budget=budget)
+                    medians.update({n: t.median for n, t in timings.items()})
+                results[(kind, size, pass_)] = medians
     return results
 
 
