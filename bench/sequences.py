@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 import rnnfast
-from rnnfast.bench import SIZES, _import_torch, limit_threads, time_callables
+from rnnfast.bench import SETTLE_S, SIZES, _import_torch, limit_threads, time_callables
 
 KINDS = ("rnn", "lstm", "gru")
 PASSES = ("fwd", "fwdbwd")
@@ -136,7 +136,10 @@ def measure(kinds, sizes, repeat, budget, torch):
                     fns = {f"{impl} {v}{suffix}": call(impl, kind, shape, v, pass_)
                            for v in variants for impl in impls}
                     with limit_threads(threads):
-                        timings = time_callables(fns, repeat=repeat, budget=budget)
+                        # at 2 threads each library's workers spin on after its calls:
+                        # each sample waits for them to sleep first (the grid's SETTLE_S)
+                        timings = time_callables(fns, repeat=repeat, budget=budget,
+                                                 settle=SETTLE_S if threads > 1 else 0.0)
                     medians.update({n: t.median for n, t in timings.items()})
                 results[(kind, size, pass_)] = medians
     return results
