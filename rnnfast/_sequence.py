@@ -19,17 +19,22 @@ __all__ = ["Plan", "forward", "backward"]
 
 class Plan:
     """What a stacked call needs to know of its layer: the cell kind, the layers and
-    directions, and per (layer, direction) the kernels to call (a backend module, or a
-    ``BufferedKernels`` of the compiled core holding that direction's buffers)."""
+    directions, per (layer, direction) the kernels to call (a backend module, or a
+    ``BufferedKernels`` of the compiled core holding that direction's buffers), and the
+    backend module's calls that run both directions of a layer at once (None: the twin has
+    none, its directions run one after the other)."""
 
-    __slots__ = ("kind", "num_layers", "num_directions", "kernels", "module")
+    __slots__ = ("kind", "num_layers", "num_directions", "kernels", "pair_forward",
+                 "pair_backward")
 
     def __init__(self, kind, num_layers, num_directions, kernels, module):
         self.kind = kind
         self.num_layers = num_layers
         self.num_directions = num_directions
         self.kernels = kernels          # [layer * num_directions + direction]
-        self.module = module            # the backend module (for sequence_steps)
+        two = num_directions == 2
+        self.pair_forward = getattr(module, "directions_forward", None) if two else None
+        self.pair_backward = getattr(module, "directions_backward", None) if two else None
 
 
 def _empty_output(shape, dtype, steps):
@@ -63,7 +68,7 @@ def forward(plan, x, states, weights, batch_first, training, steps=None, cells_o
         cells = _empty_output(shape, dtype, steps) if last and cells_out else None
         workspaces = []
         j0 = layer * nd
-        pair = getattr(plan.module, "directions_forward", None) if nd == 2 else None
+        pair = plan.pair_forward
         if pair is not None:            # both directions at once (side by side if 2 threads)
             done = pair(plan.kernels[j0:j0 + 2], plan.kind, layer_in,
                         [no_states or tuple(None if s is None else s[j0 + d] for s in states)
@@ -106,7 +111,7 @@ def backward(plan, cache, dout, dstates, weights, dcells=None):
         layer_in, workspaces = layers[layer]
         j0 = layer * nd
         dc = dcells if layer == L - 1 else None
-        pair = getattr(plan.module, "directions_backward", None) if nd == 2 else None
+        pair = plan.pair_backward
         if pair is not None:
             dx, d0s, gs = pair(plan.kernels[j0:j0 + 2], plan.kind, d_above,
                                [tuple(None if s is None else s[j0 + d] for s in dstates)

@@ -39,7 +39,7 @@ class _Recurrent:
         self._cache = None
         self._checked_weights = None
         self._grouped_weights = None    # (checked weights, per layer and direction)
-        self._kernels = functional.kernels(self.backend)
+        self._kernels_module = self._kernels = functional.kernels(self.backend)
         if self.backend == "cython":    # training buffers kept between calls (see there)
             self._kernels = self._kernels.BufferedKernels()
         spec = self._spec
@@ -79,7 +79,6 @@ class _Recurrent:
         self._single = self.num_layers == 1 and not self.bidirectional
         self._all_names = tuple(name + suffix for suffix, _ in self._groups
                                 for name in spec.params)
-        self._kernels_module = functional.kernels(self.backend)
         self._plan = None           # the stacked path's kernels (built when first needed)
         self._step_kernels = None   # step()'s packed weights (eval mode), see params_changed
 
@@ -383,9 +382,7 @@ class _Recurrent:
             if done is not None:
                 return done
         dtype = self.dtype
-        if not (type(x_t) is np.ndarray and x_t.dtype is dtype and x_t.ndim == 2
-                and x_t.flags.c_contiguous and x_t.shape[1] == self.input_size):
-            x_t = _checks.check_step_input(x_t, self.input_size, dtype)
+        x_t = _checks.check_step_input(x_t, self.input_size, dtype)
         shape = self._state_shape(x_t.shape[0])
         lstm = len(self._spec.states) == 2
         states = (state if lstm else (state,)) if state is not None else None
@@ -426,8 +423,7 @@ class _Recurrent:
                              "(bidirectional=True) needs the whole sequence: call forward")
         weights = self._grouped(self._weights())
         if self.backend == "cython":
-            core = functional.compiled_core()
-            made = [core.StepKernel(self._spec.kind, *w) for w in weights]
+            made = [self._kernels_module.StepKernel(self._spec.kind, *w) for w in weights]
         else:
             made = [_TwinStep(self._spec, w) for w in weights]
         names = self._names
@@ -439,7 +435,7 @@ class _Recurrent:
     def _sequence_plan(self):
         if self._plan is None:
             n = self.num_layers * self.num_directions
-            module = functional.kernels(self.backend)
+            module = self._kernels_module
             kernels = [module] * n
             if self.backend == "cython":    # each direction keeps its own buffers
                 kernels = [self._kernels] + [module.BufferedKernels() for _ in range(n - 1)]
