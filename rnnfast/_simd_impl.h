@@ -252,12 +252,15 @@ static void SFX(rf_gru_backward_row)(int n, REAL* restrict gates,
  * C in registers while it streams the panel. NR * sizeof(REAL) = 128 bytes:
  * two AVX-512 registers per row of the block, or four AVX2 ones.
  *
- * The micro-kernels come in two widths, chosen at run time (`wide`: the CPU has AVX-512):
- * 64-byte vectors for AVX-512 and 32-byte ones for AVX2 (and baseline). One width for
- * both was wrong: in an AVX2 build GCC keeps 64-byte vector variables (no register holds
- * one) in memory, so every multiply-add went through the stack: 0.8-0.9 GFLOP/s on an
- * AVX2-only Zen 3, 100x below its peak. The sums are the same in both widths (each value of
- * C gathers its terms in the same order), only the register blocking differs. */
+ * The micro-kernels come in widths chosen at run time (`wide`: the CPU has AVX-512):
+ * 64-byte vectors for AVX-512 (8 x 2 blocks), and on the narrow paths 32-byte ones for AVX2
+ * and 16-byte ones for the baseline (6-row blocks on parts of a panel, RF_NARROW_BLOCKS
+ * below). One width for all was wrong: in an AVX2 build GCC keeps 64-byte vector
+ * variables (no register holds one) in memory, so every multiply-add went through the
+ * stack: 0.8-0.9 GFLOP/s on an AVX2-only Zen 3, 100x below its peak (and 32-byte ones on
+ * SSE2, 3.8 GFLOP/s). The panels are the same on every path, so weights packed on one path
+ * serve on another, and so are the sums (each value of C gathers its terms in the same
+ * order); only the register blocking differs. */
 
 /* GCC vector types of 64 and 32 bytes; _u: unaligned. */
 typedef REAL SFX(rf_v64) __attribute__((vector_size(64)));
@@ -375,6 +378,116 @@ RF_DEFINE_MICRO(2, 64)
 RF_DEFINE_MICRO(2, 32)      /* 2 x 4: AVX2's 16 */
 #undef RF_DEFINE_MICRO
 
+/* The narrow paths' blocks (AVX2, baseline): a panel is cut into parts of 2 vectors, and
+ * a 6-row x 2-vector block of C is kept in registers while one part of the panel streams:
+ * 12 accumulators, 2 registers of W and 1 broadcast, 15 of the 16 registers (OpenBLAS's
+ * Haswell sgemm block), 2 loads of W and 6 broadcasts per 12 FMAs where the 2 x 4 block
+ * above needs 4 loads and 2 broadcasts per 8. A part is half (AVX2: 64 bytes) or a quarter
+ * (baseline: 16-byte vectors, which SSE2's registers hold; 32-byte ones spilled) of each
+ * 128-byte row of the panel, so a block reads half or a quarter of the panel block's
+ * lines. Measured on a Zen 3 (1 thread, in one process beside the 2 x 4 block): AVX2
+ * 1.2-1.8x the per-step products (16 x 64 x 256 to 64 x 1024 x 4096, float32), baseline
+ * 7-8x. Blocks of 4, 2 and 1 rows take the rows left; all but the single row (as before,
+ * rf_micro_1_32) sum each value of C over k in order in one accumulator, as the blocks
+ * above do. Not compiled into the AVX-512 region, whose code stays as it was (it runs
+ * only `wide`): RF_NARROW_BLOCKS is 0 there. */
+#if defined(__AVX512F__)
+#define RF_NARROW_BLOCKS 0
+#else
+#define RF_NARROW_BLOCKS 1
+#if defined(__AVX__)
+#define RF_NW 32            /* the narrow vector: 32 bytes (AVX2) */
+#else
+#define RF_NW 16            /* SSE2's 16-byte registers: 32-byte vectors would spill */
+#endif
+typedef REAL SFX(rf_v16) __attribute__((vector_size(16)));
+typedef REAL SFX(rf_v16_u) __attribute__((vector_size(16), aligned(sizeof(REAL))));
+
+/* c[0:ncols] (+)= the NV * VL values of acc[0:NV] (ncols <= NV * VL). */
+#define RF_STORE_PART_ROW(W, NV, acc, ncols, accumulate, c)                                  \
+    do {                                                                                     \
+        enum { VL_ = W / (int)sizeof(REAL) };                                                \
+        REAL* restrict c_ = (c);                                                             \
+        if ((ncols) == NV * VL_) {                                                           \
+            _Pragma("GCC unroll 8")                                                          \
+            for (int v = 0; v < NV; v++) {                                                   \
+                SFX(rf_v##W##_u)* cv = (SFX(rf_v##W##_u)*)(c_ + v * VL_);                    \
+                if (accumulate) *cv += (acc)[v]; else *cv = (acc)[v];                        \
+            }                                                                                \
+        } else {                                                                             \
+            REAL out_[NV * VL_];                                                             \
+            _Pragma("GCC unroll 8")                                                          \
+            for (int v = 0; v < NV; v++) *(SFX(rf_v##W##_u)*)(out_ + v * VL_) = (acc)[v];    \
+            if (accumulate) { for (int j = 0; j < (ncols); j++) c_[j] += out_[j]; }          \
+            else            { for (int j = 0; j < (ncols); j++) c_[j] = out_[j]; }           \
+        }                                                                                    \
+    } while (0)
+
+/* One step p of k of the block below: acc[m][v] += A(m, p) * (the v-th vector of the part's
+ * row p). */
+#define RF_PART_STEP(MR, NV, W, p)                                                             \
+    do {                                                                                       \
+        SFX(rf_v##W) w_[NV];                                                                   \
+        _Pragma("GCC unroll 8")                                                                \
+        for (int v = 0; v < NV; v++)                                                           \
+            w_[v] = *(const SFX(rf_v##W##_u)*)(part + (ptrdiff_t)(p) * RF_NR + v * VL);        \
+        _Pragma("GCC unroll 8")                                                                \
+        for (int m = 0; m < MR; m++) {                                                         \
+            const REAL am = a[m * a_rs + (p) * a_ks];                                          \
+            _Pragma("GCC unroll 8")                                                            \
+            for (int v = 0; v < NV; v++) acc[m][v] += am * w_[v];                              \
+        }                                                                                      \
+    } while (0)
+
+/* One MR x (NV vectors of W bytes) block: acc = A[0:MR, :] @ the part of the panel at
+ * `part` (rows RF_NR values apart), then C (+)= acc on the first ncols of its columns.
+ * No test in the loop over k: with the prefetch's (as in RF_DEFINE_MICRO) the 6 x 2 loop
+ * was 28 instructions per 12 FMAs, and ran 0.75-1.0x as fast by where it landed in the
+ * binary (the same code linked at four offsets); so the prefetch goes in its own loop, 8
+ * steps of k then 8 / prefetch_every rows of the next panel, and the plain loop is
+ * unrolled twice (1.0-1.3x the old loop at every offset). */
+#define RF_DEFINE_MICRO_PART(MR, NV, W)                                                        \
+static inline __attribute__((always_inline)) void SFX(rf_narrow_##MR##x##NV)(                \
+        int k, const REAL* restrict a, ptrdiff_t a_rs, ptrdiff_t a_ks,                         \
+        const REAL* restrict part, int ncols, int accumulate, REAL* restrict c, int ldc,      \
+        const REAL* prefetch, int prefetch_every) {  /* a power of two, at most 8 */           \
+    enum { VL = W / (int)sizeof(REAL) };                                                       \
+    SFX(rf_v##W) acc[MR][NV];                                                                  \
+    _Pragma("GCC unroll 8")                                                                    \
+    for (int m = 0; m < MR; m++) {                                                             \
+        _Pragma("GCC unroll 8")                                                                \
+        for (int v = 0; v < NV; v++) acc[m][v] = (SFX(rf_v##W)){0};                            \
+    }                                                                                          \
+    int p = 0;                                                                                 \
+    if (prefetch) {                                                                            \
+        for (; p + 8 <= k; p += 8) {                                                           \
+            _Pragma("GCC unroll 8")                                                            \
+            for (int u = 0; u < 8; u++) RF_PART_STEP(MR, NV, W, p + u);                        \
+            for (int r = 0; r < 8; r += prefetch_every) {  /* a row of the panel: 2 lines */   \
+                __builtin_prefetch(prefetch, 0, 2);                                            \
+                __builtin_prefetch(prefetch + RF_NR / 2, 0, 2);                                \
+                prefetch += RF_NR;                                                             \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    _Pragma("GCC unroll 2")                                                                    \
+    for (; p < k; p++) RF_PART_STEP(MR, NV, W, p);                                             \
+    _Pragma("GCC unroll 8")                                                                    \
+    for (int m = 0; m < MR; m++)                                                               \
+        RF_STORE_PART_ROW(W, NV, acc[m], ncols, accumulate, c + (ptrdiff_t)m * ldc);           \
+}
+#define RF_DEFINE_MICRO_PART_(MR, NV, W) RF_DEFINE_MICRO_PART(MR, NV, W)
+RF_DEFINE_MICRO_PART_(6, 2, RF_NW)   /* rf_narrow_6x2: 12 accumulators */
+RF_DEFINE_MICRO_PART_(4, 2, RF_NW)   /* 8 */
+RF_DEFINE_MICRO_PART_(2, 4, RF_NW)   /* 8: AVX2's a whole panel, SSE2's half */
+#if RF_NW == 16
+RF_DEFINE_MICRO_PART_(1, 8, RF_NW)   /* 8: a whole panel (AVX2's row: rf_micro_1_32 below) */
+#endif
+#undef RF_DEFINE_MICRO_PART_
+#undef RF_DEFINE_MICRO_PART
+#undef RF_PART_STEP
+#endif
+
 /* One row (batch 1, the smallest problems): one accumulator per vector would wait on the
  * FMA latency at every step of k, so U steps of k go to U separate sets (U * NV = 8
  * accumulators), summed at the end. */
@@ -451,6 +564,9 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1x##P##_##W)(    
 }
 RF_DEFINE_MICRO_1XP(64, 4)
 RF_DEFINE_MICRO_1XP(32, 2)
+#if RF_NARROW_BLOCKS && RF_NW == 16
+RF_DEFINE_MICRO_1XP(16, 1)  /* 8 accumulators of 16 bytes: SSE2's registers */
+#endif
 #undef RF_DEFINE_MICRO_1XP
 
 /* Four panels of one row: one pass of rf_micro_1x4_64, or two of rf_micro_1x2_32 (each
@@ -461,9 +577,15 @@ static inline __attribute__((always_inline)) void SFX(rf_micro_1x4)(
     if (wide) {
         SFX(rf_micro_1x4_64)(k, a, a_ks, panel, panel_stride, n_left, accumulate, c);
     } else {
+#if RF_NARROW_BLOCKS && RF_NW == 16
+        for (int u = 0; u < 4; u++)
+            SFX(rf_micro_1x1_16)(k, a, a_ks, panel + u * panel_stride, panel_stride,
+                                 n_left - u * RF_NR, accumulate, c + u * RF_NR);
+#else
         SFX(rf_micro_1x2_32)(k, a, a_ks, panel, panel_stride, n_left, accumulate, c);
         SFX(rf_micro_1x2_32)(k, a, a_ks, panel + 2 * panel_stride, panel_stride,
                              n_left - 2 * RF_NR, accumulate, c + 2 * RF_NR);
+#endif
     }
 }
 
@@ -474,6 +596,66 @@ static inline const REAL* SFX(rf_prefetch_share)(const REAL* next, int j, int ro
     const int first_row = j * rows_each;
     return next && first_row < kc ? next + (ptrdiff_t)first_row * RF_NR : NULL;
 }
+
+#if RF_NARROW_BLOCKS
+/* The narrow paths' share of rf_packed_panel: C[:, the panel's ncols columns at c] (+)=
+ * A chunk @ panel block pan. Part by part (2 vectors of the panel's rows), 6-row blocks
+ * then a 4-row block; the rows left (at most 3) over the whole panel: 2-row blocks, one
+ * row. The 6-row blocks read A interleaved (a_packed, 6 rows' values side by side) when
+ * `interleaved`. The next panel's prefetch (next, see rf_packed_panel) is shared among the
+ * 6-row blocks of all parts, or the 4-row ones when there are none, or the 2-row ones. */
+static inline __attribute__((always_inline)) void SFX(rf_narrow_panel)(
+        int ncols, int kc, int mc, int acc, int interleaved, const REAL* next,
+        const REAL* restrict ac, ptrdiff_t rs, ptrdiff_t ks, const REAL* restrict a_packed,
+        const REAL* restrict pan, REAL* restrict c, int ldc) {
+    enum { PC = 2 * RF_NW / (int)sizeof(REAL), PARTS = RF_NR / PC };  /* part columns */
+    const int m6 = mc - mc % 6, m4 = mc - m6 >= 4 ? m6 + 4 : m6;
+    const int nb = m6 > 0 ? m6 / 6 * PARTS : m4 > m6 ? PARTS : (mc - m4) / 2;
+    int every = 1;
+    while (every * 2 <= nb && every < 8) every *= 2;
+    const int rows_each = (kc + every - 1) / every;
+    for (int part = 0; part < PARTS && part * PC < ncols; part++) {
+        const REAL* restrict pp = pan + part * PC;
+        REAL* restrict cp = c + part * PC;
+        const int pcols = ncols - part * PC < PC ? ncols - part * PC : PC;
+        for (int i = 0; i < m6; i += 6) {
+            const REAL* share = SFX(rf_prefetch_share)(next, part * (m6 / 6) + i / 6,
+                                                       rows_each, kc);
+            if (interleaved)
+                SFX(rf_narrow_6x2)(kc, a_packed + (ptrdiff_t)i * kc, 1, 6, pp, pcols, acc,
+                                   cp + (ptrdiff_t)i * ldc, ldc, share, every);
+            else
+                SFX(rf_narrow_6x2)(kc, ac + i * rs, rs, ks, pp, pcols, acc,
+                                   cp + (ptrdiff_t)i * ldc, ldc, share, every);
+        }
+        if (m4 > m6)
+            SFX(rf_narrow_4x2)(kc, ac + m6 * rs, rs, ks, pp, pcols, acc,
+                               cp + (ptrdiff_t)m6 * ldc, ldc,
+                               m6 == 0 ? SFX(rf_prefetch_share)(next, part, rows_each, kc)
+                                       : NULL, every);
+    }
+    int i = m4;
+    enum { PC2 = 4 * RF_NW / (int)sizeof(REAL) };      /* the 2-row blocks' part columns */
+    for (; i + 2 <= mc; i += 2) {
+        for (int part = 0; part * PC2 < RF_NR && part * PC2 < ncols; part++)
+            SFX(rf_narrow_2x4)(kc, ac + i * rs, rs, ks, pan + part * PC2,
+                               ncols - part * PC2 < PC2 ? ncols - part * PC2 : PC2, acc,
+                               c + (ptrdiff_t)i * ldc + part * PC2, ldc,
+                               m4 == 0 && part == 0
+                                   ? SFX(rf_prefetch_share)(next, i / 2, rows_each, kc) : NULL,
+                               every);
+    }
+    if (i < mc) {
+#if RF_NW == 16
+        SFX(rf_narrow_1x8)(kc, ac + i * rs, rs, ks, pan, ncols, acc, c + (ptrdiff_t)i * ldc,
+                           ldc, NULL, 1);
+#else
+        SFX(rf_micro_1_32)(kc, ac + i * rs, rs, ks, pan, ncols, acc, c + (ptrdiff_t)i * ldc,
+                           ldc);
+#endif
+    }
+}
+#endif
 
 /* One panel q of rf_packed_gemm's current k block and row chunk: C[:, q-th NR columns]
  * (+)= A chunk @ panel block. */
@@ -497,6 +679,13 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_panel)(
     int every = 1;
     while (every * 2 <= nb && every < 8) every *= 2;
     const int rows_each = (kc + every - 1) / every;
+#if RF_NARROW_BLOCKS
+    if (!wide) {
+        SFX(rf_narrow_panel)(ncols, kc, mc, acc, interleaved, next, ac, rs, ks, a_packed,
+                             pan, cc + col, ldc);
+        return;
+    }
+#endif
     int i = 0;
     if (wide) {  /* 8 x 2 accumulators fit AVX-512's 32 registers, not AVX2's 16 */
         for (; i + 8 <= mc; i += 8) {
@@ -579,7 +768,13 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
     /* The 8-row blocks read A interleaved (a_packed) when it is given transposed (its rows
      * are then columns of a) or when its rows are a multiple of 4 KiB apart (they would
      * alias in L1); else straight from a, saving a copy as large as A. */
+#if RF_NARROW_BLOCKS
+    const int ib = wide ? 8 : 6;          /* rows interleaved: the 8- or 6-row blocks' */
+    const int interleave = (a_transposed || (lda * sizeof(REAL)) % 4096 == 0);
+#else
+    const int ib = 8;
     const int interleave = wide && (a_transposed || (lda * sizeof(REAL)) % 4096 == 0);
+#endif
     /* Blocks of (RF_MC rows, RF_KC terms), k blocks in ascending order for every row chunk
      * (so either order below sums alike). When all of W fits in L2, row chunk by row chunk:
      * a chunk's C stays in cache through its k blocks (dG @ Wx.T over all steps: 3200 x
@@ -599,14 +794,14 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
         const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
         REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
         if (interleave) {
-            for (int i = 0; i + 8 <= mc; i += 8) {
+            for (int i = 0; i + ib <= mc; i += ib) {
                 REAL* restrict dst = a_packed + (ptrdiff_t)i * kc;
-                if (a_transposed)           /* A's 8 rows are 8 neighbours in a */
+                if (a_transposed)           /* A's ib rows are ib neighbours in a */
                     for (int p = 0; p < kc; p++)
-                        for (int r = 0; r < 8; r++) dst[p * 8 + r] = ac[i + r + p * ks];
+                        for (int r = 0; r < ib; r++) dst[p * ib + r] = ac[i + r + p * ks];
                 else
-                    for (int r = 0; r < 8; r++)
-                        for (int p = 0; p < kc; p++) dst[p * 8 + r] = ac[(i + r) * rs + p];
+                    for (int r = 0; r < ib; r++)
+                        for (int p = 0; p < kc; p++) dst[p * ib + r] = ac[(i + r) * rs + p];
             }
         }
         /* Panels in groups, shared out among threads: a single row takes four panels at
@@ -646,3 +841,6 @@ static void SFX(rf_add_column_sums)(ptrdiff_t rows, int n, const REAL* restrict 
     }
 }
 #undef RF_STORE_BLOCK_ROW
+#undef RF_STORE_PART_ROW
+#undef RF_NARROW_BLOCKS
+#undef RF_NW

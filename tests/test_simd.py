@@ -61,7 +61,8 @@ def cpu_with(keep_path):
 # --------------------------------------------------------------------- kernels per path
 
 # (batch, seq_len, input, hidden), each for a branch of rf_packed_gemm and its blocks (float32
-# panels of 32 columns, float64 of 16; 8-row blocks on the AVX-512 path only)
+# panels of 32 columns, float64 of 16; 8-row blocks on the AVX-512 path, 6-row blocks on
+# parts of a panel on the others)
 SHAPES = [
     (1, 4, 3, 30),      # batch 1: the single-row product, four panels at once, the last partial
     (1, 3, 5, 300),     # batch 1, hidden over one k block (256): the blocked single-row path
@@ -70,6 +71,8 @@ SHAPES = [
     (27, 2, 4, 17),     # three 8-row blocks, a 2-row block, a remainder
     (9, 3, 1024, 16),   # x's rows 4 KiB apart (8 KiB in float64): 8-row blocks interleaved
     (11, 2, 3, 300),    # LSTM Wh over 1 MiB: streamed panels, prefetch; k blocks 256 + 44
+    (16, 2, 10, 30),    # narrow paths: 6-row blocks and a 4-row one (batch 16, D 10, H 30)
+    (8, 2, 5, 23),      # 6 + 2 rows, 4 + 1 (D), 3 x 6 + 4 + 1 (H); G = 92: a partial part
 ]
 
 
@@ -86,6 +89,33 @@ def test_kernels_match_the_twin(path, kind, shape, batch_first, dtype):
                        scale=1 / np.sqrt(max(D, H)))
     twin = assert_parity(kind, p, dtype, batch_first=batch_first)
     assert np.abs(twin["dWx"]).max() > 0 and np.abs(twin["dx"]).max() > 0
+
+
+# (m, k, n) of rf_packed_gemm on its own, for the blocks of the narrow paths (AVX2: parts of
+# 16 columns, 6-row blocks, then a 4-row block, 2-row blocks, one row; baseline: parts of 8
+# columns) beside the AVX-512 path's: every row remainder of 6 and of 8, columns ending
+# inside a part, between parts and at a panel's edge, k of one term, about one k block, and
+# the shapes that take the other branches (a single row, rows 4 KiB apart, W over 1 MiB)
+PRODUCTS = [(m, 2 * m + 1, 40) for m in range(1, 14)] + [
+    (16, 3, 8), (17, 2, 15), (10, 1, 16), (8, 5, 17), (9, 7, 24), (5, 4, 31), (12, 9, 32),
+    (15, 3, 33), (6, 2, 48), (4, 6, 100), (11, 1, 129),
+    (7, 256, 50), (14, 257, 64), (5, 300, 70), (1, 1, 200), (1, 300, 129), (1, 64, 512),
+    (31, 1024, 40), (20, 1024, 300),
+]
+
+
+def test_packed_product_blocks(path):
+    """rf_packed_gemm (through _core._packed_matmul_bench, float32) on small-integer
+    operands, whose products and sums float32 holds exactly in any order: so the result
+    must equal the integer product bit for bit, whatever the blocking. A value summed
+    from a wrong row, column or term of k, or a column written past n, cannot pass."""
+    rng = np.random.default_rng(7)
+    for m, k, n in PRODUCTS:
+        a = rng.integers(-3, 4, (m, k))
+        w = rng.integers(-3, 4, (k, n))
+        got = _core._packed_matmul_bench(a.astype(np.float32), w.astype(np.float32), 1)
+        np.testing.assert_array_equal(got, (a @ w).astype(np.float32),
+                                      err_msg=f"m, k, n = {m}, {k}, {n}")
 
 
 @pytest.mark.parametrize("batch", ["odd", "one"])
