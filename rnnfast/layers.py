@@ -115,6 +115,13 @@ class _Recurrent:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def __init_subclass__(cls, **kwargs):
+        """``layer(...)`` is the class's own ``forward`` (a subclass that defines one gets it
+        too): no extra frame and keyword repacking, ~0.5-1 us of a ~10 us tiny call."""
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__ and "__call__" not in cls.__dict__:
+            cls.__call__ = cls.forward
+
     def __repr__(self):
         extra = self._repr_extra()
         if self.num_layers != 1:

@@ -296,3 +296,22 @@ def test_package_face():
     from rnnfast import layers
     assert callable(layers.from_torch)
     assert {layer_class(k) for k in KINDS} == {rnnfast.RNN, rnnfast.LSTM, rnnfast.GRU}
+
+
+def test_calling_a_layer_runs_its_own_classes_forward():
+    """layer(...) is forward(...) (bound at class creation): a subclass that overrides
+    forward is called through its own, one that does not through its parent's."""
+
+    class Doubled(rnnfast.GRU):
+        def forward(self, x, h0=None, *, lengths=None):
+            out, h_n = super().forward(x, h0, lengths=lengths)
+            return 2 * out, h_n
+
+    class Plain(rnnfast.LSTM):
+        pass
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    doubled, plain = Doubled(4, 5, seed=1).eval(), Plain(4, 5, seed=1).eval()
+    np.testing.assert_array_equal(doubled(x)[0], 2 * rnnfast.GRU(4, 5, seed=1).eval()(x)[0])
+    np.testing.assert_array_equal(plain(x, lengths=[3, 2])[0],
+                                  rnnfast.LSTM(4, 5, seed=1).eval().forward(x, lengths=[3, 2])[0])
