@@ -21,8 +21,10 @@ directives = {
     "cdivision": True,
     "embedsignature": True,
 }
-# -fno-trapping-math lets GCC vectorize the branch-free clamps (DESIGN.md, measured facts).
-compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]
+# -fno-trapping-math lets GCC vectorize the branch-free clamps (DESIGN.md, measured facts);
+# -fno-math-errno the optimizers' sqrt (_optim.h: no errno test around it, which kept the
+# loop scalar; the kernels call no libm function).
+compile_args = (["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]) + ["-fno-math-errno"]
 link_args = []
 # OpenMP splits the per-step product of large problems over the threads OpenMP is given
 # (OMP_NUM_THREADS, threadpoolctl); RNNFAST_OPENMP=0 builds without it.

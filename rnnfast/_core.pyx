@@ -1907,3 +1907,124 @@ def _simd_from_environment():
 
 
 _simd_from_environment()
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+cdef extern from "_optim.h" nogil:
+    void rf_adam_f(Py_ssize_t n, float* p, const float* g, float* m, float* v, float b1,
+                   float one_b1, float b2, float one_b2, float step_size, float bias2_sqrt,
+                   float eps, float wd, int decay)
+    void rf_adam_d(Py_ssize_t n, double* p, const double* g, double* m, double* v, double b1,
+                   double one_b1, double b2, double one_b2, double step_size,
+                   double bias2_sqrt, double eps, double wd, int decay)
+    void rf_adagrad_f(Py_ssize_t n, float* p, const float* g, float* acc, float lr, float eps,
+                      float wd, int decay)
+    void rf_adagrad_d(Py_ssize_t n, double* p, const double* g, double* acc, double lr,
+                      double eps, double wd, int decay)
+    void rf_sgd_f(Py_ssize_t n, float* p, const float* g, float* buf, float lr,
+                  float momentum, int nesterov, float wd, int decay)
+    void rf_sgd_d(Py_ssize_t n, double* p, const double* g, double* buf, double lr,
+                  double momentum, int nesterov, double wd, int decay)
+
+
+cdef int fusable(tuple arrays, int writable_from) except -1:
+    """The element size (4 or 8 bytes) when ``arrays`` (None skipped) are NumPy arrays of
+    one dtype, float32 or float64, C-contiguous, of one size, not overlapping in memory
+    (the C loops' restrict), the first and those from ``writable_from`` on writeable; else
+    0 (the optimizer then takes its NumPy path, which converts or raises)."""
+    cdef Py_ssize_t n = -1, i, j, k = 0
+    cdef int typenum = -1
+    cdef cnp.ndarray a
+    cdef char* lo[4]
+    cdef char* hi[4]
+    for i in range(len(arrays)):
+        if arrays[i] is None:
+            continue
+        if type(arrays[i]) is not np.ndarray or k == 4:
+            return 0
+        a = <cnp.ndarray> arrays[i]
+        if typenum < 0:
+            typenum = cnp.PyArray_TYPE(a)
+            if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+                return 0
+            n = cnp.PyArray_SIZE(a)
+        elif cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_SIZE(a) != n:
+            return 0
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or ((i == 0 or i >= writable_from)
+                                                 and not cnp.PyArray_ISWRITEABLE(a)):
+            return 0
+        lo[k] = <char*> cnp.PyArray_DATA(a)
+        hi[k] = lo[k] + cnp.PyArray_NBYTES(a)
+        for j in range(k):
+            if lo[k] < hi[j] and lo[j] < hi[k]:
+                return 0
+        k += 1
+    if typenum < 0:
+        return 0
+    return 4 if typenum == cnp.NPY_FLOAT32 else 8
+
+
+def _adam_update(p, g, m, v, double b1, double b2, double step_size, double bias2_sqrt,
+                 double eps, double weight_decay):
+    """rnnfast.optim.Adam's update of one parameter in one pass (see _optim.h): the same
+    values as its NumPy steps, bit for bit. Returns False (nothing done) unless the arrays
+    are fusable()."""
+    cdef int size = fusable((p, g, m, v), 2)
+    cdef int decay = weight_decay != 0
+    if not size:
+        return False
+    cdef Py_ssize_t n = p.size
+    cdef void *pp = data(p), *gp = data(g), *mp = data(m), *vp = data(v)
+    if size == 4:
+        with nogil:
+            rf_adam_f(n, <float*> pp, <const float*> gp, <float*> mp, <float*> vp,
+                      <float> b1, <float> (1.0 - b1), <float> b2, <float> (1.0 - b2),
+                      <float> step_size, <float> bias2_sqrt, <float> eps,
+                      <float> weight_decay, decay)
+    else:
+        with nogil:
+            rf_adam_d(n, <double*> pp, <const double*> gp, <double*> mp, <double*> vp,
+                      b1, 1.0 - b1, b2, 1.0 - b2, step_size, bias2_sqrt, eps, weight_decay,
+                      decay)
+    return True
+
+
+def _adagrad_update(p, g, acc, double lr, double eps, double weight_decay):
+    """rnnfast.optim.AdaGrad's update in one pass, bit for bit its NumPy steps; False
+    (nothing done) unless the arrays are fusable()."""
+    cdef int size = fusable((p, g, acc), 2)
+    cdef int decay = weight_decay != 0
+    if not size:
+        return False
+    cdef Py_ssize_t n = p.size
+    cdef void *pp = data(p), *gp = data(g), *ap = data(acc)
+    if size == 4:
+        with nogil:
+            rf_adagrad_f(n, <float*> pp, <const float*> gp, <float*> ap, <float> lr,
+                         <float> eps, <float> weight_decay, decay)
+    else:
+        with nogil:
+            rf_adagrad_d(n, <double*> pp, <const double*> gp, <double*> ap, lr, eps,
+                         weight_decay, decay)
+    return True
+
+
+def _sgd_update(p, g, buf, double lr, double momentum, bint nesterov, double weight_decay):
+    """rnnfast.optim.SGD's update in one pass (``buf`` None without momentum), bit for bit
+    its NumPy steps; False (nothing done) unless the arrays are fusable()."""
+    cdef int size = fusable((p, g, buf), 2)
+    cdef int decay = weight_decay != 0
+    if not size:
+        return False
+    cdef Py_ssize_t n = p.size
+    cdef void *pp = data(p), *gp = data(g), *bp = data(buf)      # (buf None: NULL)
+    if size == 4:
+        with nogil:
+            rf_sgd_f(n, <float*> pp, <const float*> gp, <float*> bp, <float> lr,
+                     <float> momentum, nesterov, <float> weight_decay, decay)
+    else:
+        with nogil:
+            rf_sgd_d(n, <double*> pp, <const double*> gp, <double*> bp, lr,
+                     momentum, nesterov, weight_decay, decay)
+    return True

@@ -21,7 +21,10 @@ array after the optimizer was built, ``step()`` raises instead of silently updat
 one.
 
 The updates follow the published definitions, in PyTorch's formulation (``torch.optim``)
-where it has one; the tests hold each to a NumPy transcription of the formula.
+where it has one; the tests hold each to a NumPy transcription of the formula. With the
+compiled core, a parameter that is a C-contiguous float32/float64 array is updated in one
+compiled pass that gives the NumPy steps' values bit for bit (Adam over a 19k-parameter
+model: one pass instead of 14 ufunc calls per array); anything else takes the NumPy steps.
 """
 import math
 
@@ -30,6 +33,20 @@ import numpy as np
 from . import _checks
 
 __all__ = ["Optimizer", "SGD", "AdaGrad", "Adam", "clip_grad_norm"]
+
+
+def _compiled_updates():
+    """rnnfast._core, whose ``_*_update`` functions do a step's update of one parameter in
+    one pass (bit for bit the NumPy steps below, which remain the twin and the fallback), or
+    None without the compiled core."""
+    try:
+        from . import _core
+    except ImportError:
+        return None
+    return _core
+
+
+_FUSED = _compiled_updates()
 
 
 def _is_layer_like(obj):
@@ -189,6 +206,9 @@ class Optimizer:
     def _update(self, i, p, g):
         raise NotImplementedError
 
+    # the compiled one-pass updates (False: the NumPy steps only; the tests compare both)
+    _fused = True
+
     def _decayed(self, p, g, out):
         """``g + weight_decay * p`` in ``out`` (or ``g`` itself without weight decay)."""
         if not self.weight_decay:
@@ -228,6 +248,10 @@ class SGD(Optimizer):
         self._s2 = self._scratch() if self.nesterov else None
 
     def _update(self, i, p, g):
+        if self._fused and _FUSED is not None and _FUSED._sgd_update(
+                p, g, self._buf[i] if self.momentum else None, self.lr, self.momentum,
+                self.nesterov, self.weight_decay):
+            return
         s1 = self._s1[i]
         d = self._decayed(p, g, s1)
         if self.momentum:
@@ -278,9 +302,12 @@ class AdaGrad(Optimizer):
         self._s2 = self._scratch() if self.weight_decay else None
 
     def _update(self, i, p, g):
+        acc = self.accumulators[i]
+        if self._fused and _FUSED is not None and _FUSED._adagrad_update(
+                p, g, acc, self.lr, self.eps, self.weight_decay):
+            return
         s1 = self._s1[i]
         d = self._decayed(p, g, self._s2[i] if self._s2 is not None else None)
-        acc = self.accumulators[i]
         np.multiply(d, d, out=s1)
         np.add(acc, s1, out=acc)
         np.sqrt(acc, out=s1)
@@ -321,9 +348,14 @@ class Adam(Optimizer):
     def _update(self, i, p, g):
         b1, b2 = self.betas
         t = self.steps
+        m, v = self.m[i], self.v[i]
+        step_size = self.lr / (1.0 - b1 ** t)
+        bias2_sqrt = math.sqrt(1.0 - b2 ** t)
+        if self._fused and _FUSED is not None and _FUSED._adam_update(
+                p, g, m, v, b1, b2, step_size, bias2_sqrt, self.eps, self.weight_decay):
+            return
         s1 = self._s1[i]
         d = self._decayed(p, g, self._s2[i] if self._s2 is not None else None)
-        m, v = self.m[i], self.v[i]
         np.multiply(m, b1, out=m)
         np.multiply(d, 1.0 - b1, out=s1)
         np.add(m, s1, out=m)
@@ -331,9 +363,8 @@ class Adam(Optimizer):
         np.multiply(d, d, out=s1)
         np.multiply(s1, 1.0 - b2, out=s1)
         np.add(v, s1, out=v)
-        step_size = self.lr / (1.0 - b1 ** t)
         np.sqrt(v, out=s1)
-        np.divide(s1, math.sqrt(1.0 - b2 ** t), out=s1)
+        np.divide(s1, bias2_sqrt, out=s1)
         np.add(s1, self.eps, out=s1)
         np.divide(m, s1, out=s1)
         np.multiply(s1, step_size, out=s1)

@@ -285,3 +285,103 @@ def test_clip_grad_norm():
         optim.clip_grad_norm(d, 0)
     with pytest.raises(TypeError, match="grads must be"):
         optim.clip_grad_norm("W", 1.0)
+
+
+# ------------------------------------------------ the compiled one-pass updates vs NumPy's
+
+def _core_or_skip():
+    core = pytest.importorskip("rnnfast._core", reason="the compiled core is not built")
+    assert optim._FUSED is core         # (so the fused runs below do run compiled)
+    return core
+
+
+def _paired_runs(make, dtype, shapes, steps=6, seed=3, special=False):
+    """The same steps through the compiled updates and through the NumPy ones (``_fused``
+    False); returns both sets of parameters and optimizer states."""
+    rng = np.random.default_rng(seed)
+    init = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+             for _ in range(steps)]
+    if special:     # zeros, signed zeros, huge and tiny values, a NaN and an Inf
+        for k in init:
+            flat = grads[0][k].reshape(-1)
+            flat[:6] = [0.0, -0.0, 1e30, 1e-30, np.nan, np.inf][:flat.size]
+            init[k].reshape(-1)[:2] = [0.0, -0.0][:init[k].size]
+    out = []
+    for fused in (True, False):
+        params = {k: v.copy() for k, v in init.items()}
+        g_arrays = {k: np.zeros_like(p) for k, p in params.items()}
+        opt = make({k: (params[k], g_arrays[k]) for k in params})
+        opt._fused = fused
+        with np.errstate(over="ignore", invalid="ignore"):     # (the special values)
+            for step in grads:
+                for k, g in step.items():
+                    g_arrays[k][...] = g
+                opt.step()
+        state = [a for name in ("m", "v", "accumulators", "_buf")
+                 for a in (getattr(opt, name, None) or [])]
+        out.append((params, state))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_compiled_update_is_the_numpy_update_bit_for_bit(case, dtype):
+    """The one-pass compiled update of every optimizer and option gives the NumPy steps'
+    values to the bit, parameters and optimizer state, float32 and float64, on sizes that
+    leave a vector remainder; also through zeros, signed zeros, huge and tiny values, NaN
+    and Inf."""
+    _core_or_skip()
+    make = CASES[case][0]
+    for special in (False, True):
+        (p1, s1), (p2, s2) = _paired_runs(make, dtype, {"W": (7, 5), "b": (13,), "s": (1,)},
+                                          special=special)
+        for k in p1:
+            np.testing.assert_array_equal(p1[k], p2[k], err_msg=f"{case} {k}")
+            assert np.array_equal(np.signbit(p1[k]), np.signbit(p2[k])), k
+        assert len(s1) == len(s2)
+        for a, b in zip(s1, s2):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_updates_take_only_arrays_they_can_run():
+    """The compiled updates say False, doing nothing, unless the arrays are C-contiguous,
+    of one float dtype and size, not overlapping, and the written ones writeable: the
+    optimizer then takes its NumPy steps, which give the same values."""
+    core = _core_or_skip()
+    rng = np.random.default_rng(0)
+    p, g, m, v = (rng.standard_normal(10).astype(np.float32) for _ in range(4))
+    args = (0.9, 0.999, 0.01, 0.5, 1e-8, 0.0)
+    before = p.copy()
+    strided = np.zeros(20, np.float32)[::2]
+    readonly = m.copy()
+    readonly.flags.writeable = False
+    refused = [
+        (p, g, m, v.astype(np.float64)),       # two dtypes
+        (p, g, m, np.zeros(11, np.float32)),    # two sizes
+        (p, g, m, strided),                     # not contiguous
+        (p, g, readonly, v),                    # state not writeable
+        (p, g, p, v),                           # overlapping
+        (p, g, m[:], m),                        # overlapping views
+        (p.astype(np.int32), g, m, v),          # not a float
+        (list(p), g, m, v),                     # not an array
+    ]
+    for arrays in refused:
+        assert core._adam_update(*arrays, *args) is False
+    np.testing.assert_array_equal(p, before)
+    readonly_g = g.copy()
+    readonly_g.flags.writeable = False         # only read: fine
+    assert core._adam_update(p, readonly_g, m, v, *args) is True
+    assert core._sgd_update(p, g, None, 0.1, 0.0, False, 0.0) is True
+    assert core._sgd_update(p, g, p, 0.1, 0.9, False, 0.0) is False
+    assert core._adagrad_update(p, g, strided, 0.1, 1e-10, 0.0) is False
+    # and an optimizer over such arrays still steps (the NumPy way), like one on copies
+    W = np.asfortranarray(rng.standard_normal((4, 3)).astype(np.float32))
+    gW = np.asfortranarray(rng.standard_normal((4, 3)).astype(np.float32))
+    W2 = np.ascontiguousarray(W)
+    a = optim.Adam({"W": (W, gW)}, lr=0.1)
+    b = optim.Adam({"W": (W2, np.ascontiguousarray(gW))}, lr=0.1)
+    for _ in range(3):
+        a.step()
+        b.step()
+    np.testing.assert_array_equal(W, W2)
