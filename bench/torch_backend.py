@@ -13,9 +13,11 @@ once, outside the step; the loss on ``h_n``, each sequence's last valid step, as
 classifier reads it; the gradient reaches the packed data): one-direction packed,
 bidirectional padded (the loss on the last step as above) and bidirectional packed.
 
-Also, at the tiny shape: the wrapper's own cost, the rnnfast.torch step minus the direct
+Also, at the tiny shape: the wrapper's cost, the rnnfast.torch step minus the direct
 compiled forward+backward (``rnnfast._core`` on ready arrays, the same gradient on the last
-step), and what a call copies (the transposed weights, the summed biases).
+step), split into torch's floor (the same step through an empty autograd.Function of the
+same interface: what torch's autograd costs any such wrapper) and the rest, rnnfast.torch's
+own Python; and what a call copies (the transposed weights, the summed biases).
 
     flock /tmp/rnnfast-bench.lock python bench/torch_backend.py [--medium] [--rounds N]
 """
@@ -123,6 +125,48 @@ def direct_step(cell, ours, x):
     return run
 
 
+def floor_step(module, x):
+    """torch's own share of a step: the same step (zero_grad, a module call, loss, backward)
+    through an empty autograd.Function of rnnfast.torch's interface (inputs ``(call, x, h0,
+    c0, *params)``, its outputs, applied by the same C entry, the same once_differentiable),
+    whose forward and backward only hand out copies of ready arrays as tensors."""
+    params = list(module._flat_weights)
+    B, T = x.shape[0], x.shape[1]
+    H = module.hidden_size
+    outs = [np.zeros((B, T, H), np.float32)] + [np.zeros((1, B, H), np.float32)] * (
+        2 if isinstance(module, torch.nn.LSTM) else 1)
+    grads = [x.detach().numpy().copy()] + [p.detach().numpy().copy() for p in params]
+
+    class Empty(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, call, x, h0, c0, *params):
+            ctx.set_materialize_grads(False)
+            ctx.save_for_backward(x)
+            return tuple(torch.from_numpy(a.copy()) for a in outs)
+
+        @staticmethod
+        @rt._once_differentiable
+        def backward(ctx, *grad_outputs):
+            _ = ctx.saved_tensors
+            return (None, torch.from_numpy(grads[0].copy()), None, None,
+                    *(torch.from_numpy(g.copy()) for g in grads[1:]))
+
+    apply = super(torch.autograd.Function, Empty).apply
+
+    class Wrapper(torch.nn.Module):         # (a module call, as rnnfast.torch's)
+        def forward(self, x):
+            outs = apply(None, x, None, None, *params)
+            return outs[0], outs[1:]
+
+    wrapper = Wrapper()
+
+    def run():
+        module.zero_grad(set_to_none=True)
+        out, _ = wrapper(x)
+        out[:, -1].pow(2).sum().backward()
+    return run
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--medium", action="store_true", help="add the medium shape")
@@ -164,17 +208,22 @@ def main():
         x = torch.randn(B, T, D, generator=torch.Generator().manual_seed(1),
                         requires_grad=True)
         print("\nwrapper overhead at the tiny shape (us per step): rnnfast.torch step, direct "
-              "_core fwd+bwd, difference; and what a call copies")
+              "_core fwd+bwd, difference; torch's floor (the step through an empty Function "
+              "of the same interface) and what is left of the difference (rnnfast.torch's "
+              "own Python); what a call copies")
         for cell in CELLS:
             _, ours = modules(cell, D, H)
             spec = rt._SPEC_OF_MODE[ours.mode]
             _, views = ours._rf_views("bench")
             m = medians({"step": step(ours, x), "direct": direct_step(cell, ours, x),
+                         "floor": floor_step(ours, x),
                          "copies": lambda ours=ours, spec=spec, views=views:
                          ours._rf_call(spec, views, views[0].dtype, True)}, args.rounds)
+            over = m["step"] - m["direct"]
             print(f"  {cell:9} step {m['step'] * 1e6:7.1f}  direct {m['direct'] * 1e6:7.1f}  "
-                  f"overhead {(m['step'] - m['direct']) * 1e6:6.1f}  "
-                  f"(weights copied and biases summed: {m['copies'] * 1e6:.1f})", flush=True)
+                  f"overhead {over * 1e6:6.1f} = torch floor {m['floor'] * 1e6:6.1f} + own "
+                  f"{(over - m['floor']) * 1e6:5.1f}  (weights copied and biases summed: "
+                  f"{m['copies'] * 1e6:.1f})", flush=True)
         print("\nper-call weight copies at the other shapes (us)")
         for shape in shapes[1:]:
             B, T, D, H = SHAPES[shape]

@@ -544,3 +544,80 @@ def test_both_transposing_copies(monkeypatch, threshold):
         ref, ours = pair(kind, dtype=np.float64, num_layers=2)
         x, hx = inputs(kind, batch_first=False, dtype=np.float64, num_layers=2)
         assert_same_results(run(ours, x, hx), run(ref, x, hx), np.float64)
+
+
+@pytest.mark.parametrize("kind", TORCH_KINDS)
+def test_retain_graph_one_layer(kind):
+    """The one-layer, one-direction path (its own tape: input and workspace): a retained
+    graph gives the same gradients twice, the last backward lets the workspace go."""
+    _, ours = pair(kind, dtype=np.float64)
+    x, hx = leaves(*inputs(kind, batch_first=False, dtype=np.float64))
+    out, state = ours(x, hx)
+    loss = out.pow(2).sum() + sum(s.sum() for s in as_tuple(state))
+    tensors = (x, *as_tuple(hx), *ours.parameters())
+    loss.backward(retain_graph=True)
+    first = [t.grad.clone() for t in tensors]
+    for t in tensors:
+        t.grad = None
+    loss.backward()
+    for a, t in zip(first, tensors):
+        assert torch.equal(a, t.grad)
+    assert type(out.grad_fn).__name__ == "_RecurrentFunctionBackward"
+    assert out.grad_fn.tape is None
+
+
+def test_double_backward_is_refused():
+    """The backward is once-differentiable: with create_graph=True the gradients are those
+    of a plain backward, and differentiating them again is torch's error."""
+    ref, ours = pair("lstm", dtype=np.float64)
+    x, _ = inputs("lstm", batch_first=False, dtype=np.float64, states=False)
+    grads = []
+    for m, create_graph in ((ref, False), (ours, True)):
+        xl = x.clone().requires_grad_()
+        out, _ = m(xl)
+        (g,) = torch.autograd.grad(out.pow(2).sum(), xl, create_graph=create_graph)
+        grads.append(g)
+    torch.testing.assert_close(grads[1].detach(), grads[0], rtol=1e-12, atol=1e-12)
+    assert grads[1].requires_grad
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grads[1].sum().backward()
+
+
+def test_parameter_updates_autograd_does_not_track_are_read():
+    """Every call reads the parameters' current values (nothing derived from them is kept
+    between calls): also writes that leave a tensor's version counter alone, which a cache
+    keyed on ``p._version`` would miss (fused optimizers, ``p.data`` in place, writes through
+    a NumPy view), and load_state_dict, requires_grad toggled, .double()."""
+    ref, ours = pair("lstm", batch_first=True)
+    x, _ = inputs("lstm", batch_first=True, dtype=np.float32, states=False)
+
+    def check():
+        torch.testing.assert_close(ours(x)[0], ref(x)[0])
+
+    check()
+    opts = [torch.optim.Adam(m.parameters(), lr=0.1, fused=True) for m in (ref, ours)]
+    for m, opt in zip((ref, ours), opts):
+        versions = [p._version for p in m.parameters()]
+        m(x)[0].pow(2).sum().backward()
+        opt.step()
+        assert versions == [p._version for p in m.parameters()]     # (untracked)
+    check()
+    for m in (ref, ours):
+        m.weight_ih_l0.data.mul_(0.5)
+        m.bias_hh_l0.detach().numpy()[:] += 0.25
+    check()
+    ref.load_state_dict(pair("lstm", seed=3)[0].state_dict())
+    ours.load_state_dict(ref.state_dict())
+    check()
+    for m in (ref, ours):
+        m.requires_grad_(False)
+    check()
+    with torch.no_grad():
+        for m in (ref, ours):
+            m.weight_hh_l0.add_(0.1)
+    check()
+    for m in (ref, ours):
+        m.requires_grad_(True)
+    check()
+    ref.double(), ours.double()
+    torch.testing.assert_close(ours(x.double())[0], ref(x.double())[0])
