@@ -481,3 +481,27 @@ def test_bidirectional_threads_give_the_same_bits(kind, shape):
             results.append(run(layer, kind, x, states, lengths)[0])
     for key in results[0]:
         np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")     # setting shape (NumPy 2.4)
+def test_stacked_params_replaced_or_reshaped_after_a_call_are_seen(backend):
+    """A stacked bidirectional layer remembers its checked params between calls; a removed
+    or replaced entry of any layer and direction, or one reshaped in place, is seen at the
+    next call (a clear error, or the new values), never trusted."""
+    layer = rnnfast.LSTM(3, 4, num_layers=2, bidirectional=True, backend=backend).eval()
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    want = layer(x)[0]
+    saved = layer.params.pop("Wh_l1_reverse")
+    with pytest.raises(ValueError, match=r"params\['Wh_l1_reverse'\] is missing"):
+        layer(x)
+    layer.params["Wh_l1_reverse"] = saved
+    np.testing.assert_array_equal(layer(x)[0], want)
+    layer.params["Wx_reverse"] = 2 * layer.params["Wx_reverse"]      # replaced: new values
+    assert not np.array_equal(layer(x)[0], want)
+    layer.params["Wx_reverse"] = layer.params["Wx_reverse"] / 2
+    np.testing.assert_array_equal(layer(x)[0], want)
+    w = layer.params["Wx_reverse"]
+    w.shape = (16, 3)                                           # in place: the same object
+    with pytest.raises(ValueError, match=r"params\['Wx_reverse'\] must have shape \(3, 16\)"):
+        layer(x)
