@@ -254,3 +254,69 @@ def test_twin_any_layout(pr):
         assert g.dtype == dt and g.shape == shapes[name], name
         np.testing.assert_array_equal(g, w, err_msg=f"{name}: layout changed the result")
         assert np.isfinite(g).all(), name
+
+
+@st.composite
+def sequence_problems(draw):
+    """A stacked / bidirectional layer problem: kind, layers, directions, layout, sizes,
+    lengths (or none), which states and state gradients are given, return_cells (LSTM)."""
+    kind = draw(st.sampled_from(COMPILED))
+    B, T = draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    lengths = draw(st.none() | st.lists(st.integers(1, T), min_size=B, max_size=B))
+    return dict(kind=kind, L=draw(st.integers(1, 3)), bi=draw(st.booleans()),
+                batch_first=draw(st.booleans()), B=B, T=T, D=draw(st.integers(1, 5)),
+                H=draw(st.integers(1, 6)), dtype=draw(st.sampled_from([np.float32,
+                                                                         np.float64])),
+                lengths=lengths, states=draw(st.booleans()), dstates=draw(st.booleans()),
+                cells=cells.get(kind).family == "lstm" and draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@examples(150)
+@given(pr=sequence_problems())
+def test_sequence_layers_compiled_equals_twin(pr):
+    """Stacks, directions and lengths (the compiled core's sorted, shrinking batches, reverse
+    directions from each row's own end, column halves of one output and the reverse
+    direction's dx added in; the twin's masks): outputs, final states, every c_t, the input
+    and state gradients and every parameter gradient agree within the dtype's tolerance."""
+    dt, kind, L, nd = pr["dtype"], pr["kind"], pr["L"], 2 if pr["bi"] else 1
+    B, T, H = pr["B"], pr["T"], pr["H"]
+    rng = np.random.default_rng(pr["seed"])
+    x = rng.standard_normal((B, T, pr["D"]) if pr["batch_first"] else (T, B, pr["D"]))
+    x = x.astype(dt)
+    names = reg.state_names(kind)
+    shape = (B, H) if L * nd == 1 else (L * nd, B, H)      # (one layer: (batch, hidden))
+    states = tuple(rng.standard_normal(shape).astype(dt) if pr["states"] else None
+                   for _ in names)
+    dstates = tuple(rng.standard_normal(shape).astype(dt) if pr["dstates"] else None
+                    for _ in names)
+    lengths = None if pr["lengths"] is None else np.array(pr["lengths"])
+    res = {}
+    for backend in ("cython", "numpy"):
+        layer = reg.make_layer(kind, pr["D"], H, num_layers=L, bidirectional=pr["bi"],
+                               batch_first=pr["batch_first"], dtype=dt, backend=backend,
+                               seed=pr["seed"])
+        kw = {"lengths": lengths}
+        if pr["cells"]:
+            kw["return_cells"] = True
+        got = layer(x, reg.state_arg(kind, states), **kw)
+        out, finals = got[0], reg.as_states(kind, got[1])
+        dout = np.random.default_rng(pr["seed"] + 1).standard_normal(out.shape).astype(dt)
+        bkw = {}
+        if pr["cells"]:
+            bkw["dcells"] = np.random.default_rng(pr["seed"] + 2).standard_normal(
+                out.shape).astype(dt)
+        dx, d0 = layer.backward(dout, reg.state_arg(kind, dstates), **bkw)
+        r = dict(out=out, dx=dx, **{f"{n}_n": f for n, f in zip(names, finals)},
+                 **{f"d{n}0": g for n, g in zip(names, reg.as_states(kind, d0))},
+                 **{"d" + k: g.copy() for k, g in layer.grads.items()})
+        if pr["cells"]:
+            r["cells"] = got[2]
+        res[backend] = r
+    for name, g in res["cython"].items():
+        want = res["numpy"][name]
+        if g is None or want is None:
+            assert g is None and want is None, name
+            continue
+        assert g.dtype == np.dtype(dt) == want.dtype and g.shape == want.shape, name
+        np.testing.assert_allclose(g, want, rtol=RTOL[dt], atol=ATOL[dt], err_msg=name)
