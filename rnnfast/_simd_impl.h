@@ -736,6 +736,34 @@ static inline __attribute__((always_inline)) void SFX(rf_packed_group)(
                              ac, rs, ks, a_packed, wp, cc, ldc);
 }
 
+#if RF_NARROW_BLOCKS
+/* rf_packed_gemm's interleaving of A's 6-row blocks (the narrow paths'), with the block's
+ * rows a constant: with them read at run time, GCC copied each step of k's 6 values with a
+ * `rep movsq` (22% of a 64 x 1600 x 64 float64 weight gradient, seed 004's dWh). Transposed, a row
+ * of a (a step of k of every block) at a time: a's lines in order. */
+static inline __attribute__((always_inline)) void SFX(rf_interleave_6)(
+        int mc, int kc, const REAL* restrict ac, ptrdiff_t rs, ptrdiff_t ks, int a_transposed,
+        REAL* restrict a_packed) {
+    const int m6 = mc - mc % 6;
+    if (a_transposed) {     /* A's 6 rows are 6 neighbours in a: a's rows front to back */
+        for (int p = 0; p < kc; p++) {
+            const REAL* restrict src = ac + p * ks;
+            for (int i = 0; i < m6; i += 6) {
+                REAL* restrict dst = a_packed + (ptrdiff_t)i * kc + p * 6;
+                _Pragma("GCC unroll 6")
+                for (int r = 0; r < 6; r++) dst[r] = src[i + r];
+            }
+        }
+    } else {
+        for (int i = 0; i < m6; i += 6) {
+            REAL* restrict dst = a_packed + (ptrdiff_t)i * kc;
+            for (int r = 0; r < 6; r++)
+                for (int p = 0; p < kc; p++) dst[p * 6 + r] = ac[(i + r) * rs + p];
+        }
+    }
+}
+#endif
+
 /* C(m, n) (+)= A(m, k) @ W(k, n), W packed by rf_pack_panels; A may be given
  * transposed (the weight gradients x.T @ dG).
  *
@@ -794,6 +822,11 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
         const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
         REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
         if (interleave) {
+#if RF_NARROW_BLOCKS
+            if (ib == 6)
+                SFX(rf_interleave_6)(mc, kc, ac, rs, ks, a_transposed, a_packed);
+            else
+#endif
             for (int i = 0; i + ib <= mc; i += ib) {
                 REAL* restrict dst = a_packed + (ptrdiff_t)i * kc;
                 if (a_transposed)           /* A's ib rows are ib neighbours in a */
