@@ -101,6 +101,9 @@ PRODUCTS = [(m, 2 * m + 1, 40) for m in range(1, 14)] + [
     (15, 3, 33), (6, 2, 48), (4, 6, 100), (11, 1, 129),
     (7, 256, 50), (14, 257, 64), (5, 300, 70), (1, 1, 200), (1, 300, 129), (1, 64, 512),
     (31, 1024, 40), (20, 1024, 300),
+    # parts of one vector (6 x 1 and 4 x 1 blocks): 8 columns (the digits LSTM's dx), a
+    # last panel of 8 after a whole one, and of 3
+    (256, 256, 8), (16, 64, 40), (10, 7, 35),
 ]
 
 
