@@ -178,6 +178,12 @@ def _stacked(per_layer):
     return per_layer[0][None] if len(per_layer) == 1 else np.stack(per_layer)
 
 
+def _torch_order(grads):
+    """One direction's parameter gradients (the registry's order) as ``(dWx, dWh, db,
+    db_hn)``, db_hn None but for the GRU."""
+    return (grads[0], grads[1], grads[2], grads[3] if len(grads) == 4 else None)
+
+
 def _run_forward(call, x, h0, c0, training):
     """Every layer and direction of ``call`` over ``x`` (a C-contiguous array in the call's
     layout) from the states ``h0``/``c0`` (``(num_layers * num_directions, batch, hidden)``
@@ -188,16 +194,14 @@ def _run_forward(call, x, h0, c0, training):
     core = _core
     spec, nd = call.spec, call.directions
     lstm = spec.family == "lstm"
-    if len(call.layers) == 1:
-        # one layer, one direction (the common case) straight to the kernel: the per-layer
-        # lists and stacking below cost ~5-10 us of a ~350 us tiny training step
-        states = ((None if h0 is None else h0[0], None if c0 is None else c0[0]) if lstm
-                  else (None if h0 is None else h0[0],))
-        out, finals, ws = core.direction_forward(spec.kind, x, states, call.layers[0],
-                                                 call.batch_first, training, call.steps)
-        return (out, finals[0][None], finals[1][None] if lstm else None,
-                (x, ws) if training else None)
     states = (h0, c0) if lstm else (h0,)
+    if len(call.layers) == 1:
+        # one layer, one direction (the common case): no per-layer lists or tape entries
+        # (they cost ~5-10 us of a ~350 us tiny training step)
+        out, ((finals, ws),) = _forward_layer(core, call, x, _per_direction(states, 0, 1), 0,
+                                              training)
+        return (out, _stacked([finals[0]]), _stacked([finals[1]]) if lstm else None,
+                (x, ws) if training else None)
     L = len(call.layers) // nd
     tape = [] if training else None
     hs, cs = [], []
@@ -229,18 +233,13 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
     core = _core
     spec, nd = call.spec, call.directions
     lstm = spec.family == "lstm"
+    dstates = (dh_n, dc_n) if lstm else (dh_n,)
     if len(call.layers) == 1:               # (see _run_forward)
         x, ws = tape
-        if keep:
-            ws = _pristine(ws, spec)
-        dstates = ((None if dh_n is None else dh_n[0], None if dc_n is None else dc_n[0])
-                   if lstm else (None if dh_n is None else dh_n[0],))
-        Wx, Wh = call.layers[0][:2]
-        dx, d0, g = core.direction_backward(spec.kind, dout, dstates, x, Wx, Wh, ws,
-                                            call.batch_first)
-        return (dx, d0[0][None], d0[1][None] if lstm else None,
-                [(g[0], g[1], g[2], g[3] if len(g) == 4 else None)])
-    dstates = (dh_n, dc_n) if lstm else (dh_n,)
+        dx, (d0,), (g,) = _backward_layer(core, call, dout, _per_direction(dstates, 0, 1), x,
+                                          [_pristine(ws, spec) if keep else ws], 0)
+        return (dx, _stacked([d0[0]]), _stacked([d0[1]]) if lstm else None,
+                [_torch_order(g)])
     L = len(call.layers) // nd
     dhs, dcs, grads = [None] * (L * nd), [None] * (L * nd), [None] * (L * nd)
     d = dout
@@ -257,8 +256,7 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
             dhs[j0 + k] = d0s[k][0]
             if lstm:
                 dcs[j0 + k] = d0s[k][1]
-            g = gs[k]
-            grads[j0 + k] = (g[0], g[1], g[2], g[3] if len(g) == 4 else None)
+            grads[j0 + k] = _torch_order(gs[k])
         d = dx
     return d, _stacked(dhs), _stacked(dcs) if lstm else None, grads
 
