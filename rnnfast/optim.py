@@ -30,23 +30,17 @@ import math
 
 import numpy as np
 
-from . import _checks
+from . import _checks, functional
 
 __all__ = ["Optimizer", "SGD", "AdaGrad", "Adam", "clip_grad_norm"]
 
-
-def _compiled_updates():
-    """rnnfast._core, whose ``_*_update`` functions do a step's update of one parameter in
-    one pass (bit for bit the NumPy steps below, which remain the twin and the fallback), or
-    None without the compiled core."""
-    try:
-        from . import _core
-    except ImportError:
-        return None
-    return _core
-
-
-_FUSED = _compiled_updates()
+# rnnfast._core, whose ``_*_update`` functions do a step's update of one parameter in one
+# pass (bit for bit the NumPy steps below, which remain the twin and the fallback), or None
+# without the compiled core
+try:
+    _FUSED = functional.compiled_core()
+except ImportError:
+    _FUSED = None
 
 
 def _is_layer_like(obj):
