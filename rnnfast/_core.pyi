@@ -97,6 +97,15 @@ class BufferedKernels:
     def __init__(self) -> None: ...
     def release(self) -> None: ...
     def kept_copy(self, x: _Array[_F]) -> _Array[_F]: ...
+    def layer_forward(self, kind: str, x: object, states: tuple[object, ...],
+                      weights: tuple[_Array[_F], ...], batch_first: bool, training: bool
+                      ) -> tuple[_Array[_F], tuple[_Array[_F], ...], _Workspace | None,
+                                 _Array[_F] | None] | None: ...
+    def layer_backward(self, kind: str, dout: object, dstates: tuple[object, ...],
+                       x: _Array[_F], weights: tuple[_Array[_F], ...], workspace: _Workspace,
+                       batch_first: bool, grads: tuple[object, ...], into: bool
+                       ) -> tuple[_Array[_F], tuple[_Array[_F], ...], tuple[_Array[_F], ...],
+                                  bool] | None: ...
     def rnn_forward(self, x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F],
                     Wh: _Array[_F], b: _Array[_F], nonlinearity: _Nonlinearity = "tanh",
                     batch_first: bool = True, training: bool = True
@@ -168,7 +177,8 @@ def _forward(kind: int, x: _Array[_F], h0: _Array[_F] | None, c0: _Array[_F] | N
 def _backward(kind: int, dout: _Array[_F] | None, dh_n: _Array[_F] | None,
               dc_n: _Array[_F] | None, x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F],
               workspace: _Workspace, batch_first: bool, pool: _Pool | None = None,
-              dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None
+              dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None,
+              grads_out: tuple[_Array[_F], ...] | None = None
               ) -> tuple[_Array[_F], _Array[_F], _Array[_F] | None, _Array[_F], _Array[_F],
                          _Array[_F], _Array[_F] | None]: ...
 

@@ -1041,6 +1041,7 @@ cdef cnp.ndarray aligned_empty(cnp.npy_intp n, bint is_float):
 
 cdef enum:
     POOL_MIN_BYTES = 128 * 1024     # glibc's initial threshold for malloc through mmap
+    BLAS_INDEX_MAX = 2147483647     # elements of the largest matrix 32-bit BLAS indexes
 
 
 class SharedBuffers:
@@ -1335,22 +1336,26 @@ cdef Prepared prepare_forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_f
 
 
 def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
-              dict pool=None, dx=None, dcells=None):
+              dict pool=None, dx=None, dcells=None, tuple grads_out=None):
     """Allocates gradients and scratch, runs backward_loop; returns
     ``(dx, dh0, dc0, dWx, dWh, db, db_hn)``. See prepare_backward."""
     return run_one(prepare_backward(kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
-                                    batch_first, pool, dx, dcells))
+                                    batch_first, pool, dx, dcells, grads_out))
 
 
 cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
-                               bint batch_first, dict pool, dx, dcells):
+                               bint batch_first, dict pool, dx, dcells,
+                               tuple grads_out=None):
     """Allocates gradients and scratch of a backward, ready to run backward_loop; its result
     ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the LSTM, db_hn but for the
     GRU). ``pool``: see pooled(); without one, the scratch is lent by SharedBuffers, and the
     workspace's lent buffers go back to it afterwards. ``dx``: add this direction's input
     gradient into that array (the other direction's) instead of a new one. The forward's
     lengths, direction and output columns come with the workspace; ``dout`` is the
-    gradient of that whole output, ``dcells`` (LSTM) that of the cells_out."""
+    gradient of that whole output, ``dcells`` (LSTM) that of the cells_out. ``grads_out``:
+    the arrays to write the parameter gradients into, ``(dWx, dWh, db(, db_hn))`` (checked
+    by grads_ready: the parameters' shapes and dtype, C-contiguous, overlapping nothing the
+    call reads), instead of new ones."""
     if workspace["hs"] is None:
         raise ValueError("this workspace was already used by a backward call")
     cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
@@ -1372,21 +1377,31 @@ cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
     dc0 = _state_or_zeros(dc_n, B, H, dt) if has_c else None     # dc_n, becomes dc0
     cdef bint add_dx = dx is not None
     cdef Prepared prep = Prepared()
+    if grads_out is not None:
+        dWx, dWh, db = grads_out[0], grads_out[1], grads_out[2]
+        db_hn = grads_out[3] if gru else None
     if T == 0:
         prep.runs = False
-        prep.result = (np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0,
-                       np.zeros(Wx.shape, dt), np.zeros(Wh.shape, dt), np.zeros(G, dt),
-                       np.zeros(H, dt) if gru else None)
+        if grads_out is None:
+            prep.result = (np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0,
+                           np.zeros(Wx.shape, dt), np.zeros(Wh.shape, dt), np.zeros(G, dt),
+                           np.zeros(H, dt) if gru else None)
+        else:
+            for g in grads_out:
+                g.fill(0)
+            prep.result = ((np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0)
+                           + (dWx, dWh, db, db_hn))
         return prep
     # every value of these is written by the kernels (dx's rows past their end: zeros)
     if dx is None:
         dx = np.empty(x.shape, dt) if steps is None else np.zeros(x.shape, dt)
-    dWx = np.empty(Wx.shape, dt)
-    dWh = np.empty(Wh.shape, dt)
-    dims[0] = G
-    db = empty(1, dims, is_float)
-    dims[0] = H
-    db_hn = empty(1, dims, is_float) if gru else None
+    if grads_out is None:
+        dWx = np.empty(Wx.shape, dt)
+        dWh = np.empty(Wh.shape, dt)
+        dims[0] = G
+        db = empty(1, dims, is_float)
+        dims[0] = H
+        db_hn = empty(1, dims, is_float) if gru else None
     cdef bint packed = use_packed(<long long> B * H * G, is_float)   # else BLAS
     # the deferred products too (large problems: BLAS)
     cdef bint deferred_packed = packed and B * H * G < RF_PARALLEL_MIN_WORK
@@ -1685,6 +1700,72 @@ cdef class StepKernel:
             rf_denormals_restore(csr)
 
 
+# ----------------------------------------------------------------------------- a layer's fast lane
+# A one-layer, one-direction layer's calls with arguments that already are what the kernels
+# take skip rnnfast._checks' Python (a tiny training forward+backward spent 10-15 us of its
+# ~50 there, against ~17 us of kernels): these tests in C decide, and anything else (another
+# dtype, a list, a wrong shape) takes the checked path, which converts or raises the error.
+
+cdef bint ready(object a, int typenum, int nd, const cnp.npy_intp* dims):
+    """Whether ``a`` is what the kernels take as it is: an ndarray (no subclass) of this
+    type, C-contiguous and aligned, shaped ``dims`` (nd of them)."""
+    if type(a) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray> a
+    cdef int i
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != nd
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)):
+        return False
+    for i in range(nd):
+        if cnp.PyArray_DIM(arr, i) != dims[i]:
+            return False
+    return True
+
+
+cdef bint states_ready(tuple states, int typenum, Py_ssize_t B, Py_ssize_t H):
+    """Whether every state (or state gradient) is None or ready as a (B, H) array."""
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = B, H
+    for st in states:
+        if st is not None and not ready(st, typenum, 2, dims):
+            return False
+    return True
+
+
+cdef inline bint apart(cnp.ndarray a, object b):
+    """Whether the memory of ``a`` and of ``b`` (C-contiguous; None: nothing) is disjoint."""
+    if b is None:
+        return True
+    cdef char* pa = <char*> cnp.PyArray_DATA(a)
+    cdef char* pb = <char*> cnp.PyArray_DATA(<cnp.ndarray> b)
+    return (pa + cnp.PyArray_NBYTES(a) <= pb
+            or pb + cnp.PyArray_NBYTES(<cnp.ndarray> b) <= pa)
+
+
+cdef int grads_ready(tuple grads, tuple weights, dout):
+    """Whether ``grads`` can take a backward's parameter gradients: 0 not (an entry that is
+    not a writeable ndarray of its parameter's shape and dtype, C-contiguous), 1 as a place
+    to store them afterwards, 2 to be written by the kernels directly (besides, overlapping
+    no other entry, no weight and not dout: the call reads those while it writes)."""
+    cdef Py_ssize_t n = len(weights), i, j
+    cdef cnp.ndarray w, g
+    if len(grads) != n:
+        return 0
+    for i in range(n):
+        w = <cnp.ndarray> weights[i]
+        if (not ready(grads[i], cnp.PyArray_TYPE(w), cnp.PyArray_NDIM(w), cnp.PyArray_DIMS(w))
+                or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> grads[i])):
+            return 0
+    for i in range(n):
+        g = <cnp.ndarray> grads[i]
+        if not apart(g, dout):
+            return 1
+        for j in range(n):
+            if not apart(g, weights[j]) or (j > i and not apart(g, grads[j])):
+                return 1
+    return 2
+
+
 class BufferedKernels:
     """The kernels above, for one layer: the training workspace and the scratch blocks are
     kept between calls and reused instead of allocated anew (outputs and gradients are
@@ -1702,10 +1783,76 @@ class BufferedKernels:
     def kept_copy(self, cnp.ndarray x):
         """A copy of the checked input x, for backward, in a kept buffer: valid, like the
         workspace, until the next training forward."""
-        copy = pooled(self._pool, "x", cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
-                      x.dtype.itemsize == 4)
-        np.copyto(copy, x)
+        cdef cnp.ndarray copy = pooled(self._pool, "x", cnp.PyArray_NDIM(x),
+                                       cnp.PyArray_DIMS(x), x.dtype.itemsize == 4)
+        if cnp.PyArray_CopyInto(copy, x) < 0:
+            raise MemoryError("copying x for backward failed")
         return copy
+
+    def layer_forward(self, kind, x, tuple states, tuple weights, bint batch_first,
+                      bint training):
+        """The forward of a one-layer, one-direction layer (``weights``: its checked
+        parameters, in the registry's order) when x and the states are ready as they are:
+        ``(out, finals, workspace, x_kept)``, x_kept the copy of x its backward reads (None
+        in inference). None when they are not (the caller checks, converts or raises)."""
+        cdef int k = KINDS.index(kind)
+        cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
+        cdef int typenum = cnp.PyArray_TYPE(Wx)
+        cdef Py_ssize_t D = cnp.PyArray_DIM(Wx, 0), G = cnp.PyArray_DIM(Wx, 1)
+        cdef Py_ssize_t H = cnp.PyArray_DIM(Wh, 0), B, T
+        cdef cnp.ndarray xa
+        if type(x) is not cnp.ndarray:
+            return None
+        xa = <cnp.ndarray> x
+        if (cnp.PyArray_TYPE(xa) != typenum or cnp.PyArray_NDIM(xa) != 3
+                or not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa)
+                or cnp.PyArray_DIM(xa, 2) != D):
+            return None
+        B, T = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
+        if not batch_first:
+            B, T = T, B
+        # (no steps, no rows, or a matrix too large for 32-bit BLAS indices: checked path)
+        if B < 1 or T < 1 or B * T > BLAS_INDEX_MAX // max(D, G):
+            return None
+        if not states_ready(states, typenum, B, H):
+            return None
+        cdef bint lstm = k == KIND_LSTM
+        if training:                    # backward reads x as it was: our own copy
+            x = self.kept_copy(xa)
+        out, h_n, c_n, workspace = _forward(
+            k, x, states[0], states[1] if lstm else None, Wx, Wh, weights[2],
+            weights[3] if k == KIND_GRU else None, batch_first, training,
+            self._pool if training else None)
+        return out, ((h_n, c_n) if lstm else (h_n,)), workspace, (x if training else None)
+
+    def layer_backward(self, kind, dout, tuple dstates, x, tuple weights, workspace,
+                       bint batch_first, tuple grads, bint into):
+        """The backward of layer_forward's call (``x`` its x_kept and ``weights`` the same
+        checked parameters: the workspace is known to fit) when dout and the state
+        gradients are ready as they are and ``grads`` (the layer's gradient arrays, in the
+        parameters' order) can take the gradients: written into them with ``into`` where
+        grads_ready allows, else new arrays for the caller to store. Returns ``(dx,
+        dstates0, grads, written)``; None when not ready (the caller checks or raises)."""
+        cdef int k = KINDS.index(kind)
+        cdef cnp.ndarray xa = <cnp.ndarray> x, Wh = <cnp.ndarray> weights[1]
+        cdef int typenum = cnp.PyArray_TYPE(Wh)
+        cdef cnp.npy_intp dims[3]
+        dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), \
+            cnp.PyArray_DIM(Wh, 0)
+        if dout is not None and not ready(dout, typenum, 3, dims):
+            return None
+        if not states_ready(dstates, typenum, dims[0] if batch_first else dims[1], dims[2]):
+            return None
+        cdef int fit = grads_ready(grads, weights, dout)
+        if fit == 0:
+            return None
+        cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
+        cdef bint written = into and fit == 2
+        r = _backward(k, dout, dstates[0], dstates[1] if lstm else None, x, weights[0], Wh,
+                      workspace, batch_first, self._pool, None, None,
+                      grads if written else None)
+        return (r[0], ((r[1], r[2]) if lstm else (r[1],)),
+                ((r[3], r[4], r[5], r[6]) if gru else (r[3], r[4], r[5])), written)
 
     def rnn_forward(self, x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True,
                     training=True):

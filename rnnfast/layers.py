@@ -44,6 +44,8 @@ class _Recurrent:
         self._kernels_module = self._kernels = functional.kernels(self.backend)
         if self.backend == "cython":    # training buffers kept between calls (see there)
             self._kernels = self._kernels.BufferedKernels()
+        # the compiled kernels' fast lane for one layer, one direction (see _forward)
+        self._fast = hasattr(self._kernels, "layer_forward")
         spec = self._spec
         # a layer no call could run (one row already too wide for 32-bit BLAS) is refused
         # before its parameters are allocated and filled
@@ -256,7 +258,7 @@ class _Recurrent:
             raise ValueError("backward called without a training forward before it: call "
                              "forward in training mode (layer.train()) first; a workspace is "
                              "used once, so each backward needs its own forward")
-        x, workspace, states_given = self._cache
+        x, workspace, states_given, _ = self._cache
         weights = self._weights()
         _checks.check_grads_store(self.grads, self._param_shapes, self.dtype)
         dout, dstates, x, (Wx, Wh), workspace = _checks.check_backward(
@@ -276,8 +278,21 @@ class _Recurrent:
         """Forward of any configuration; returns ``(out, finals, cells)``. One layer, one
         direction: the kernels directly (the fast path); else rnnfast._sequence."""
         given = tuple([st is not None for st in states])
-        states = self._carried(states, x)
+        if self.stateful:
+            states = self._carried(states, x)
         if self._single and not return_cells:
+            if self._fast and lengths is None:
+                # arguments the kernels take as they are: checked in C, no copy
+                weights = self._weights()
+                done = self._kernels.layer_forward(self._spec.kind, x, states, weights,
+                                                   self.batch_first, self.training)
+                if done is not None:
+                    out, finals, workspace, x_kept = done
+                    self._cache = ((x_kept, workspace, given if len(given) > 1 else given[0],
+                                    weights) if self.training else None)
+                    if self.stateful:
+                        self._keep_state(finals)
+                    return out, finals, None
             x, states, weights = self._forward_inputs(x, states)
             steps = None
             if lengths is not None:     # (None too when every row has all the steps)
@@ -286,7 +301,8 @@ class _Recurrent:
             if steps is None:
                 out, finals, workspace = self._forward_single(x, states, weights)
                 if self.training:
-                    self._cache = (x, workspace, given if len(given) > 1 else given[0])
+                    self._cache = (x, workspace, given if len(given) > 1 else given[0],
+                                   weights)
             else:           # one direction call with the lengths; backward: the stacked way
                 out, finals, workspace = self._kernels.direction_forward(
                     self._spec.kind, x, states, weights, self.batch_first, self.training,
@@ -340,6 +356,8 @@ class _Recurrent:
             if dcells is not None:
                 raise ValueError("dcells given, but the last forward did not return the cells "
                                  "(return_cells=True)")
+            if self._fast and cache is not None:
+                return self._backward_fast(cache, dout, dstates, accumulate)
             return None
         _, seq_cache, given, out_shape = cache
         weights = self._weights()
@@ -368,6 +386,31 @@ class _Recurrent:
         if self._single:
             dstates0 = tuple(d[0] for d in dstates0)
         return dx, tuple(d if g else None for d, g in zip(dstates0, given))
+
+    def _backward_fast(self, cache, dout, dstates, accumulate):
+        """The fast lane's backward (the kernels' layer_backward) of a one-layer,
+        one-direction forward, while ``params`` still hold the weights it ran on (then the
+        workspace fits them) and dout, the state gradients and ``grads`` are ready as they
+        are; returns ``(dx, dstates0)`` as _backward, or None (the checked path follows)."""
+        x, workspace, given, weights = cache
+        if self._weights() is not weights:
+            return None
+        try:
+            targets = self._param_getter(self.grads)
+        except (KeyError, TypeError):   # (an entry deleted, or grads not a dict: the checks say)
+            return None
+        done = self._kernels.layer_backward(self._spec.kind, dout, dstates, x, weights,
+                                            workspace, self.batch_first, targets,
+                                            not accumulate)
+        if done is None:
+            return None
+        dx, dstates0, grads, written = done
+        self._cache = None
+        if not written:
+            _checks.store_grads(self.grads, self._all_names, grads, accumulate)
+        if type(given) is bool:
+            return dx, (dstates0[0] if given else None,)
+        return dx, tuple([d if g else None for d, g in zip(dstates0, given)])
 
     # ---------------------------------------------------------------- streaming
     def params_changed(self):

@@ -11,8 +11,10 @@ import rnnfast
 from rnnfast import _checks, cells
 from rnnfast import functional as F
 from cells_for_tests import (
+    COMPILED,
     KIND_BACKENDS,
     KINDS,
+    as_states,
     default_backend,
     kernel_forward,
     layer_backward,
@@ -22,6 +24,7 @@ from cells_for_tests import (
     param_names,
     problem_states,
     random_problem,
+    state_arg,
     state_names,
 )
 from conftest import ATOL, RTOL
@@ -315,3 +318,144 @@ def test_calling_a_layer_runs_its_own_classes_forward():
     np.testing.assert_array_equal(doubled(x)[0], 2 * rnnfast.GRU(4, 5, seed=1).eval()(x)[0])
     np.testing.assert_array_equal(plain(x, lengths=[3, 2])[0],
                                   rnnfast.LSTM(4, 5, seed=1).eval().forward(x, lengths=[3, 2])[0])
+
+
+# --------------------------------------------------------------------- the fast lane
+# A compiled one-layer, one-direction layer checks arguments that already are what the
+# kernels take in C and writes the gradients straight into layer.grads (layer_forward /
+# layer_backward); anything else takes the checked path. Both must give the same bits.
+
+def _lane_run(kind, fast, dtype, batch_first, with_states, accumulate, arrange=None,
+              calls=2):
+    """Forward and backward ``calls`` times of a seeded compiled layer on one lane (fast
+    True: the fast lane where it applies; False: the checked path always); returns every
+    result and the grads, copied."""
+    layer = make(kind, "cython", dtype, batch_first=batch_first, seed=3)
+    layer._fast = fast
+    taken = []          # what the fast lane said: None (declined) or its result
+    if fast:
+        kernels = layer._kernels
+
+        def spy(name):
+            lane = getattr(kernels, name)
+
+            def call(*args):
+                result = lane(*args)
+                taken.append((name, result))
+                return result
+            return call
+        for name in ("layer_forward", "layer_backward"):
+            setattr(kernels, name, spy(name))
+    p = random_problem(kind, B, T, D, H, dtype, batch_first=batch_first, seed=1)
+    if arrange is not None:
+        arrange(layer, p)
+    got = []
+    for _ in range(calls):
+        out, finals = layer_forward(layer, p["x"], problem_states(kind, p)
+                                    if with_states else None)
+        dstates = (problem_states(kind, p, "d", "_n") if with_states
+                   else (None,) * len(state_names(kind)))
+        dx, d0 = layer.backward(p["dout"], state_arg(kind, dstates),
+                                accumulate=accumulate)
+        got += [out, *finals, dx, *as_states(kind, d0)]
+        got += [layer.grads[n].copy() for n in param_names(kind)]
+    _lane_run.taken = taken
+    return got
+
+
+def _bitwise_equal(a, b):
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        if u is None or v is None:
+            assert u is None and v is None
+        else:
+            assert u.dtype == v.dtype and u.shape == v.shape
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("with_states", [True, False])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_fast_lane_equals_the_checked_path(kind, dtype, batch_first, with_states,
+                                           accumulate):
+    fast = _lane_run(kind, True, dtype, batch_first, with_states, accumulate)
+    # every call took the fast lane, the gradients written in place unless accumulated
+    taken = _lane_run.taken
+    assert [name for name, _ in taken] == ["layer_forward", "layer_backward"] * 2
+    assert all(result is not None for _, result in taken)
+    assert all(result[3] is (not accumulate) for name, result in taken
+               if name == "layer_backward")
+    _bitwise_equal(fast, _lane_run(kind, False, dtype, batch_first, with_states,
+                                   accumulate))
+    assert _lane_run.taken == []
+
+
+def _grads_alias_a_weight(layer, p):
+    layer.grads["Wh"] = layer.params["Wh"]      # (a user's mistake: the copy path's order)
+
+
+def _grads_overlap_each_other(layer, p):
+    shape, n = layer.grads["Wh"].shape, layer.grads["b"].size
+    block = np.zeros(layer.grads["Wh"].size + n, layer.dtype)
+    layer.grads["Wh"] = block[:layer.grads["Wh"].size].reshape(shape)
+    layer.grads["b"] = block[1:1 + n]           # overlaps Wh's
+
+
+def _grads_alias_dout(layer, p):
+    n = layer.grads["b"].size
+    layer.grads["b"] = p["dout"].reshape(-1)[:n]
+
+
+def _grads_fortran_order(layer, p):
+    layer.grads["Wx"] = np.asfortranarray(np.zeros_like(layer.grads["Wx"]))
+
+
+def _x_not_ready(layer, p):
+    p["x"] = p["x"].tolist()                    # a list: converted by the checked path
+
+
+def _dout_strided(layer, p):
+    p["dout"] = np.repeat(p["dout"], 2, axis=-1)[..., ::2]
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+@pytest.mark.parametrize("arrange", [_grads_alias_a_weight, _grads_overlap_each_other,
+                                     _grads_alias_dout, _grads_fortran_order, _x_not_ready,
+                                     _dout_strided])
+def test_fast_lane_declines_what_it_cannot_take_as_it_is(kind, arrange):
+    # the same results as the checked path (the copy semantics where grads overlap what
+    # the call reads), for arguments the fast lane hands on or stores afterwards
+    for accumulate in (False, True):
+        fast = _lane_run(kind, True, np.float32, True, True, accumulate, arrange)
+        if not accumulate:      # the arrangement reached the fast lane's tests
+            assert [name for name, result in _lane_run.taken
+                    if result is None or (name == "layer_backward" and not result[3])]
+        _bitwise_equal(fast, _lane_run(kind, False, np.float32, True, True, accumulate,
+                                       arrange))
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+def test_fast_lane_writes_into_the_grads_arrays(kind):
+    layer = make(kind, "cython", seed=3)
+    held = dict(layer.grads)
+    p = random_problem(kind, B, T, D, H, np.float32, seed=1)
+    layer_forward(layer, p["x"])
+    layer.backward(p["dout"])
+    for name in param_names(kind):
+        assert layer.grads[name] is held[name]
+        assert np.any(held[name] != 0)
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+def test_fast_lane_backward_after_params_were_replaced(kind):
+    # the workspace fits the weights forward ran on: another shape in params between
+    # forward and backward is the checked path's error, not a read past the workspace
+    layer = make(kind, "cython", seed=3)
+    p = random_problem(kind, B, T, D, H, np.float32, seed=1)
+    layer_forward(layer, p["x"])
+    Wh = layer.params["Wh"]
+    layer.params["Wh"] = np.zeros((H + 1, Wh.shape[1] // H * (H + 1)), np.float32)
+    with pytest.raises(ValueError, match="Wh"):
+        layer.backward(p["dout"])
