@@ -98,7 +98,8 @@ class BufferedKernels:
     def release(self) -> None: ...
     def kept_copy(self, x: _Array[_F]) -> _Array[_F]: ...
     def layer_forward(self, kind: str, x: object, states: tuple[object, ...],
-                      weights: tuple[_Array[_F], ...], batch_first: bool, training: bool
+                      weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
+                      steps: _Steps | None = None
                       ) -> tuple[_Array[_F], tuple[_Array[_F], ...], _Workspace | None,
                                  _Array[_F] | None] | None: ...
     def layer_backward(self, kind: str, dout: object, dstates: tuple[object, ...],
@@ -145,7 +146,8 @@ class BufferedKernels:
                            dstates: tuple[_Array[_F] | None, ...], x: _Array[_F],
                            Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
                            batch_first: bool, dx: _Array[_F] | None = None,
-                           dcells: _Array[_F] | None = None
+                           dcells: _Array[_F] | None = None,
+                           grads_out: tuple[_Array[_F], ...] | None = None
                            ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
                                       tuple[_Array[_F], ...]]: ...
 
@@ -204,9 +206,11 @@ def directions_forward(kernels: Any, kind: str, x: _Array[_F],
                        steps: _Steps | None = None, out: _Array[_F] | None = None,
                        cells_out: _Array[_F] | None = None
                        ) -> tuple[tuple[tuple[_Array[_F], ...], _Workspace | None], ...]: ...
+def grads_fit(grads: tuple[object, ...], weights: tuple[_Array[_F], ...],
+              dout: _Array[_F] | None) -> int: ...
 def directions_backward(kernels: Any, kind: str, dout: _Array[_F] | None, dstates: Any,
                         x: _Array[_F], Wx: Any, Wh: Any, workspaces: Any, batch_first: bool,
-                        dcells: _Array[_F] | None = None
+                        dcells: _Array[_F] | None = None, grads_out: Any = None
                         ) -> tuple[_Array[_F], tuple[tuple[_Array[_F], ...], ...],
                                    tuple[tuple[_Array[_F], ...], ...]]: ...
 def _direction_forward(kind: str, x: _Array[_F], states: tuple[_Array[_F] | None, ...],
@@ -218,7 +222,7 @@ def _direction_backward(kind: str, dout: _Array[_F] | None,
                         dstates: tuple[_Array[_F] | None, ...], x: _Array[_F],
                         Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
                         batch_first: bool, dx: _Array[_F] | None, dcells: _Array[_F] | None,
-                        pool: _Pool | None
+                        pool: _Pool | None, grads_out: tuple[_Array[_F], ...] | None = None
                         ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
                                    tuple[_Array[_F], ...]]: ...
 def _state_or_zeros(s: npt.ArrayLike | None, B: int, H: int,

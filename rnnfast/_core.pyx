@@ -1162,7 +1162,13 @@ def sequence_steps(lengths, int T):
     rnnfast._checks.check_lengths says what is wrong)."""
     if lengths is None:
         return None
-    cdef cnp.ndarray lens = np.ascontiguousarray(lengths, np.intp)
+    cdef cnp.ndarray lens
+    if (type(lengths) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray> lengths) == cnp.NPY_INTP
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> lengths)
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray> lengths)):
+        lens = <cnp.ndarray> lengths            # (a layer's checked lengths: as they are)
+    else:
+        lens = np.ascontiguousarray(lengths, np.intp)
     cdef Py_ssize_t B = lens.shape[0], i, s, n
     cdef const Py_ssize_t* L = <const Py_ssize_t*> cnp.PyArray_DATA(lens)
     cdef bint full = True
@@ -1485,11 +1491,11 @@ def _direction_forward(kind, x, states, weights, bint batch_first, bint training
 
 
 def _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, bint batch_first, dx,
-                        dcells, dict pool):
+                        dcells, dict pool, tuple grads_out=None):
     cdef int k = KINDS.index(kind)
     dx, dh0, dc0, dWx, dWh, db, db_hn = _backward(
         k, dout, dstates[0], dstates[1] if k == KIND_LSTM else None, x, Wx, Wh, workspace,
-        batch_first, pool, dx, dcells)
+        batch_first, pool, dx, dcells, grads_out)
     if k == KIND_LSTM:
         return dx, (dh0, dc0), (dWx, dWh, db)
     return dx, (dh0,), ((dWx, dWh, db, db_hn) if k == KIND_GRU else (dWx, dWh, db))
@@ -1540,16 +1546,18 @@ def directions_forward(kernels, kind, x, states, weights, bint batch_first, bint
 
 
 def directions_backward(kernels, kind, dout, dstates, x, Wx, Wh, workspaces,
-                        bint batch_first, dcells=None):
+                        bint batch_first, dcells=None, grads_out=None):
     """The backward of directions_forward (``dstates``, ``Wx``, ``Wh``, ``workspaces``:
     pairs); returns ``(dx, (dstates0, dstates0), (grads, grads))``, dx the sum of both
-    directions' input gradients."""
+    directions' input gradients. ``grads_out``: a pair of what prepare_backward takes, or
+    None."""
     cdef int k = KINDS.index(kind)
     cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
     cdef Prepared p, q
     p, q = [prepare_backward(k, dout, dstates[d][0], dstates[d][1] if lstm else None, x,
                              Wx[d], Wh[d], workspaces[d], batch_first,
-                             pool_of(kernels[d], True), None, dcells) for d in range(2)]
+                             pool_of(kernels[d], True), None, dcells,
+                             None if grads_out is None else grads_out[d]) for d in range(2)]
     done = run_two(p, q)
     dx = done[0][0]
     np.add(dx, done[1][0], out=dx)          # (apart while the directions run side by side)
@@ -1733,9 +1741,12 @@ cdef bint states_ready(tuple states, int typenum, Py_ssize_t B, Py_ssize_t H):
 
 
 cdef inline bint apart(cnp.ndarray a, object b):
-    """Whether the memory of ``a`` and of ``b`` (C-contiguous; None: nothing) is disjoint."""
+    """Whether the memory of ``a`` (C-contiguous) and of ``b`` (None: nothing) is disjoint;
+    False for a ``b`` that is not C-contiguous (its extent is not its first nbytes)."""
     if b is None:
         return True
+    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> b):
+        return False
     cdef char* pa = <char*> cnp.PyArray_DATA(a)
     cdef char* pb = <char*> cnp.PyArray_DATA(<cnp.ndarray> b)
     return (pa + cnp.PyArray_NBYTES(a) <= pb
@@ -1766,6 +1777,20 @@ cdef int grads_ready(tuple grads, tuple weights, dout):
     return 2
 
 
+def grads_fit(tuple grads, tuple weights, dout):
+    """What ``grads`` (a layer's gradient arrays, in its parameters' order) can take of a
+    backward on ``weights`` from ``dout``: 0 nothing (an entry is not a writeable ndarray of
+    its parameter's shape and dtype, C-contiguous), 1 the gradients stored afterwards, 2
+    written by the kernels directly (``grads_out``: no entry overlaps another, a weight or
+    dout). See grads_ready."""
+    for w in weights:
+        if type(w) is not cnp.ndarray:
+            return 0
+    if dout is not None and type(dout) is not cnp.ndarray:
+        return 1
+    return grads_ready(grads, weights, dout)
+
+
 class BufferedKernels:
     """The kernels above, for one layer: the training workspace and the scratch blocks are
     kept between calls and reused instead of allocated anew (outputs and gradients are
@@ -1790,11 +1815,12 @@ class BufferedKernels:
         return copy
 
     def layer_forward(self, kind, x, tuple states, tuple weights, bint batch_first,
-                      bint training):
+                      bint training, steps=None):
         """The forward of a one-layer, one-direction layer (``weights``: its checked
-        parameters, in the registry's order) when x and the states are ready as they are:
-        ``(out, finals, workspace, x_kept)``, x_kept the copy of x its backward reads (None
-        in inference). None when they are not (the caller checks, converts or raises)."""
+        parameters, in the registry's order; ``steps``: sequence_steps() of the batch's
+        lengths, or None) when x and the states are ready as they are: ``(out, finals,
+        workspace, x_kept)``, x_kept the copy of x its backward reads (None in inference).
+        None when they are not (the caller checks, converts or raises)."""
         cdef int k = KINDS.index(kind)
         cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
         cdef int typenum = cnp.PyArray_TYPE(Wx)
@@ -1822,7 +1848,7 @@ class BufferedKernels:
         out, h_n, c_n, workspace = _forward(
             k, x, states[0], states[1] if lstm else None, Wx, Wh, weights[2],
             weights[3] if k == KIND_GRU else None, batch_first, training,
-            self._pool if training else None)
+            self._pool if training else None, steps)
         return out, ((h_n, c_n) if lstm else (h_n,)), workspace, (x if training else None)
 
     def layer_backward(self, kind, dout, tuple dstates, x, tuple weights, workspace,
@@ -1894,9 +1920,9 @@ class BufferedKernels:
                                   self._pool if training else None)
 
     def direction_backward(self, kind, dout, dstates, x, Wx, Wh, workspace, batch_first,
-                           dx=None, dcells=None):
+                           dx=None, dcells=None, grads_out=None):
         return _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first,
-                                   dx, dcells, self._pool)
+                                   dx, dcells, self._pool, grads_out)
 
 
 # ----------------------------------------------------------------------------- thread policy

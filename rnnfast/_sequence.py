@@ -93,11 +93,13 @@ def forward(plan, x, states, weights, batch_first, training, steps=None, cells_o
     return out, tuple(finals), cache, cells
 
 
-def backward(plan, cache, dout, dstates, weights, dcells=None):
+def backward(plan, cache, dout, dstates, weights, dcells=None, grads_out=None):
     """BPTT of a stacked forward; returns ``(dx, dstates0, grads)``: ``dx`` in the layout of
     the forward's x, ``dstates0`` per state a ``(L*D, batch, hidden)`` array, ``grads`` per
     (layer, direction) the parameter gradients in the registry's order. ``dcells``: the
-    gradient of the forward's cells (LSTM), or None."""
+    gradient of the forward's cells (LSTM), or None. ``grads_out`` (compiled kernels): per
+    (layer, direction) the arrays to write the gradients into (checked by the caller:
+    ``_core.grads_fit``), or None: new ones."""
     layers, steps, batch_first, _ = cache
     L, nd = plan.num_layers, plan.num_directions
     n_states = len(dstates)
@@ -113,20 +115,23 @@ def backward(plan, cache, dout, dstates, weights, dcells=None):
         j0 = layer * nd
         dc = dcells if layer == L - 1 else None
         pair = plan.pair_backward
+        into = {} if grads_out is None else {"grads_out": grads_out[j0:j0 + nd]}
         if pair is not None:
             dx, d0s, gs = pair(plan.kernels[j0:j0 + 2], plan.kind, d_above,
                                [tuple(None if s is None else s[j0 + d] for s in dstates)
                                 for d in range(2)], layer_in,
                                [weights[j0 + d][0] for d in range(2)],
                                [weights[j0 + d][1] for d in range(2)], workspaces,
-                               batch_first, dc)
+                               batch_first, dc, **into)
         else:
             dx, d0s, gs = None, [], []
             for d in range(nd):
                 ds = tuple(None if s is None else s[j0 + d] for s in dstates)
+                if grads_out is not None:
+                    into = {"grads_out": grads_out[j0 + d]}
                 dx, d0, g = plan.kernels[j0 + d].direction_backward(
                     plan.kind, d_above, ds, layer_in, weights[j0 + d][0], weights[j0 + d][1],
-                    workspaces[d], batch_first, dx, dc)
+                    workspaces[d], batch_first, dx, dc, **into)
                 d0s.append(d0)
                 gs.append(g)
         for d in range(nd):

@@ -20,6 +20,11 @@ def _layout(weights):
     return tuple(map(_META, weights))
 
 
+def _by_group(arrays, n):
+    """Arrays in ``_names`` order as one tuple per layer and direction (``n`` each)."""
+    return [arrays[k:k + n] for k in range(0, len(arrays), n)]
+
+
 class _Recurrent:
     """What RNN, LSTM and GRU share: parameters, gradients, train/eval, the BPTT cache."""
 
@@ -235,10 +240,25 @@ class _Recurrent:
         kept = self._grouped_weights
         if kept is not None and kept[0] is weights:
             return kept[1]
-        n = len(self._spec.params)
-        grouped = [weights[k:k + n] for k in range(0, len(weights), n)]
+        grouped = _by_group(weights, len(self._spec.params))
         self._grouped_weights = (weights, grouped)
         return grouped
+
+    def _grads_into(self, weights, dout, dcells, accumulate):
+        """The arrays of ``grads`` (in ``_names`` order) for the compiled kernels to write
+        a stacked backward's gradients into (``_core.grads_fit``: writeable C-contiguous
+        arrays of the right shapes and dtype overlapping no other, no weight and not the
+        checked dout), or None: the checked way (new arrays, stored afterwards). Not with
+        ``accumulate`` or ``dcells``."""
+        if not self._fast or accumulate or dcells is not None:
+            return None
+        try:
+            targets = self._param_getter(self.grads)
+        except (KeyError, TypeError):
+            return None
+        if self._kernels_module.grads_fit(targets, weights, dout) != 2:
+            return None
+        return targets
 
     def _forward_inputs(self, x, states):
         weights = self._weights()
@@ -281,11 +301,16 @@ class _Recurrent:
         if self.stateful:
             states = self._carried(states, x)
         if self._single and not return_cells:
-            if self._fast and lengths is None:
+            steps = None
+            if (self._fast and lengths is not None and type(x) is np.ndarray
+                    and x.ndim == 3):      # (None too when every row has all the steps)
+                T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+                steps = self._steps(lengths, B, T)
+            if self._fast and (lengths is None or type(x) is np.ndarray):
                 # arguments the kernels take as they are: checked in C, no copy
                 weights = self._weights()
                 done = self._kernels.layer_forward(self._spec.kind, x, states, weights,
-                                                   self.batch_first, self.training)
+                                                   self.batch_first, self.training, steps)
                 if done is not None:
                     out, finals, workspace, x_kept = done
                     self._cache = ((x_kept, workspace, given if len(given) > 1 else given[0],
@@ -361,9 +386,11 @@ class _Recurrent:
             return None
         _, seq_cache, given, out_shape = cache
         weights = self._weights()
-        _checks.check_grads_store(self.grads, self._param_shapes, self.dtype)
         dout = _checks.check_output_grad(dout, "dout", out_shape, self.dtype)
         dcells = _checks.check_output_grad(dcells, "dcells", out_shape, self.dtype)
+        targets = self._grads_into(weights, dout, dcells, accumulate)
+        if targets is None:
+            _checks.check_grads_store(self.grads, self._param_shapes, self.dtype)
         if dcells is not None and not seq_cache[3]:
             raise ValueError("dcells given, but the last forward did not return the cells "
                              "(return_cells=True)")
@@ -377,12 +404,14 @@ class _Recurrent:
             dstates = tuple(_checks.check_layer_state(
                 st, n, self.num_layers * self.num_directions, batch, self.hidden_size,
                 self.dtype) for st, n in zip(dstates, names))
-        dx, dstates0, grads = _sequence.backward(self._sequence_plan(), seq_cache, dout,
-                                                 dstates, self._grouped(weights), dcells)
+        grouped = self._grouped(weights)
+        dx, dstates0, grads = _sequence.backward(
+            self._sequence_plan(), seq_cache, dout, dstates, grouped, dcells,
+            None if targets is None else _by_group(targets, len(self._spec.params)))
         self._cache = None
-        names = self._names
-        _checks.store_grads(self.grads, names, [g for group in grads for g in group],
-                            accumulate)
+        if targets is None:
+            _checks.store_grads(self.grads, self._names, [g for group in grads for g in group],
+                                accumulate)
         if self._single:
             dstates0 = tuple(d[0] for d in dstates0)
         return dx, tuple(d if g else None for d, g in zip(dstates0, given))

@@ -326,7 +326,7 @@ def test_calling_a_layer_runs_its_own_classes_forward():
 # layer_backward); anything else takes the checked path. Both must give the same bits.
 
 def _lane_run(kind, fast, dtype, batch_first, with_states, accumulate, arrange=None,
-              calls=2):
+              calls=2, lengths=None):
     """Forward and backward ``calls`` times of a seeded compiled layer on one lane (fast
     True: the fast lane where it applies; False: the checked path always); returns every
     result and the grads, copied."""
@@ -351,8 +351,10 @@ def _lane_run(kind, fast, dtype, batch_first, with_states, accumulate, arrange=N
         arrange(layer, p)
     got = []
     for _ in range(calls):
-        out, finals = layer_forward(layer, p["x"], problem_states(kind, p)
-                                    if with_states else None)
+        states = (problem_states(kind, p) if with_states
+                  else (None,) * len(state_names(kind)))
+        out, finals = layer(p["x"], state_arg(kind, states), lengths=lengths)
+        finals = as_states(kind, finals)
         dstates = (problem_states(kind, p, "d", "_n") if with_states
                    else (None,) * len(state_names(kind)))
         dx, d0 = layer.backward(p["dout"], state_arg(kind, dstates),
@@ -378,9 +380,12 @@ def _bitwise_equal(a, b):
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("with_states", [True, False])
 @pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("lengths", [None, [T, 2, T - 1]], ids=["full", "lengths"])
 def test_fast_lane_equals_the_checked_path(kind, dtype, batch_first, with_states,
-                                           accumulate):
-    fast = _lane_run(kind, True, dtype, batch_first, with_states, accumulate)
+                                           accumulate, lengths):
+    lengths = None if lengths is None else np.array(lengths)
+    fast = _lane_run(kind, True, dtype, batch_first, with_states, accumulate,
+                     lengths=lengths)
     # every call took the fast lane, the gradients written in place unless accumulated
     taken = _lane_run.taken
     assert [name for name, _ in taken] == ["layer_forward", "layer_backward"] * 2
@@ -388,7 +393,7 @@ def test_fast_lane_equals_the_checked_path(kind, dtype, batch_first, with_states
     assert all(result[3] is (not accumulate) for name, result in taken
                if name == "layer_backward")
     _bitwise_equal(fast, _lane_run(kind, False, dtype, batch_first, with_states,
-                                   accumulate))
+                                   accumulate, lengths=lengths))
     assert _lane_run.taken == []
 
 
@@ -459,3 +464,74 @@ def test_fast_lane_backward_after_params_were_replaced(kind):
     layer.params["Wh"] = np.zeros((H + 1, Wh.shape[1] // H * (H + 1)), np.float32)
     with pytest.raises(ValueError, match="Wh"):
         layer.backward(p["dout"])
+
+
+def _stack_run(kind, fast, layout, arrange=None):
+    """Forward and backward twice of a seeded compiled stacked or bidirectional layer,
+    with ``fast`` False the checked way only; every result and the grads, copied."""
+    num_layers, bidirectional = layout
+    layer = make(kind, "cython", seed=3, num_layers=num_layers, bidirectional=bidirectional)
+    layer._fast = fast
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    dout = rng.standard_normal((B, T, (2 if bidirectional else 1) * H)).astype(np.float32)
+    if arrange is not None:
+        arrange(layer, dout)
+    got = []
+    for _ in range(2):
+        out, finals = layer(x)
+        dx, _ = layer.backward(dout)
+        got += [out, *as_states(kind, finals), dx]
+        got += [layer.grads[n].copy() for n in layer._names]
+    return got
+
+
+def _stack_grads_alias_a_weight(layer, dout):
+    layer.grads["Wh_l1" if layer.num_layers > 1 else "Wh_reverse"] = layer.params["Wh"]
+
+
+def _stack_grads_alias_dout(layer, dout):
+    name = "b_l1" if layer.num_layers > 1 else "b_reverse"
+    layer.grads[name] = dout.reshape(-1)[:layer.grads[name].size]
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+@pytest.mark.parametrize("layout", [(2, False), (1, True), (2, True)],
+                         ids=["stacked", "bidirectional", "both"])
+@pytest.mark.parametrize("arrange", [None, _stack_grads_alias_a_weight,
+                                     _stack_grads_alias_dout])
+def test_stacked_gradients_written_in_place_equal_the_checked_path(kind, layout, arrange):
+    layer = make(kind, "cython", seed=3, num_layers=layout[0], bidirectional=layout[1])
+    held = dict(layer.grads)
+    _bitwise_equal(_stack_run(kind, True, layout, arrange),
+                   _stack_run(kind, False, layout, arrange))
+    if arrange is None:     # written into the very arrays (an optimizer may hold them)
+        x = np.zeros((B, T, D), np.float32)
+        dout = np.ones((B, T, layer.num_directions * H), np.float32)
+        assert layer._grads_into(layer._weights(), dout, None, False) is not None
+        layer(x)
+        layer.backward(dout)
+        assert all(layer.grads[n] is held[n] for n in layer._names)
+        assert all(np.any(layer.grads[n] != 0) for n in layer._names if n.startswith("b"))
+
+
+@pytest.mark.parametrize("arrange,expected", [
+    (None, 2), (_stack_grads_alias_a_weight, 1), (_stack_grads_alias_dout, 1)])
+def test_grads_fit_says_what_the_kernels_may_write(arrange, expected):
+    layer = make("lstm", "cython", seed=3, num_layers=2)
+    dout = np.ones((B, T, H), np.float32)
+    if arrange is not None:
+        arrange(layer, dout)
+    core = layer._kernels_module
+    targets = layer._param_getter(layer.grads)
+    assert core.grads_fit(targets, layer._weights(), dout) == expected
+    # not writeable, another shape, a strided view: not at all; a strided dout: stored after
+    ro = targets[0].copy()
+    ro.flags.writeable = False
+    assert core.grads_fit((ro,) + targets[1:], layer._weights(), dout) == 0
+    assert core.grads_fit((targets[0][:-1],) + targets[1:], layer._weights(), dout) == 0
+    assert core.grads_fit((np.zeros_like(targets[0]).T.copy().T,) + targets[1:],
+                          layer._weights(), dout) == 0
+    if expected == 2:
+        assert core.grads_fit(targets, layer._weights(), dout[:, ::2]) == 1
+        assert core.grads_fit(targets, layer._weights(), [1.0]) == 1
