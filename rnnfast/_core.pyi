@@ -208,6 +208,18 @@ def directions_forward(kernels: Any, kind: str, x: _Array[_F],
                        ) -> tuple[tuple[tuple[_Array[_F], ...], _Workspace | None], ...]: ...
 def grads_fit(grads: tuple[object, ...], weights: tuple[_Array[_F], ...],
               dout: _Array[_F] | None) -> int: ...
+def pair_forward(kernels: Any, kind: str, x: object, states: tuple[object, ...],
+                 weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
+                 steps: _Steps | None = None
+                 ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                            tuple[_Workspace | None, _Workspace | None],
+                            _Array[_F] | None] | None: ...
+def pair_backward(kernels: Any, kind: str, dout: object, dstates: tuple[object, ...],
+                  x: _Array[_F], weights: tuple[_Array[_F], ...],
+                  workspaces: tuple[_Workspace, ...], batch_first: bool,
+                  grads: tuple[object, ...], into: bool
+                  ) -> tuple[_Array[_F], tuple[_Array[_F], ...], tuple[_Array[_F], ...],
+                             bool] | None: ...
 def directions_backward(kernels: Any, kind: str, dout: _Array[_F] | None, dstates: Any,
                         x: _Array[_F], Wx: Any, Wh: Any, workspaces: Any, batch_first: bool,
                         dcells: _Array[_F] | None = None, grads_out: Any = None

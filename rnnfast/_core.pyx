@@ -1740,6 +1740,38 @@ cdef bint states_ready(tuple states, int typenum, Py_ssize_t B, Py_ssize_t H):
     return True
 
 
+cdef Py_ssize_t input_rows(object x, cnp.ndarray Wx, bint batch_first):
+    """The batch size of an input ``x`` the kernels take as it is against the weights Wx (of
+    its dtype, (.., .., input_size), C-contiguous and aligned, at least one step and row,
+    no matrix too large for 32-bit BLAS indices), else 0 (the checked path decides)."""
+    if type(x) is not cnp.ndarray:
+        return 0
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    cdef Py_ssize_t D = cnp.PyArray_DIM(Wx, 0), G = cnp.PyArray_DIM(Wx, 1), B, T
+    if (cnp.PyArray_TYPE(xa) != cnp.PyArray_TYPE(Wx) or cnp.PyArray_NDIM(xa) != 3
+            or not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa)
+            or cnp.PyArray_DIM(xa, 2) != D):
+        return 0
+    B, T = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
+    if not batch_first:
+        B, T = T, B
+    if B < 1 or T < 1 or B * T > BLAS_INDEX_MAX // max(D, G):
+        return 0
+    return B
+
+
+cdef bint layer_states_ready(tuple states, int typenum, Py_ssize_t n, Py_ssize_t B,
+                             Py_ssize_t H):
+    """Whether every state (or state gradient) is None or ready as a (n, B, H) array (a
+    layer's states, n = layers x directions)."""
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = n, B, H
+    for st in states:
+        if st is not None and not ready(st, typenum, 3, dims):
+            return False
+    return True
+
+
 cdef inline bint apart(cnp.ndarray a, object b):
     """Whether the memory of ``a`` (C-contiguous) and of ``b`` (None: nothing) is disjoint;
     False for a ``b`` that is not C-contiguous (its extent is not its first nbytes)."""
@@ -1791,6 +1823,94 @@ def grads_fit(tuple grads, tuple weights, dout):
     return grads_ready(grads, weights, dout)
 
 
+def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first,
+                 bint training, steps=None):
+    """layer_forward for a bidirectional layer of one layer: ``kernels`` its two
+    directions' BufferedKernels, ``states`` per state None or a (2, batch, hidden) array,
+    ``weights`` both directions' checked parameters, one flat tuple. Both directions run as
+    directions_forward runs them. Returns ``(out, finals, workspaces, x_kept)``, finals per
+    state (2, batch, hidden); None when x or the states are not ready as they are."""
+    cdef int k = KINDS.index(kind)
+    cdef Py_ssize_t n = len(weights) // 2, d, i
+    cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
+    cdef int typenum = cnp.PyArray_TYPE(Wx)
+    cdef Py_ssize_t B = input_rows(x, Wx, batch_first), H = cnp.PyArray_DIM(Wh, 0)
+    if B == 0 or not layer_states_ready(states, typenum, 2, B, H):
+        return None
+    cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
+    cdef bint is_float = typenum == cnp.NPY_FLOAT32
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    if training:                        # one copy for both directions (the forward one's)
+        x = kernels[0].kept_copy(xa)
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), 2 * H
+    # rows past their end are never written: zeros
+    out = empty(3, dims, is_float) if steps is None else cnp.PyArray_ZEROS(3, dims, typenum, 0)
+    h0, c0 = states[0], states[1] if lstm else None
+    cdef Prepared p, q
+    p, q = [prepare_forward(k, x, None if h0 is None else h0[d],
+                            None if c0 is None else c0[d], weights[d * n],
+                            weights[d * n + 1], weights[d * n + 2],
+                            weights[d * n + 3] if gru else None, batch_first, training,
+                            pool_of(kernels[d], training), steps, d == 1, out, d * H, None)
+            for d in range(2)]
+    done = run_two(p, q)
+    dims[0], dims[1], dims[2] = 2, B, H
+    finals = []
+    for i in range(2 if lstm else 1):
+        both = empty(3, dims, is_float)
+        for d in range(2):
+            both[d] = done[d][1 + i]
+        finals.append(both)
+    return out, tuple(finals), (done[0][3], done[1][3]), (x if training else None)
+
+
+def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple workspaces,
+                  bint batch_first, tuple grads, bint into):
+    """layer_backward for pair_forward's call (``x`` its x_kept, ``weights`` the same
+    checked parameters, ``workspaces`` its pair); ``dstates`` per state None or (2, batch,
+    hidden), ``grads`` both directions' gradient arrays, one flat tuple. Returns ``(dx,
+    dstates0, grads, written)``, grads one flat tuple; None when not ready."""
+    cdef int k = KINDS.index(kind)
+    cdef Py_ssize_t n = len(weights) // 2, d, i
+    cdef cnp.ndarray xa = <cnp.ndarray> x, Wh = <cnp.ndarray> weights[1]
+    cdef int typenum = cnp.PyArray_TYPE(Wh)
+    cdef bint is_float = typenum == cnp.NPY_FLOAT32
+    cdef Py_ssize_t H = cnp.PyArray_DIM(Wh, 0)
+    cdef Py_ssize_t B = cnp.PyArray_DIM(xa, 0 if batch_first else 1)
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), 2 * H
+    if dout is not None and not ready(dout, typenum, 3, dims):
+        return None
+    if not layer_states_ready(dstates, typenum, 2, B, H):
+        return None
+    cdef int fit = grads_ready(grads, weights, dout)
+    if fit == 0:
+        return None
+    cdef bint lstm = k == KIND_LSTM
+    cdef bint written = into and fit == 2
+    dh, dc = dstates[0], dstates[1] if lstm else None
+    cdef Prepared p, q
+    p, q = [prepare_backward(k, dout, None if dh is None else dh[d],
+                             None if dc is None else dc[d], x, weights[d * n],
+                             weights[d * n + 1], workspaces[d], batch_first,
+                             pool_of(kernels[d], True), None, None,
+                             grads[d * n:(d + 1) * n] if written else None)
+            for d in range(2)]
+    done = run_two(p, q)
+    dx = done[0][0]
+    np.add(dx, done[1][0], out=dx)          # (apart while the directions run side by side)
+    dims[0], dims[1], dims[2] = 2, B, H
+    dstates0 = []
+    for i in range(2 if lstm else 1):
+        both = empty(3, dims, is_float)
+        for d in range(2):
+            both[d] = done[d][1 + i]
+        dstates0.append(both)
+    got = tuple([g for d in range(2) for g in done[d][3:3 + n]])
+    return dx, tuple(dstates0), got, written
+
+
 class BufferedKernels:
     """The kernels above, for one layer: the training workspace and the scratch blocks are
     kept between calls and reused instead of allocated anew (outputs and gradients are
@@ -1824,27 +1944,12 @@ class BufferedKernels:
         cdef int k = KINDS.index(kind)
         cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
         cdef int typenum = cnp.PyArray_TYPE(Wx)
-        cdef Py_ssize_t D = cnp.PyArray_DIM(Wx, 0), G = cnp.PyArray_DIM(Wx, 1)
-        cdef Py_ssize_t H = cnp.PyArray_DIM(Wh, 0), B, T
-        cdef cnp.ndarray xa
-        if type(x) is not cnp.ndarray:
-            return None
-        xa = <cnp.ndarray> x
-        if (cnp.PyArray_TYPE(xa) != typenum or cnp.PyArray_NDIM(xa) != 3
-                or not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISALIGNED(xa)
-                or cnp.PyArray_DIM(xa, 2) != D):
-            return None
-        B, T = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
-        if not batch_first:
-            B, T = T, B
-        # (no steps, no rows, or a matrix too large for 32-bit BLAS indices: checked path)
-        if B < 1 or T < 1 or B * T > BLAS_INDEX_MAX // max(D, G):
-            return None
-        if not states_ready(states, typenum, B, H):
+        cdef Py_ssize_t B = input_rows(x, Wx, batch_first)
+        if B == 0 or not states_ready(states, typenum, B, cnp.PyArray_DIM(Wh, 0)):
             return None
         cdef bint lstm = k == KIND_LSTM
         if training:                    # backward reads x as it was: our own copy
-            x = self.kept_copy(xa)
+            x = self.kept_copy(<cnp.ndarray> x)
         out, h_n, c_n, workspace = _forward(
             k, x, states[0], states[1] if lstm else None, Wx, Wh, weights[2],
             weights[3] if k == KIND_GRU else None, batch_first, training,

@@ -337,6 +337,11 @@ class _Recurrent:
                                                False), given, out.shape)
             self._keep_state(finals)
             return out, finals, None
+        if self._fast and self.bidirectional and self.num_layers == 1 and not return_cells and (
+                lengths is None or type(x) is np.ndarray):
+            done = self._pair_forward(x, states, lengths, given)
+            if done is not None:
+                return done
         weights = self._weights()
         x_user = x
         # x against layer 0's weights (a quick look when it already is a checked array)
@@ -361,6 +366,51 @@ class _Recurrent:
         self._keep_state(finals)
         return out, finals, cells
 
+    def _pair_forward(self, x, states, lengths, given):
+        """The fast lane of a bidirectional layer of one layer (the kernels' pair_forward;
+        see _forward): ``(out, finals, None)``, or None when the arguments are not ready
+        as they are. Caches as the stacked path does, with the weights (see
+        _backward_pair)."""
+        steps = None
+        if lengths is not None and x.ndim == 3:
+            T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+            steps = self._steps(lengths, B, T)
+        weights = self._weights()
+        done = self._kernels_module.pair_forward(
+            self._sequence_plan().kernels, self._spec.kind, x, states, weights,
+            self.batch_first, self.training, steps)
+        if done is None:
+            return None
+        out, finals, workspaces, x_kept = done
+        self._cache = (("stacked", ([(x_kept, list(workspaces))], steps, self.batch_first,
+                                    False), given, out.shape, weights)
+                       if self.training else None)
+        self._keep_state(finals)
+        return out, finals, None
+
+    def _backward_pair(self, cache, dout, dstates, accumulate):
+        """The fast lane's backward of _pair_forward's call (the kernels' pair_backward),
+        while ``params`` still hold the weights it ran on; returns ``(dx, dstates0)`` as
+        _backward, or None (the checked path follows)."""
+        _, (layers, _, _, _), given, _, weights = cache
+        if self._weights() is not weights:
+            return None
+        try:
+            targets = self._param_getter(self.grads)
+        except (KeyError, TypeError):
+            return None
+        x, workspaces = layers[0]
+        done = self._kernels_module.pair_backward(
+            self._sequence_plan().kernels, self._spec.kind, dout, dstates, x, weights,
+            tuple(workspaces), self.batch_first, targets, not accumulate)
+        if done is None:
+            return None
+        dx, dstates0, grads, written = done
+        self._cache = None
+        if not written:
+            _checks.store_grads(self.grads, self._all_names, grads, accumulate)
+        return dx, tuple([d if g else None for d, g in zip(dstates0, given)])
+
     def _steps(self, lengths, batch, seq_len):
         """The lengths as the kernels want them (the backend's sequence_steps), checked: an
         intp array of one entry per row goes straight there (which says False when a value
@@ -384,7 +434,11 @@ class _Recurrent:
             if self._fast and cache is not None:
                 return self._backward_fast(cache, dout, dstates, accumulate)
             return None
-        _, seq_cache, given, out_shape = cache
+        if len(cache) == 5 and dcells is None:      # _pair_forward's
+            done = self._backward_pair(cache, dout, dstates, accumulate)
+            if done is not None:
+                return done
+        _, seq_cache, given, out_shape = cache[:4]
         weights = self._weights()
         dout = _checks.check_output_grad(dout, "dout", out_shape, self.dtype)
         dcells = _checks.check_output_grad(dcells, "dcells", out_shape, self.dtype)

@@ -535,3 +535,56 @@ def test_grads_fit_says_what_the_kernels_may_write(arrange, expected):
     if expected == 2:
         assert core.grads_fit(targets, layer._weights(), dout[:, ::2]) == 1
         assert core.grads_fit(targets, layer._weights(), [1.0]) == 1
+
+
+def _pair_run(kind, fast, dtype, batch_first, with_states, accumulate, lengths):
+    """A seeded compiled bidirectional layer, forward and backward twice (fast False: the
+    checked path only); every result and the grads, copied."""
+    layer = make(kind, "cython", dtype, seed=3, bidirectional=True, batch_first=batch_first)
+    layer._fast = fast
+    rng = np.random.default_rng(1)
+    xshape = (B, T, D) if batch_first else (T, B, D)
+    x = rng.standard_normal(xshape).astype(dtype)
+    dout = rng.standard_normal(xshape[:2] + (2 * H,)).astype(dtype)
+    n = len(state_names(kind))
+    states = tuple(rng.standard_normal((2, B, H)).astype(dtype) for _ in range(n))
+    dstates = tuple(rng.standard_normal((2, B, H)).astype(dtype) for _ in range(n))
+    if not with_states:
+        states = dstates = (None,) * n
+    got = []
+    for _ in range(2):
+        out, finals = layer(x, state_arg(kind, states), lengths=lengths)
+        dx, d0 = layer.backward(dout, state_arg(kind, dstates), accumulate=accumulate)
+        got += [out, *as_states(kind, finals), dx, *as_states(kind, d0)]
+        got += [layer.grads[name].copy() for name in layer._names]
+    return got
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("with_states,accumulate,lengths", [
+    (True, False, None), (False, True, None), (True, False, [T, 2, T - 1]),
+    (False, False, [1, T, 3])])
+def test_bidirectional_fast_lane_equals_the_checked_path(monkeypatch, kind, dtype,
+                                                         batch_first, with_states,
+                                                         accumulate, lengths):
+    core = rnnfast.functional.kernels("cython")
+    taken = []
+
+    def spy(name):
+        lane = getattr(core, name)
+
+        def call(*args):
+            result = lane(*args)
+            taken.append((name, result is not None))
+            return result
+        return call
+    for name in ("pair_forward", "pair_backward"):
+        monkeypatch.setattr(core, name, spy(name))
+    lengths = None if lengths is None else np.array(lengths)
+    fast = _pair_run(kind, True, dtype, batch_first, with_states, accumulate, lengths)
+    assert taken == [("pair_forward", True), ("pair_backward", True)] * 2
+    _bitwise_equal(fast, _pair_run(kind, False, dtype, batch_first, with_states, accumulate,
+                                   lengths))
+    assert len(taken) == 4      # (the checked path does not take the lane)
