@@ -206,6 +206,13 @@ def directions_forward(kernels: Any, kind: str, x: _Array[_F],
                        steps: _Steps | None = None, out: _Array[_F] | None = None,
                        cells_out: _Array[_F] | None = None
                        ) -> tuple[tuple[tuple[_Array[_F], ...], _Workspace | None], ...]: ...
+@disjoint_base
+class ParamsSnapshot:
+    """A layer's checked parameter arrays, their objects and layout, as checked."""
+
+    def __init__(self, names: tuple[str, ...], arrays: tuple[_Array[Any], ...]) -> None: ...
+    def holds(self, params: object) -> bool: ...
+
 def grads_fit(grads: tuple[object, ...], weights: tuple[_Array[_F], ...],
               dout: _Array[_F] | None) -> int: ...
 def pair_forward(kernels: Any, kind: str, x: object, states: tuple[object, ...],

@@ -51,6 +51,7 @@ class _Recurrent:
             self._kernels = self._kernels.BufferedKernels()
         # the compiled kernels' fast lane for one layer, one direction (see _forward)
         self._fast = hasattr(self._kernels, "layer_forward")
+        self._snapshot = getattr(self._kernels_module, "ParamsSnapshot", None)
         spec = self._spec
         # a layer no call could run (one row already too wide for 32-bit BLAS) is refused
         # before its parameters are allocated and filled
@@ -210,15 +211,21 @@ class _Recurrent:
         p, remembered = self.params, self._checked_weights
         # the same objects are not enough: shape, dtype and strides can be set in place
         # (params["Wh"].shape = (4*H, H)), and the kernels trust them without bounds checks
+        # (the compiled core's ParamsSnapshot compares both in C: ~0.1 us against ~1.4)
+        snapshot = self._snapshot
         if remembered is not None:
             checked, meta = remembered
-            if self._same_objects(checked) and _layout(checked) == meta:
+            if snapshot is not None:
+                if meta.holds(p):
+                    return checked
+            elif self._same_objects(checked) and _layout(checked) == meta:
                 return checked
         checked = ()
         for suffix, d_in in self._groups:
             checked += _checks.check_params(p, self._spec, d_in, self.hidden_size, self.dtype,
                                             suffix)
-        self._checked_weights = (checked, _layout(checked))
+        self._checked_weights = (checked, _layout(checked) if snapshot is None
+                                 else snapshot(self._all_names, checked))
         return checked
 
     def _same_objects(self, arrays):
@@ -588,7 +595,7 @@ class _Recurrent:
         the numpy backend's kernels are a module)."""
         state = dict(self.__dict__)
         for key in ("_kernels", "_kernels_module", "_cache", "_checked_weights", "_plan",
-                    "_step_kernels", "_grouped_weights", "_param_getter"):
+                    "_step_kernels", "_grouped_weights", "_param_getter", "_snapshot"):
             state.pop(key, None)
         return state
 
@@ -600,6 +607,7 @@ class _Recurrent:
         self._kernels_module = self._kernels = functional.kernels(self.backend)
         if self.backend == "cython":
             self._kernels = self._kernels.BufferedKernels()
+        self._snapshot = getattr(self._kernels_module, "ParamsSnapshot", None)
 
 
 class _TwinStep:

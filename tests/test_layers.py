@@ -588,3 +588,33 @@ def test_bidirectional_fast_lane_equals_the_checked_path(monkeypatch, kind, dtyp
     _bitwise_equal(fast, _pair_run(kind, False, dtype, batch_first, with_states, accumulate,
                                    lengths))
     assert len(taken) == 4      # (the checked path does not take the lane)
+
+
+def test_params_snapshot_sees_every_change_the_kernels_would_trust():
+    core = rnnfast.functional.kernels("cython")
+    a, b = np.zeros((4, 6), np.float32), np.zeros(6, np.float32)
+    params = {"Wh": a, "b": b}
+    snap = core.ParamsSnapshot(("Wh", "b"), (a, b))
+    assert snap.holds(params)
+    assert snap.holds(dict(params, extra=1))            # (other entries do not matter)
+    assert not snap.holds({"Wh": a})                    # an entry missing
+    assert not snap.holds({"Wh": a, "b": b.copy()})     # replaced by an equal array
+    assert not snap.holds([a, b])                       # not a dict
+    a.shape = (6, 4)                                    # set in place: shape, strides
+    assert not snap.holds(params)
+    a.shape = (4, 6)
+    assert snap.holds(params)
+    a.shape = (24,)                                     # fewer dimensions
+    assert not snap.holds(params)
+    a.shape = (4, 6)
+    b.dtype = np.int32                                  # same itemsize, another dtype
+    assert not snap.holds(params)
+    b.dtype = np.float32
+    assert snap.holds(params)
+    big = tuple(np.zeros((1,) * 8, np.float32) for _ in range(5))   # past the stack buffer
+    names = tuple(f"w{i}" for i in range(5))
+    assert core.ParamsSnapshot(names, big).holds(dict(zip(names, big)))
+    with pytest.raises(ValueError, match="length"):
+        core.ParamsSnapshot(("Wh",), (a, b))
+    with pytest.raises(TypeError, match="ndarrays"):
+        core.ParamsSnapshot(("Wh",), ([1.0],))
