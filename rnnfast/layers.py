@@ -520,7 +520,9 @@ class _Recurrent:
         output. ``out``: arrays shaped like the returned state to write it into (they may be
         ``state`` itself); then the step allocates nothing. Not for bidirectional layers."""
         kernels = self._step_kernels
-        if kernels is None or self.training or not self._same_objects(kernels[0]):
+        if kernels is None or self.training or not (
+                kernels[0].holds(self.params) if self._snapshot is not None
+                else self._same_objects(kernels[0])):
             kernels = self._make_step_kernels()
         elif kernels[2] is not None and not self.stateful:
             done = kernels[2](x_t, state, out)      # compiled, every argument ready as is
@@ -573,7 +575,9 @@ class _Recurrent:
             made = [_TwinStep(self._spec, w) for w in weights]
         flat = tuple(w for group in weights for w in group)     # (in _names order)
         fast = made[0].step_ready if self._single and self.backend == "cython" else None
-        self._step_kernels = (flat, made, fast)
+        # what step() compares params against: the arrays (a snapshot of them, compiled)
+        held = flat if self._snapshot is None else self._snapshot(self._all_names, flat)
+        self._step_kernels = (held, made, fast)
         return self._step_kernels
 
     def _sequence_plan(self):
