@@ -120,9 +120,6 @@ cdef extern from "_simd.h" nogil:
 # cache when their step reads them (64 against 512: medium LSTM 1.08x, large 1.05-1.11x;
 # 32: same as 64).
 cdef enum:
-    # The two directions of a bidirectional call run side by side from this many
-    # multiply-adds each (see run_two)
-    PAIR_MIN_WORK = 1 << 19
     CHUNK_ROWS = 64
     # BLAS re-packs Wx at every call: there fewer, larger chunks (float64 large-rnn-fwd
     # 1.09x the twin with 512 rows, 1.00x with 64)
@@ -946,10 +943,24 @@ cdef inline long long call_work(Call* c) noexcept nogil:
     return <long long> c.lay.T * c.lay.B * c.cell.G * (c.cell.D + c.cell.H)
 
 
+# The two directions of a bidirectional call run side by side from this many multiply-adds
+# each (see run_two; a module-level value so that the threshold can be measured again:
+# _set_pair_min_work)
+cdef long long pair_min_work = 1 << 19
+
+
+def _set_pair_min_work(long long work):
+    """Sets run_two's threshold (multiply-adds per direction); returns the previous one."""
+    global pair_min_work
+    previous = pair_min_work
+    pair_min_work = work
+    return previous
+
+
 cdef tuple run_two(Prepared p, Prepared q):
     """Runs two independent prepared calls (a bidirectional layer's directions): side by
     side on two threads, each single-threaded, when the thread policy gives the call two
-    and each has at least PAIR_MIN_WORK multiply-adds (the directions share no step, so
+    and each has at least pair_min_work multiply-adds (the directions share no step, so
     there is no barrier per step, but waking the second thread costs tens of us, more than
     a tiny direction takes); else one after the other, each with the threads the policy
     gives it. The side-by-side region is timed as the products' are (rf_team_end): a late
@@ -962,8 +973,8 @@ cdef tuple run_two(Prepared p, Prepared q):
     calls[0], calls[1] = &p.call, &q.call
     with nogil:
         rf_call_begin()
-        if (rf_team_threads() >= 2 and call_work(calls[0]) >= PAIR_MIN_WORK
-                and call_work(calls[1]) >= PAIR_MIN_WORK):
+        if (rf_team_threads() >= 2 and call_work(calls[0]) >= pair_min_work
+                and call_work(calls[1]) >= pair_min_work):
             set_serial(calls[0], True)
             set_serial(calls[1], True)
             rf_team_start(&timer, 2)

@@ -131,3 +131,30 @@ def test_no_call_left_counted_after_errors():
         layer(np.zeros((2, 3, 5), np.float32))
     layer(np.zeros((2, 3, 4), np.float32))
     assert _core._thread_state()["calls_in_flight"] == 0
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_bidirectional_results_do_not_depend_on_running_the_directions_side_by_side(cell):
+    """A tiny bidirectional layer's directions side by side on two threads (run_two's
+    threshold at 0) and one after the other (the threshold past any call): bitwise the
+    same, forward and backward, and the threshold restored."""
+    layer = rnnfast.LSTM if cell == "lstm" else (rnnfast.GRU if cell == "gru" else rnnfast.RNN)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 7, 4)).astype(np.float32)
+    dout = rng.standard_normal((3, 7, 2 * 5)).astype(np.float32)
+    results = {}
+    with threadpool_limits(2, user_api="openmp"):
+        _core._go_solo_for(0)               # (two threads for the call: run_two may pair)
+        assert _core._thread_state()["team_threads"] == 2
+        default = _core._set_pair_min_work(0)
+        try:
+            for name, work in (("side by side", 0), ("one after the other", 1 << 62)):
+                assert _core._set_pair_min_work(work) in (0, 1 << 62)
+                m = layer(4, 5, seed=6, bidirectional=True)
+                out, _ = m(x)
+                dx, _ = m.backward(dout)
+                results[name] = [out, dx] + [m.grads[n].copy() for n in m._names]
+        finally:
+            _core._set_pair_min_work(default)
+    assert _core._set_pair_min_work(default) == default
+    assert_bitwise(results["side by side"], results["one after the other"])
