@@ -1799,11 +1799,13 @@ cdef inline bint apart(cnp.ndarray a, object b):
             or pb + cnp.PyArray_NBYTES(<cnp.ndarray> b) <= pa)
 
 
-cdef int grads_ready(tuple grads, tuple weights, dout):
+cdef int grads_ready(tuple grads, tuple weights, tuple reads):
     """Whether ``grads`` can take a backward's parameter gradients: 0 not (an entry that is
     not a writeable ndarray of its parameter's shape and dtype, C-contiguous), 1 as a place
     to store them afterwards, 2 to be written by the kernels directly (besides, overlapping
-    no other entry, no weight and not dout: the call reads those while it writes)."""
+    no other entry, no weight and none of ``reads``, the caller's arrays the call may read
+    after it has begun to write: dout, and a stack's state gradients, which each layer
+    reads at its turn; None entries are skipped)."""
     cdef Py_ssize_t n = len(weights), i, j
     cdef cnp.ndarray w, g
     if len(grads) != n:
@@ -1815,8 +1817,9 @@ cdef int grads_ready(tuple grads, tuple weights, dout):
             return 0
     for i in range(n):
         g = <cnp.ndarray> grads[i]
-        if not apart(g, dout):
-            return 1
+        for r in reads:
+            if not apart(g, r):
+                return 1
         for j in range(n):
             if not apart(g, weights[j]) or (j > i and not apart(g, grads[j])):
                 return 1
@@ -1898,18 +1901,20 @@ cdef class ParamsSnapshot:
         return same
 
 
-def grads_fit(tuple grads, tuple weights, dout):
+def grads_fit(tuple grads, tuple weights, dout, tuple dstates=()):
     """What ``grads`` (a layer's gradient arrays, in its parameters' order) can take of a
-    backward on ``weights`` from ``dout``: 0 nothing (an entry is not a writeable ndarray of
-    its parameter's shape and dtype, C-contiguous), 1 the gradients stored afterwards, 2
-    written by the kernels directly (``grads_out``: no entry overlaps another, a weight or
-    dout). See grads_ready."""
+    backward on ``weights`` from ``dout`` and the state gradients ``dstates``: 0 nothing
+    (an entry is not a writeable ndarray of its parameter's shape and dtype, C-contiguous),
+    1 the gradients stored afterwards, 2 written by the kernels directly (``grads_out``: no
+    entry overlaps another, a weight, dout or a state gradient). See grads_ready."""
     for w in weights:
         if type(w) is not cnp.ndarray:
             return 0
-    if dout is not None and type(dout) is not cnp.ndarray:
-        return 1
-    return grads_ready(grads, weights, dout)
+    cdef tuple reads = (dout,) + dstates
+    for r in reads:
+        if r is not None and type(r) is not cnp.ndarray:
+            return 1
+    return grads_ready(grads, weights, reads)
 
 
 def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first,
@@ -1973,7 +1978,7 @@ def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple wo
         return None
     if not layer_states_ready(dstates, typenum, 2, B, H):
         return None
-    cdef int fit = grads_ready(grads, weights, dout)
+    cdef int fit = grads_ready(grads, weights, (dout,) + dstates)
     if fit == 0:
         return None
     cdef bint lstm = k == KIND_LSTM
@@ -2063,7 +2068,7 @@ class BufferedKernels:
             return None
         if not states_ready(dstates, typenum, dims[0] if batch_first else dims[1], dims[2]):
             return None
-        cdef int fit = grads_ready(grads, weights, dout)
+        cdef int fit = grads_ready(grads, weights, (dout,) + dstates)
         if fit == 0:
             return None
         cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU

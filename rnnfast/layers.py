@@ -251,19 +251,20 @@ class _Recurrent:
         self._grouped_weights = (weights, grouped)
         return grouped
 
-    def _grads_into(self, weights, dout, dcells, accumulate):
+    def _grads_into(self, weights, dout, dstates, dcells, accumulate):
         """The arrays of ``grads`` (in ``_names`` order) for the compiled kernels to write
         a stacked backward's gradients into (``_core.grads_fit``: writeable C-contiguous
-        arrays of the right shapes and dtype overlapping no other, no weight and not the
-        checked dout), or None: the checked way (new arrays, stored afterwards). Not with
-        ``accumulate`` or ``dcells``."""
+        arrays of the right shapes and dtype overlapping no other, no weight, not the
+        checked dout nor a state gradient, which the layers read each at its turn, after
+        the layers above wrote theirs), or None: the checked way (new arrays, stored
+        afterwards). Not with ``accumulate`` or ``dcells``."""
         if not self._fast or accumulate or dcells is not None:
             return None
         try:
             targets = self._param_getter(self.grads)
         except (KeyError, TypeError):
             return None
-        if self._kernels_module.grads_fit(targets, weights, dout) != 2:
+        if self._kernels_module.grads_fit(targets, weights, dout, tuple(dstates)) != 2:
             return None
         return targets
 
@@ -449,9 +450,6 @@ class _Recurrent:
         weights = self._weights()
         dout = _checks.check_output_grad(dout, "dout", out_shape, self.dtype)
         dcells = _checks.check_output_grad(dcells, "dcells", out_shape, self.dtype)
-        targets = self._grads_into(weights, dout, dcells, accumulate)
-        if targets is None:
-            _checks.check_grads_store(self.grads, self._param_shapes, self.dtype)
         if dcells is not None and not seq_cache[3]:
             raise ValueError("dcells given, but the last forward did not return the cells "
                              "(return_cells=True)")
@@ -465,6 +463,9 @@ class _Recurrent:
             dstates = tuple(_checks.check_layer_state(
                 st, n, self.num_layers * self.num_directions, batch, self.hidden_size,
                 self.dtype) for st, n in zip(dstates, names))
+        targets = self._grads_into(weights, dout, dstates, dcells, accumulate)
+        if targets is None:
+            _checks.check_grads_store(self.grads, self._param_shapes, self.dtype)
         grouped = self._grouped(weights)
         dx, dstates0, grads = _sequence.backward(
             self._sequence_plan(), seq_cache, dout, dstates, grouped, dcells,

@@ -475,12 +475,22 @@ def _stack_run(kind, fast, layout, arrange=None):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     dout = rng.standard_normal((B, T, (2 if bidirectional else 1) * H)).astype(np.float32)
-    if arrange is not None:
+    n = len(state_names(kind))
+    dstates = (None,) * n
+    if arrange == "dh_n":
+        # the last layer's bias gradient is written into the state gradient the first
+        # layer reads at its turn (a user's mistake: the copy path's order decides)
+        L = num_layers * (2 if bidirectional else 1)
+        dh = rng.standard_normal((L, B, H)).astype(np.float32)
+        last = layer._names[-1]
+        layer.grads[last] = dh.reshape(-1)[:layer.grads[last].size]
+        dstates = (dh,) + (None,) * (n - 1)
+    elif arrange is not None:
         arrange(layer, dout)
     got = []
     for _ in range(2):
         out, finals = layer(x)
-        dx, _ = layer.backward(dout)
+        dx, _ = layer.backward(dout, state_arg(kind, dstates))
         got += [out, *as_states(kind, finals), dx]
         got += [layer.grads[n].copy() for n in layer._names]
     return got
@@ -499,7 +509,7 @@ def _stack_grads_alias_dout(layer, dout):
 @pytest.mark.parametrize("layout", [(2, False), (1, True), (2, True)],
                          ids=["stacked", "bidirectional", "both"])
 @pytest.mark.parametrize("arrange", [None, _stack_grads_alias_a_weight,
-                                     _stack_grads_alias_dout])
+                                     _stack_grads_alias_dout, "dh_n"])
 def test_stacked_gradients_written_in_place_equal_the_checked_path(kind, layout, arrange):
     layer = make(kind, "cython", seed=3, num_layers=layout[0], bidirectional=layout[1])
     held = dict(layer.grads)
@@ -508,7 +518,8 @@ def test_stacked_gradients_written_in_place_equal_the_checked_path(kind, layout,
     if arrange is None:     # written into the very arrays (an optimizer may hold them)
         x = np.zeros((B, T, D), np.float32)
         dout = np.ones((B, T, layer.num_directions * H), np.float32)
-        assert layer._grads_into(layer._weights(), dout, None, False) is not None
+        assert layer._grads_into(layer._weights(), dout, (None,) * len(state_names(kind)),
+                                 None, False) is not None
         layer(x)
         layer.backward(dout)
         assert all(layer.grads[n] is held[n] for n in layer._names)
