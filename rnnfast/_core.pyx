@@ -1839,8 +1839,10 @@ cdef class ParamsSnapshot:
     cdef Py_ssize_t* layout
     cdef Py_ssize_t n_values
 
-    def __cinit__(self, tuple names, tuple arrays):
+    def __cinit__(self):
         self.layout = NULL
+
+    def __init__(self, tuple names, tuple arrays):
         if len(names) != len(arrays):
             raise ValueError(f"names and arrays differ in length: {len(names)} against "
                              f"{len(arrays)}")
@@ -1851,6 +1853,7 @@ cdef class ParamsSnapshot:
         self.n_values = 0
         for a in arrays:
             self.n_values += 2 + 2 * cnp.PyArray_NDIM(<cnp.ndarray> a)
+        PyMem_Free(self.layout)         # (__init__ called again)
         self.layout = <Py_ssize_t*> PyMem_Malloc(max(1, self.n_values) * sizeof(Py_ssize_t))
         if self.layout == NULL:
             raise MemoryError()
@@ -1880,10 +1883,11 @@ cdef class ParamsSnapshot:
     def holds(self, params):
         """Whether the dict ``params`` holds these very arrays under these names, with the
         layout they had."""
-        cdef Py_ssize_t i, n = len(self.names)
+        cdef Py_ssize_t i, n
         cdef PyObject* got
-        if type(params) is not dict:
+        if type(params) is not dict or self.layout == NULL:    # (never made: nothing held)
             return False
+        n = len(self.names)
         for i in range(n):
             got = PyDict_GetItem(params, self.names[i])
             if got == NULL or got != <PyObject*> self.arrays[i]:

@@ -629,3 +629,15 @@ def test_params_snapshot_sees_every_change_the_kernels_would_trust():
         core.ParamsSnapshot(("Wh",), (a, b))
     with pytest.raises(TypeError, match="ndarrays"):
         core.ParamsSnapshot(("Wh",), ([1.0],))
+
+
+def test_params_snapshot_never_made_holds_nothing():
+    core = rnnfast.functional.kernels("cython")
+    snap = core.ParamsSnapshot.__new__(core.ParamsSnapshot)     # (no __init__)
+    assert not snap.holds({})
+    a = np.zeros(3, np.float32)
+    snap.__init__(("a",), (a,))
+    assert snap.holds({"a": a})
+    view = a.reshape(1, 3)
+    snap.__init__(("a",), (view,))                              # made again: the new arrays
+    assert snap.holds({"a": view}) and not snap.holds({"a": a})
