@@ -1921,6 +1921,21 @@ def grads_fit(tuple grads, tuple weights, dout, tuple dstates=()):
     return grads_ready(grads, weights, reads)
 
 
+cdef tuple both_directions(tuple done, int count, Py_ssize_t B, Py_ssize_t H,
+                           bint is_float):
+    """The states (or state gradients) of both directions' results ``done`` (entries 1 ..
+    count of each) as ``count`` arrays (2, B, H), forward direction first."""
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = 2, B, H
+    stacked = []
+    for i in range(count):
+        both = empty(3, dims, is_float)
+        for d in range(2):
+            both[d] = done[d][1 + i]
+        stacked.append(both)
+    return tuple(stacked)
+
+
 def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first,
                  bint training, steps=None):
     """layer_forward for a bidirectional layer of one layer: ``kernels`` its two
@@ -1953,14 +1968,8 @@ def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first
                             pool_of(kernels[d], training), steps, d == 1, out, d * H, None)
             for d in range(2)]
     done = run_two(p, q)
-    dims[0], dims[1], dims[2] = 2, B, H
-    finals = []
-    for i in range(2 if lstm else 1):
-        both = empty(3, dims, is_float)
-        for d in range(2):
-            both[d] = done[d][1 + i]
-        finals.append(both)
-    return out, tuple(finals), (done[0][3], done[1][3]), (x if training else None)
+    return (out, both_directions(done, 2 if lstm else 1, B, H, is_float),
+            (done[0][3], done[1][3]), (x if training else None))
 
 
 def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple workspaces,
@@ -1998,15 +2007,8 @@ def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple wo
     done = run_two(p, q)
     dx = done[0][0]
     np.add(dx, done[1][0], out=dx)          # (apart while the directions run side by side)
-    dims[0], dims[1], dims[2] = 2, B, H
-    dstates0 = []
-    for i in range(2 if lstm else 1):
-        both = empty(3, dims, is_float)
-        for d in range(2):
-            both[d] = done[d][1 + i]
-        dstates0.append(both)
     got = tuple([g for d in range(2) for g in done[d][3:3 + n]])
-    return dx, tuple(dstates0), got, written
+    return dx, both_directions(done, 2 if lstm else 1, B, H, is_float), got, written
 
 
 class BufferedKernels:

@@ -401,23 +401,13 @@ class _Recurrent:
         while ``params`` still hold the weights it ran on; returns ``(dx, dstates0)`` as
         _backward, or None (the checked path follows)."""
         _, (layers, _, _, _), given, _, weights = cache
-        if self._weights() is not weights:
-            return None
-        try:
-            targets = self._param_getter(self.grads)
-        except (KeyError, TypeError):
+        targets = self._lane_targets(weights)
+        if targets is None:
             return None
         x, workspaces = layers[0]
-        done = self._kernels_module.pair_backward(
+        return self._lane_done(self._kernels_module.pair_backward(
             self._sequence_plan().kernels, self._spec.kind, dout, dstates, x, weights,
-            tuple(workspaces), self.batch_first, targets, not accumulate)
-        if done is None:
-            return None
-        dx, dstates0, grads, written = done
-        self._cache = None
-        if not written:
-            _checks.store_grads(self.grads, self._all_names, grads, accumulate)
-        return dx, tuple([d if g else None for d, g in zip(dstates0, given)])
+            tuple(workspaces), self.batch_first, targets, not accumulate), given, accumulate)
 
     def _steps(self, lengths, batch, seq_len):
         """The lengths as the kernels want them (the backend's sequence_steps), checked: an
@@ -484,23 +474,35 @@ class _Recurrent:
         workspace fits them) and dout, the state gradients and ``grads`` are ready as they
         are; returns ``(dx, dstates0)`` as _backward, or None (the checked path follows)."""
         x, workspace, given, weights = cache
+        targets = self._lane_targets(weights)
+        if targets is None:
+            return None
+        return self._lane_done(self._kernels.layer_backward(
+            self._spec.kind, dout, dstates, x, weights, workspace, self.batch_first, targets,
+            not accumulate), given if type(given) is tuple else (given,), accumulate)
+
+    def _lane_targets(self, weights):
+        """The ``grads`` arrays (in ``_names`` order) for a fast lane's backward of a
+        forward on ``weights``, or None when ``params`` no longer hold those weights (then
+        the workspace must be checked against the new ones) or an entry of ``grads`` is
+        missing (the checked path puts one there)."""
         if self._weights() is not weights:
             return None
         try:
-            targets = self._param_getter(self.grads)
+            return self._param_getter(self.grads)
         except (KeyError, TypeError):   # (an entry deleted, or grads not a dict: the checks say)
             return None
-        done = self._kernels.layer_backward(self._spec.kind, dout, dstates, x, weights,
-                                            workspace, self.batch_first, targets,
-                                            not accumulate)
+
+    def _lane_done(self, done, given, accumulate):
+        """A fast lane backward's result ``(dx, dstates0, grads, written)`` as _backward's
+        ``(dx, dstates0)`` (None where no state was given), the gradients stored unless the
+        kernels wrote them in place; None when the lane declined."""
         if done is None:
             return None
         dx, dstates0, grads, written = done
         self._cache = None
         if not written:
             _checks.store_grads(self.grads, self._all_names, grads, accumulate)
-        if type(given) is bool:
-            return dx, (dstates0[0] if given else None,)
         return dx, tuple([d if g else None for d, g in zip(dstates0, given)])
 
     # ---------------------------------------------------------------- streaming
