@@ -1618,18 +1618,12 @@ cdef class StepKernel:
                             <double*> data(self.WxP))
 
     cdef bint ready(self, a, Py_ssize_t rows, Py_ssize_t cols, bint writable):
-        """Whether ``a`` is an ndarray the kernel takes as it is: (rows, cols) (rows -1: any),
-        C-contiguous, of this kernel's dtype (and writeable)."""
-        if type(a) is not np.ndarray:
-            return False
-        cdef cnp.ndarray arr = <cnp.ndarray> a
-        return (cnp.PyArray_NDIM(arr) == 2
-                and cnp.PyArray_TYPE(arr) == (cnp.NPY_FLOAT32 if self.is_float
-                                              else cnp.NPY_FLOAT64)
-                and cnp.PyArray_IS_C_CONTIGUOUS(arr)
-                and (rows < 0 or cnp.PyArray_DIM(arr, 0) == rows)
-                and cnp.PyArray_DIM(arr, 1) == cols
-                and (not writable or cnp.PyArray_ISWRITEABLE(arr)))
+        """Whether ``a`` is an ndarray the kernel takes as it is (see ready): (rows, cols)
+        (rows -1: any), of this kernel's dtype (and writeable)."""
+        cdef cnp.npy_intp dims[2]
+        dims[0], dims[1] = rows, cols
+        return ready(a, cnp.NPY_FLOAT32 if self.is_float else cnp.NPY_FLOAT64, 2, dims,
+                     writable)
 
     def step_ready(self, x_t, state, out):
         """``(h_t, state)`` of one step (a one-layer layer's step()) when every argument is
@@ -1728,28 +1722,33 @@ cdef class StepKernel:
 # ~50 there, against ~17 us of kernels): these tests in C decide, and anything else (another
 # dtype, a list, a wrong shape) takes the checked path, which converts or raises the error.
 
-cdef bint ready(object a, int typenum, int nd, const cnp.npy_intp* dims):
+cdef bint ready(object a, int typenum, int nd, const cnp.npy_intp* dims,
+               bint writable=False):
     """Whether ``a`` is what the kernels take as it is: an ndarray (no subclass) of this
-    type, C-contiguous and aligned, shaped ``dims`` (nd of them)."""
+    type, C-contiguous and aligned, shaped ``dims`` (nd of them; -1: any), and writeable
+    with ``writable``."""
     if type(a) is not cnp.ndarray:
         return False
     cdef cnp.ndarray arr = <cnp.ndarray> a
     cdef int i
     if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != nd
-            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)):
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)
+            or (writable and not cnp.PyArray_ISWRITEABLE(arr))):
         return False
     for i in range(nd):
-        if cnp.PyArray_DIM(arr, i) != dims[i]:
+        if dims[i] >= 0 and cnp.PyArray_DIM(arr, i) != dims[i]:
             return False
     return True
 
 
-cdef bint states_ready(tuple states, int typenum, Py_ssize_t B, Py_ssize_t H):
-    """Whether every state (or state gradient) is None or ready as a (B, H) array."""
-    cdef cnp.npy_intp dims[2]
-    dims[0], dims[1] = B, H
+cdef bint states_ready(tuple states, int typenum, Py_ssize_t n, Py_ssize_t B, Py_ssize_t H):
+    """Whether every state (or state gradient) is None or ready as an (n, B, H) array (a
+    layer's, n = layers x directions), or with n = 0 as a (B, H) array (one direction's)."""
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = n, B, H
     for st in states:
-        if st is not None and not ready(st, typenum, 2, dims):
+        if st is not None and not (ready(st, typenum, 3, dims) if n
+                                   else ready(st, typenum, 2, dims + 1)):
             return False
     return True
 
@@ -1772,18 +1771,6 @@ cdef Py_ssize_t input_rows(object x, cnp.ndarray Wx, bint batch_first):
     if B < 1 or T < 1 or B * T > BLAS_INDEX_MAX // max(D, G):
         return 0
     return B
-
-
-cdef bint layer_states_ready(tuple states, int typenum, Py_ssize_t n, Py_ssize_t B,
-                             Py_ssize_t H):
-    """Whether every state (or state gradient) is None or ready as a (n, B, H) array (a
-    layer's states, n = layers x directions)."""
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = n, B, H
-    for st in states:
-        if st is not None and not ready(st, typenum, 3, dims):
-            return False
-    return True
 
 
 cdef inline bint apart(cnp.ndarray a, object b):
@@ -1812,8 +1799,8 @@ cdef int grads_ready(tuple grads, tuple weights, tuple reads):
         return 0
     for i in range(n):
         w = <cnp.ndarray> weights[i]
-        if (not ready(grads[i], cnp.PyArray_TYPE(w), cnp.PyArray_NDIM(w), cnp.PyArray_DIMS(w))
-                or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray> grads[i])):
+        if not ready(grads[i], cnp.PyArray_TYPE(w), cnp.PyArray_NDIM(w), cnp.PyArray_DIMS(w),
+                     True):
             return 0
     for i in range(n):
         g = <cnp.ndarray> grads[i]
@@ -1921,36 +1908,39 @@ def grads_fit(tuple grads, tuple weights, dout, tuple dstates=()):
     return grads_ready(grads, weights, reads)
 
 
-cdef tuple both_directions(tuple done, int count, Py_ssize_t B, Py_ssize_t H,
-                           bint is_float):
-    """The states (or state gradients) of both directions' results ``done`` (entries 1 ..
-    count of each) as ``count`` arrays (2, B, H), forward direction first."""
+cdef tuple both_directions(per_direction, Py_ssize_t B, Py_ssize_t H, bint is_float):
+    """Two directions' states (or state gradients), a tuple of (B, H) arrays each, as one
+    (2, B, H) array per state, the forward direction first."""
     cdef cnp.npy_intp dims[3]
     dims[0], dims[1], dims[2] = 2, B, H
     stacked = []
-    for i in range(count):
+    for i in range(len(per_direction[0])):
         both = empty(3, dims, is_float)
         for d in range(2):
-            both[d] = done[d][1 + i]
+            both[d] = per_direction[d][i]
         stacked.append(both)
     return tuple(stacked)
+
+
+cdef inline list split_directions(tuple states):
+    """A bidirectional layer's (2, B, H) states (each may be None) as the two directions'
+    tuples of (B, H) views."""
+    return [tuple([None if st is None else st[d] for st in states]) for d in range(2)]
 
 
 def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first,
                  bint training, steps=None):
     """layer_forward for a bidirectional layer of one layer: ``kernels`` its two
     directions' BufferedKernels, ``states`` per state None or a (2, batch, hidden) array,
-    ``weights`` both directions' checked parameters, one flat tuple. Both directions run as
-    directions_forward runs them. Returns ``(out, finals, workspaces, x_kept)``, finals per
-    state (2, batch, hidden); None when x or the states are not ready as they are."""
-    cdef int k = KINDS.index(kind)
-    cdef Py_ssize_t n = len(weights) // 2, d, i
+    ``weights`` both directions' checked parameters, one flat tuple. Both directions run in
+    directions_forward. Returns ``(out, finals, workspaces, x_kept)``, finals per state
+    (2, batch, hidden); None when x or the states are not ready as they are."""
+    cdef Py_ssize_t n = len(weights) // 2
     cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
     cdef int typenum = cnp.PyArray_TYPE(Wx)
     cdef Py_ssize_t B = input_rows(x, Wx, batch_first), H = cnp.PyArray_DIM(Wh, 0)
-    if B == 0 or not layer_states_ready(states, typenum, 2, B, H):
+    if B == 0 or not states_ready(states, typenum, 2, B, H):
         return None
-    cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
     cdef bint is_float = typenum == cnp.NPY_FLOAT32
     cdef cnp.ndarray xa = <cnp.ndarray> x
     if training:                        # one copy for both directions (the forward one's)
@@ -1959,17 +1949,10 @@ def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first
     dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), 2 * H
     # rows past their end are never written: zeros
     out = empty(3, dims, is_float) if steps is None else cnp.PyArray_ZEROS(3, dims, typenum, 0)
-    h0, c0 = states[0], states[1] if lstm else None
-    cdef Prepared p, q
-    p, q = [prepare_forward(k, x, None if h0 is None else h0[d],
-                            None if c0 is None else c0[d], weights[d * n],
-                            weights[d * n + 1], weights[d * n + 2],
-                            weights[d * n + 3] if gru else None, batch_first, training,
-                            pool_of(kernels[d], training), steps, d == 1, out, d * H, None)
-            for d in range(2)]
-    done = run_two(p, q)
-    return (out, both_directions(done, 2 if lstm else 1, B, H, is_float),
-            (done[0][3], done[1][3]), (x if training else None))
+    done = directions_forward(kernels, kind, x, split_directions(states),
+                              (weights[:n], weights[n:]), batch_first, training, steps, out)
+    return (out, both_directions([finals for finals, _ in done], B, H, is_float),
+            (done[0][1], done[1][1]), (x if training else None))
 
 
 def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple workspaces,
@@ -1978,37 +1961,27 @@ def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple wo
     checked parameters, ``workspaces`` its pair); ``dstates`` per state None or (2, batch,
     hidden), ``grads`` both directions' gradient arrays, one flat tuple. Returns ``(dx,
     dstates0, grads, written)``, grads one flat tuple; None when not ready."""
-    cdef int k = KINDS.index(kind)
-    cdef Py_ssize_t n = len(weights) // 2, d, i
+    cdef Py_ssize_t n = len(weights) // 2
     cdef cnp.ndarray xa = <cnp.ndarray> x, Wh = <cnp.ndarray> weights[1]
     cdef int typenum = cnp.PyArray_TYPE(Wh)
-    cdef bint is_float = typenum == cnp.NPY_FLOAT32
     cdef Py_ssize_t H = cnp.PyArray_DIM(Wh, 0)
     cdef Py_ssize_t B = cnp.PyArray_DIM(xa, 0 if batch_first else 1)
     cdef cnp.npy_intp dims[3]
     dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), 2 * H
     if dout is not None and not ready(dout, typenum, 3, dims):
         return None
-    if not layer_states_ready(dstates, typenum, 2, B, H):
+    if not states_ready(dstates, typenum, 2, B, H):
         return None
     cdef int fit = grads_ready(grads, weights, (dout,) + dstates)
     if fit == 0:
         return None
-    cdef bint lstm = k == KIND_LSTM
     cdef bint written = into and fit == 2
-    dh, dc = dstates[0], dstates[1] if lstm else None
-    cdef Prepared p, q
-    p, q = [prepare_backward(k, dout, None if dh is None else dh[d],
-                             None if dc is None else dc[d], x, weights[d * n],
-                             weights[d * n + 1], workspaces[d], batch_first,
-                             pool_of(kernels[d], True), None, None,
-                             grads[d * n:(d + 1) * n] if written else None)
-            for d in range(2)]
-    done = run_two(p, q)
-    dx = done[0][0]
-    np.add(dx, done[1][0], out=dx)          # (apart while the directions run side by side)
-    got = tuple([g for d in range(2) for g in done[d][3:3 + n]])
-    return dx, both_directions(done, 2 if lstm else 1, B, H, is_float), got, written
+    dx, d0s, gs = directions_backward(
+        kernels, kind, dout, split_directions(dstates), x, (weights[0], weights[n]),
+        (weights[1], weights[n + 1]), workspaces, batch_first, None,
+        (grads[:n], grads[n:]) if written else None)
+    return (dx, both_directions(d0s, B, H, typenum == cnp.NPY_FLOAT32), gs[0] + gs[1],
+            written)
 
 
 class BufferedKernels:
@@ -2041,20 +2014,16 @@ class BufferedKernels:
         lengths, or None) when x and the states are ready as they are: ``(out, finals,
         workspace, x_kept)``, x_kept the copy of x its backward reads (None in inference).
         None when they are not (the caller checks, converts or raises)."""
-        cdef int k = KINDS.index(kind)
         cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
-        cdef int typenum = cnp.PyArray_TYPE(Wx)
         cdef Py_ssize_t B = input_rows(x, Wx, batch_first)
-        if B == 0 or not states_ready(states, typenum, B, cnp.PyArray_DIM(Wh, 0)):
+        if B == 0 or not states_ready(states, cnp.PyArray_TYPE(Wx), 0, B,
+                                      cnp.PyArray_DIM(Wh, 0)):
             return None
-        cdef bint lstm = k == KIND_LSTM
         if training:                    # backward reads x as it was: our own copy
             x = self.kept_copy(<cnp.ndarray> x)
-        out, h_n, c_n, workspace = _forward(
-            k, x, states[0], states[1] if lstm else None, Wx, Wh, weights[2],
-            weights[3] if k == KIND_GRU else None, batch_first, training,
-            self._pool if training else None, steps)
-        return out, ((h_n, c_n) if lstm else (h_n,)), workspace, (x if training else None)
+        done = _direction_forward(kind, x, states, weights, batch_first, training, steps,
+                                  False, None, 0, None, self._pool if training else None)
+        return done + (x if training else None,)
 
     def layer_backward(self, kind, dout, tuple dstates, x, tuple weights, workspace,
                        bint batch_first, tuple grads, bint into):
@@ -2064,7 +2033,6 @@ class BufferedKernels:
         parameters' order) can take the gradients: written into them with ``into`` where
         grads_ready allows, else new arrays for the caller to store. Returns ``(dx,
         dstates0, grads, written)``; None when not ready (the caller checks or raises)."""
-        cdef int k = KINDS.index(kind)
         cdef cnp.ndarray xa = <cnp.ndarray> x, Wh = <cnp.ndarray> weights[1]
         cdef int typenum = cnp.PyArray_TYPE(Wh)
         cdef cnp.npy_intp dims[3]
@@ -2072,18 +2040,16 @@ class BufferedKernels:
             cnp.PyArray_DIM(Wh, 0)
         if dout is not None and not ready(dout, typenum, 3, dims):
             return None
-        if not states_ready(dstates, typenum, dims[0] if batch_first else dims[1], dims[2]):
+        if not states_ready(dstates, typenum, 0, dims[0] if batch_first else dims[1],
+                            dims[2]):
             return None
         cdef int fit = grads_ready(grads, weights, (dout,) + dstates)
         if fit == 0:
             return None
-        cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
         cdef bint written = into and fit == 2
-        r = _backward(k, dout, dstates[0], dstates[1] if lstm else None, x, weights[0], Wh,
-                      workspace, batch_first, self._pool, None, None,
-                      grads if written else None)
-        return (r[0], ((r[1], r[2]) if lstm else (r[1],)),
-                ((r[3], r[4], r[5], r[6]) if gru else (r[3], r[4], r[5])), written)
+        return _direction_backward(kind, dout, dstates, x, weights[0], Wh, workspace,
+                                   batch_first, None, None, self._pool,
+                                   grads if written else None) + (written,)
 
     def rnn_forward(self, x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True,
                     training=True):

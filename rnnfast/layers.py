@@ -260,13 +260,19 @@ class _Recurrent:
         afterwards). Not with ``accumulate`` or ``dcells``."""
         if not self._fast or accumulate or dcells is not None:
             return None
-        try:
-            targets = self._param_getter(self.grads)
-        except (KeyError, TypeError):
-            return None
-        if self._kernels_module.grads_fit(targets, weights, dout, tuple(dstates)) != 2:
+        targets = self._grads_arrays()
+        if targets is None or self._kernels_module.grads_fit(
+                targets, weights, dout, tuple(dstates)) != 2:
             return None
         return targets
+
+    def _grads_arrays(self):
+        """The arrays of ``grads`` in ``_names`` order, or None when an entry is missing
+        (or grads is not a dict): the checks say what, and put a new array there."""
+        try:
+            return self._param_getter(self.grads)
+        except (KeyError, TypeError):
+            return None
 
     def _forward_inputs(self, x, states):
         weights = self._weights()
@@ -308,34 +314,30 @@ class _Recurrent:
         given = tuple([st is not None for st in states])
         if self.stateful:
             states = self._carried(states, x)
+        # the compiled lanes take any x (and decline what is not ready); with lengths, a
+        # 3-D ndarray (its steps come first)
+        lane = self._fast and not return_cells and (
+            lengths is None or (type(x) is np.ndarray and x.ndim == 3))
         if self._single and not return_cells:
             steps = None
-            if (self._fast and lengths is not None and type(x) is np.ndarray
-                    and x.ndim == 3):      # (None too when every row has all the steps)
-                T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-                steps = self._steps(lengths, B, T)
-            if self._fast and (lengths is None or type(x) is np.ndarray):
-                # arguments the kernels take as they are: checked in C, no copy
+            if lane:        # arguments the kernels take as they are: checked in C, no copy
+                steps = self._steps_of(x, lengths)
                 weights = self._weights()
                 done = self._kernels.layer_forward(self._spec.kind, x, states, weights,
                                                    self.batch_first, self.training, steps)
                 if done is not None:
                     out, finals, workspace, x_kept = done
-                    self._cache = ((x_kept, workspace, given if len(given) > 1 else given[0],
-                                    weights) if self.training else None)
+                    self._cache = (x_kept, workspace, given, weights) if self.training else None
                     if self.stateful:
                         self._keep_state(finals)
                     return out, finals, None
             x, states, weights = self._forward_inputs(x, states)
-            steps = None
-            if lengths is not None:     # (None too when every row has all the steps)
-                T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-                steps = self._steps(lengths, B, T)
+            if steps is None:   # (not yet, or every row has all the steps: None again)
+                steps = self._steps_of(x, lengths)
             if steps is None:
                 out, finals, workspace = self._forward_single(x, states, weights)
                 if self.training:
-                    self._cache = (x, workspace, given if len(given) > 1 else given[0],
-                                   weights)
+                    self._cache = (x, workspace, given, weights)
             else:           # one direction call with the lengths; backward: the stacked way
                 out, finals, workspace = self._kernels.direction_forward(
                     self._spec.kind, x, states, weights, self.batch_first, self.training,
@@ -345,8 +347,7 @@ class _Recurrent:
                                                False), given, out.shape)
             self._keep_state(finals)
             return out, finals, None
-        if self._fast and self.bidirectional and self.num_layers == 1 and not return_cells and (
-                lengths is None or type(x) is np.ndarray):
+        if lane and self.bidirectional and self.num_layers == 1:
             done = self._pair_forward(x, states, lengths, given)
             if done is not None:
                 return done
@@ -355,8 +356,8 @@ class _Recurrent:
         # x against layer 0's weights (a quick look when it already is a checked array)
         x = _checks.check_forward(self._spec, x, (), weights[:len(self._spec.params)],
                                   self.batch_first, weights_checked=True)[0]
-        T, batch = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-        steps = None if lengths is None else self._steps(lengths, batch, T)
+        batch = x.shape[0] if self.batch_first else x.shape[1]
+        steps = self._steps_of(x, lengths)
         if any([st is not None for st in states]):
             states = self._check_states(states, batch)
             if self._single:                # the plan's shape: (1, batch, hidden)
@@ -379,10 +380,7 @@ class _Recurrent:
         see _forward): ``(out, finals, None)``, or None when the arguments are not ready
         as they are. Caches as the stacked path does, with the weights (see
         _backward_pair)."""
-        steps = None
-        if lengths is not None and x.ndim == 3:
-            T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
-            steps = self._steps(lengths, B, T)
+        steps = self._steps_of(x, lengths)
         weights = self._weights()
         done = self._kernels_module.pair_forward(
             self._sequence_plan().kernels, self._spec.kind, x, states, weights,
@@ -408,6 +406,13 @@ class _Recurrent:
         return self._lane_done(self._kernels_module.pair_backward(
             self._sequence_plan().kernels, self._spec.kind, dout, dstates, x, weights,
             tuple(workspaces), self.batch_first, targets, not accumulate), given, accumulate)
+
+    def _steps_of(self, x, lengths):
+        """_steps of a 3-D input ``x``'s lengths (None without any)."""
+        if lengths is None:
+            return None
+        T, B = (x.shape[1], x.shape[0]) if self.batch_first else x.shape[:2]
+        return self._steps(lengths, B, T)
 
     def _steps(self, lengths, batch, seq_len):
         """The lengths as the kernels want them (the backend's sequence_steps), checked: an
@@ -479,7 +484,7 @@ class _Recurrent:
             return None
         return self._lane_done(self._kernels.layer_backward(
             self._spec.kind, dout, dstates, x, weights, workspace, self.batch_first, targets,
-            not accumulate), given if type(given) is tuple else (given,), accumulate)
+            not accumulate), given, accumulate)
 
     def _lane_targets(self, weights):
         """The ``grads`` arrays (in ``_names`` order) for a fast lane's backward of a
@@ -488,10 +493,7 @@ class _Recurrent:
         missing (the checked path puts one there)."""
         if self._weights() is not weights:
             return None
-        try:
-            return self._param_getter(self.grads)
-        except (KeyError, TypeError):   # (an entry deleted, or grads not a dict: the checks say)
-            return None
+        return self._grads_arrays()
 
     def _lane_done(self, done, given, accumulate):
         """A fast lane backward's result ``(dx, dstates0, grads, written)`` as _backward's
@@ -668,11 +670,11 @@ class RNN(_Recurrent):
         stacked = self._backward(dout, (dh_n,), accumulate)
         if stacked is not None:
             return stacked[0], stacked[1][0]
-        dout, (dh_n,), x, Wx, Wh, workspace, h0_given = self._backward_inputs(dout, (dh_n,))
+        dout, (dh_n,), x, Wx, Wh, workspace, given = self._backward_inputs(dout, (dh_n,))
         dx, dh0, dWx, dWh, db = self._kernels.rnn_backward(
             dout, dh_n, x, Wx, Wh, workspace, self.nonlinearity, self.batch_first)
         self._store_grads((dWx, dWh, db), accumulate)
-        return dx, (dh0 if h0_given else None)
+        return dx, (dh0 if given[0] else None)
 
 
 class LSTM(_Recurrent):
@@ -768,11 +770,11 @@ class GRU(_Recurrent):
         stacked = self._backward(dout, (dh_n,), accumulate)
         if stacked is not None:
             return stacked[0], stacked[1][0]
-        dout, (dh_n,), x, Wx, Wh, workspace, h0_given = self._backward_inputs(dout, (dh_n,))
+        dout, (dh_n,), x, Wx, Wh, workspace, given = self._backward_inputs(dout, (dh_n,))
         dx, dh0, dWx, dWh, db, db_hn = self._kernels.gru_backward(
             dout, dh_n, x, Wx, Wh, workspace, self.batch_first)
         self._store_grads((dWx, dWh, db, db_hn), accumulate)
-        return dx, (dh0 if h0_given else None)
+        return dx, (dh0 if given[0] else None)
 
 
 def from_torch(module, *, dtype=None, backend="cython"):
