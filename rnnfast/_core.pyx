@@ -518,7 +518,7 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
     cdef int T = lay.T, B = lay.B, D = cell.D, H = cell.H, G = cell.G
     cdef bint training = a.training
     cdef bint gru = cell.kind == KIND_GRU
-    cdef bint lstm = cell.kind == KIND_LSTM
+    cdef bint has_c = cell.kind == KIND_LSTM
     cdef bint parallel = step_parallel(B, H, G) and not a.serial
     cdef int threads, s, s0, n, m, part
     cdef Py_ssize_t N = offset(lay, T), chunk_row, rows, prev_row, next_row, last_row
@@ -548,7 +548,7 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
         pack_panels(D, G, Wx, G, False, WxP)
     last_row = N if training else 2 * B                     # the last-states block
     gather_state(lay, H, <const floating*> a.h0, hs)        # step 0's block: h_{-1}
-    if lstm:
+    if has_c:
         gather_state(lay, H, <const floating*> a.c0, cs)
         c_last = cs + last_row * H
     s0 = 0
@@ -577,7 +577,7 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
                 # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
                 step_product(m, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch,
                              parallel)
-            if lstm:
+            if has_c:
                 c_prev = cs + prev_row * H
                 c_next = cs + next_row * H
             threads = row_threads(m, parallel)
@@ -593,7 +593,7 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
                              out, <floating*> a.c_out)
         s0 += n
     scatter_state(lay, H, hs + last_row * H, <floating*> a.h_n)
-    if lstm:
+    if has_c:
         scatter_state(lay, H, c_last, <floating*> a.c_n)
 
 
@@ -639,7 +639,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
     gradients and dx as products over the packed rows of all steps."""
     cdef int T = lay.T, B = lay.B, D = cell.D, H = cell.H, G = cell.G
     cdef bint gru = cell.kind == KIND_GRU
-    cdef bint lstm = cell.kind == KIND_LSTM
+    cdef bint has_c = cell.kind == KIND_LSTM
     cdef bint parallel = step_parallel(B, H, G) and not a.serial
     cdef int threads, s, m, n_next, part
     cdef Py_ssize_t rows = offset(lay, T)                   # N: the packed rows
@@ -661,7 +661,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
     cdef const floating* hs = <const floating*> a.hs
     cdef const floating* cs = <const floating*> a.cs
     cdef const floating* h_last = hs + rows * H
-    cdef const floating* c_last = cs + rows * H if lstm else NULL
+    cdef const floating* c_last = cs + rows * H if has_c else NULL
     # the hidden side's gate gradients: the gates' own, but for the GRU
     cdef floating* dGh = hgates if gru else gates
     cdef floating* gates_t
@@ -672,7 +672,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
         pack_panels(G, H, Wh, G, True, WpT)
     if dh_rec != <floating*> a.dh0:                         # sorted rows
         gather_state(lay, H, <const floating*> a.dh0, dh_rec)
-        if lstm:
+        if has_c:
             gather_state(lay, H, <const floating*> a.dc0, dc)
     for s in range(T - 1, -1, -1):
         m = active(lay, s)
@@ -687,22 +687,22 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
                               split_rows(m, threads, part + 1), <const floating*> a.dout,
                               <const floating*> a.zero_row, hs + offset(lay, s) * H,
                               hs + offset(lay, s + 1) * H, h_last,
-                              cs + offset(lay, s) * H if lstm else NULL,
-                              cs + offset(lay, s + 1) * H if lstm else NULL, c_last, n_next,
+                              cs + offset(lay, s) * H if has_c else NULL,
+                              cs + offset(lay, s + 1) * H if has_c else NULL, c_last, n_next,
                               gates_t, hgates_t, dh_rec, dc, <const floating*> a.dcells)
         else:
             backward_rows(cell, lay, s, 0, m, <const floating*> a.dout,
                           <const floating*> a.zero_row, hs + offset(lay, s) * H,
                           hs + offset(lay, s + 1) * H, h_last,
-                          cs + offset(lay, s) * H if lstm else NULL,
-                          cs + offset(lay, s + 1) * H if lstm else NULL, c_last, n_next,
+                          cs + offset(lay, s) * H if has_c else NULL,
+                          cs + offset(lay, s + 1) * H if has_c else NULL, c_last, n_next,
                           gates_t, hgates_t, dh_rec, dc, <const floating*> a.dcells)
         # dh_rec[:m] = dG_t @ Wh.T; the GRU's rows left dh * z there, its product adds
         step_product(m, H, G, dGh + offset(lay, s) * G, Wh, True, WpT, gru, dh_rec,
                      a_scratch, parallel)
     if dh_rec != <floating*> a.dh0:
         scatter_state(lay, H, dh_rec, <floating*> a.dh0)
-        if lstm:
+        if has_c:
             scatter_state(lay, H, dc, <floating*> a.dc0)
     # the deferred GEMMs over all packed rows: dWx = x.T @ dG, dWh = h_prev.T @ dGh,
     # dx = dG @ Wx.T (h_prev of every row is the first N rows of hs)
@@ -1548,15 +1548,15 @@ def directions_forward(kernels, kind, x, states, weights, bint batch_first, bint
     of ``out`` (and ``cells_out``). Returns ``((finals, workspace), (finals, workspace))``."""
     cdef int k = KINDS.index(kind)
     cdef int H = weights[0][1].shape[0]
-    cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
+    cdef bint has_c = k == KIND_LSTM, gru = k == KIND_GRU
     cdef Prepared p, q
-    p, q = [prepare_forward(k, x, states[d][0], states[d][1] if lstm else None,
+    p, q = [prepare_forward(k, x, states[d][0], states[d][1] if has_c else None,
                             weights[d][0], weights[d][1], weights[d][2],
                             weights[d][3] if gru else None, batch_first, training,
                             pool_of(kernels[d], training), steps, d == 1, out, d * H,
                             cells_out) for d in range(2)]
     done = run_two(p, q)
-    return tuple((((r[1], r[2]) if lstm else (r[1],)), r[3]) for r in done)
+    return tuple((((r[1], r[2]) if has_c else (r[1],)), r[3]) for r in done)
 
 
 def directions_backward(kernels, kind, dout, dstates, x, Wx, Wh, workspaces,
@@ -1566,16 +1566,16 @@ def directions_backward(kernels, kind, dout, dstates, x, Wx, Wh, workspaces,
     directions' input gradients. ``grads_out``: a pair of what prepare_backward takes, or
     None."""
     cdef int k = KINDS.index(kind)
-    cdef bint lstm = k == KIND_LSTM, gru = k == KIND_GRU
+    cdef bint has_c = k == KIND_LSTM, gru = k == KIND_GRU
     cdef Prepared p, q
-    p, q = [prepare_backward(k, dout, dstates[d][0], dstates[d][1] if lstm else None, x,
+    p, q = [prepare_backward(k, dout, dstates[d][0], dstates[d][1] if has_c else None, x,
                              Wx[d], Wh[d], workspaces[d], batch_first,
                              pool_of(kernels[d], True), None, dcells,
                              None if grads_out is None else grads_out[d]) for d in range(2)]
     done = run_two(p, q)
     dx = done[0][0]
     np.add(dx, done[1][0], out=dx)          # (apart while the directions run side by side)
-    return (dx, tuple(((r[1], r[2]) if lstm else (r[1],)) for r in done),
+    return (dx, tuple(((r[1], r[2]) if has_c else (r[1],)) for r in done),
             tuple(((r[3], r[4], r[5], r[6]) if gru else (r[3], r[4], r[5])) for r in done))
 
 
