@@ -327,7 +327,15 @@ class _Recurrent:
                                                    self.batch_first, self.training, steps)
                 if done is not None:
                     out, finals, workspace, x_kept = done
-                    self._cache = (x_kept, workspace, given, weights) if self.training else None
+                    if not self.training:
+                        self._cache = None
+                    elif steps is None:
+                        self._cache = (x_kept, workspace, given, weights)
+                    else:   # as the checked path caches lengths (its backward, if the
+                        # lane declines, needs them), with the weights
+                        self._cache = (("stacked", ([(x_kept, [workspace])], steps,
+                                                    self.batch_first, False), given,
+                                        out.shape, weights))
                     if self.stateful:
                         self._keep_state(finals)
                     return out, finals, None
@@ -379,7 +387,7 @@ class _Recurrent:
         """The fast lane of a bidirectional layer of one layer (the kernels' pair_forward;
         see _forward): ``(out, finals, None)``, or None when the arguments are not ready
         as they are. Caches as the stacked path does, with the weights (see
-        _backward_pair)."""
+        _backward_lane_stacked)."""
         steps = self._steps_of(x, lengths)
         weights = self._weights()
         done = self._kernels_module.pair_forward(
@@ -394,15 +402,19 @@ class _Recurrent:
         self._keep_state(finals)
         return out, finals, None
 
-    def _backward_pair(self, cache, dout, dstates, accumulate):
-        """The fast lane's backward of _pair_forward's call (the kernels' pair_backward),
-        while ``params`` still hold the weights it ran on; returns ``(dx, dstates0)`` as
-        _backward, or None (the checked path follows)."""
+    def _backward_lane_stacked(self, cache, dout, dstates, accumulate):
+        """The fast lane's backward of a lane forward cached as the stacked path caches
+        (_pair_forward's call, the kernels' pair_backward; or one direction's with lengths,
+        _backward_fast), while ``params`` still hold the weights it ran on; returns ``(dx,
+        dstates0)`` as _backward, or None (the checked, stacked path follows)."""
         _, (layers, _, _, _), given, _, weights = cache
+        x, workspaces = layers[0]
+        if len(workspaces) == 1:
+            return self._backward_fast((x, workspaces[0], given, weights), dout, dstates,
+                                       accumulate)
         targets = self._lane_targets(weights)
         if targets is None:
             return None
-        x, workspaces = layers[0]
         return self._lane_done(self._kernels_module.pair_backward(
             self._sequence_plan().kernels, self._spec.kind, dout, dstates, x, weights,
             tuple(workspaces), self.batch_first, targets, not accumulate), given, accumulate)
@@ -437,8 +449,8 @@ class _Recurrent:
             if self._fast and cache is not None:
                 return self._backward_fast(cache, dout, dstates, accumulate)
             return None
-        if len(cache) == 5 and dcells is None:      # _pair_forward's
-            done = self._backward_pair(cache, dout, dstates, accumulate)
+        if len(cache) == 5 and dcells is None:      # a lane's, with lengths or a pair
+            done = self._backward_lane_stacked(cache, dout, dstates, accumulate)
             if done is not None:
                 return done
         _, seq_cache, given, out_shape = cache[:4]

@@ -442,6 +442,32 @@ def test_fast_lane_declines_what_it_cannot_take_as_it_is(kind, arrange):
 
 
 @pytest.mark.parametrize("kind", COMPILED)
+@pytest.mark.parametrize("arrange", [_grads_fortran_order, _dout_strided, _grads_alias_dout])
+def test_fast_lane_with_lengths_whose_backward_declines(kind, arrange):
+    # a forward with lengths on the fast lane, then a backward the lane declines: the
+    # checked path must take the lengths' workspace (it raised "workspace was modified"
+    # with a strided dout or Fortran-ordered grads, found by test_lane_properties)
+    lengths = np.array([T, 2, T - 1])
+
+    def after_forward(layer, p):    # the arrangement only once the lane took the forward
+        forward = layer._forward
+
+        def then_arrange(*args, **kwargs):
+            done = forward(*args, **kwargs)
+            if not getattr(layer, "_arranged", False):
+                layer._arranged = True
+                arrange(layer, p)
+            return done
+        layer._forward = then_arrange
+    for accumulate in (False, True):
+        fast = _lane_run(kind, True, np.float32, True, True, accumulate, after_forward,
+                         lengths=lengths)
+        assert all(r is not None for n, r in _lane_run.taken if n == "layer_forward")
+        _bitwise_equal(fast, _lane_run(kind, False, np.float32, True, True, accumulate,
+                                       after_forward, lengths=lengths))
+
+
+@pytest.mark.parametrize("kind", COMPILED)
 def test_fast_lane_writes_into_the_grads_arrays(kind):
     layer = make(kind, "cython", seed=3)
     held = dict(layer.grads)
