@@ -3,10 +3,12 @@
 the stacked path's gradients written in place) give bitwise what the checked path gives.
 
 Hypothesis draws a layer (every compiled kind, one or two layers, one or two directions,
-``batch_first``, float32 or float64, tiny sizes), which arguments are given (initial states,
-dout, state gradients, lengths, ``accumulate``), how many forward+backward calls follow each
-other, and one arrangement of the arguments or of ``layer.grads``/``layer.params`` that the
-lanes must either take as it is or hand to the checked path: gradients aliasing a weight,
+``batch_first``, float32 or float64, tiny sizes), which arguments are given (initial
+states, dout, state gradients, lengths, ``accumulate``), whether the layer is stateful or
+in eval mode, at which call an LSTM returns its cells (``return_cells``, with ``dcells`` or
+not), how many forward(+backward) calls follow each other, and one arrangement of the
+arguments or of ``layer.grads``/``layer.params`` that the lanes must either take as it is
+or hand to the checked path: gradients aliasing a weight,
 another gradient, dout or a state gradient; gradients that are Fortran-ordered, read-only or
 a view into a larger buffer; an input that is Fortran-ordered, strided, a list or of
 another dtype; a strided dout; parameters replaced by copies, or written in place, between
@@ -56,6 +58,9 @@ def lane_problems(draw):
         states=draw(st.booleans()), dstates=draw(st.booleans()),
         dout=draw(st.sampled_from([True, True, False])),
         accumulate=draw(st.booleans()), calls=draw(st.integers(1, 3)),
+        stateful=draw(st.booleans()), eval=draw(st.sampled_from([False, False, True])),
+        # (the LSTM) return_cells at this call (if there is one), with dcells or not
+        cells_at=draw(st.sampled_from([None, 0, 1, 2])), dcells=draw(st.booleans()),
         arrangement=draw(st.sampled_from(ARRANGEMENTS)),
         pick=draw(st.integers(0, 2**16)), seed=draw(st.integers(0, 2**32 - 1)),
     )
@@ -78,8 +83,9 @@ def _arguments(pr, layer):
     lengths = pr["lengths"]
     if lengths is not None and pr["lengths_type"] != "list":
         lengths = np.array(lengths, np.intp if pr["lengths_type"] == "intp" else np.int32)
+    dcells = rng.standard_normal(lead + (nd * H,)).astype(dtype) if pr["dcells"] else None
     return dict(x=x, states=states(pr["states"]), dout=dout, dstates=states(pr["dstates"]),
-                lengths=lengths)
+                lengths=lengths, dcells=dcells)
 
 
 def _arrange(pr, layer, args):
@@ -159,21 +165,28 @@ def _run(pr, fast):
     kind = pr["kind"]
     layer = make_layer(kind, pr["D"], pr["H"], num_layers=pr["num_layers"],
                        bidirectional=pr["bidirectional"], batch_first=pr["batch_first"],
-                       dtype=pr["dtype"], backend="cython", seed=3)
+                       dtype=pr["dtype"], stateful=pr["stateful"], backend="cython", seed=3)
     layer._fast = fast
+    if pr["eval"]:
+        layer.eval()
     args = _arguments(pr, layer)
     _arrange(pr, layer, args)
     before = {k: _copies(v if isinstance(v, tuple) else (v,)) for k, v in args.items()
               if k != "lengths" and not isinstance(v, list)}
     got = []
     for call in range(pr["calls"]):
+        cells = kind == "lstm" and pr["cells_at"] == call
         try:
-            out, finals = layer(args["x"], state_arg(kind, args["states"]),
-                                lengths=args["lengths"])
-            got += _copies((out,) + (finals if isinstance(finals, tuple) else (finals,)))
-            dx, d0 = layer.backward(args["dout"], state_arg(kind, args["dstates"]),
-                                    accumulate=pr["accumulate"])
-            got += _copies((dx,) + (d0 if isinstance(d0, tuple) else (d0,)))
+            done = layer(args["x"], state_arg(kind, args["states"]), lengths=args["lengths"],
+                         **({"return_cells": True} if cells else {}))
+            out, finals = done[0], done[1]
+            got += _copies((out,) + (finals if isinstance(finals, tuple) else (finals,))
+                           + tuple(done[2:]))
+            if not pr["eval"]:
+                more = {"dcells": args["dcells"]} if cells else {}
+                dx, d0 = layer.backward(args["dout"], state_arg(kind, args["dstates"]),
+                                        accumulate=pr["accumulate"], **more)
+                got += _copies((dx,) + (d0 if isinstance(d0, tuple) else (d0,)))
         except (ValueError, TypeError) as e:
             got.append((type(e), str(e)))
         got += _copies(layer.grads[n] for n in layer._names)
