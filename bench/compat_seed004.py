@@ -8,8 +8,10 @@ classes, float64 (the notebook's dtype). Samples alternate between the two; prin
 medians and their ratio (target, issue 16: at least 5x). The two results are checked against
 each other first. ``--compat-dtype float32`` runs compat in float32 against the same float64
 notebook (an opt-in of compat's, ``dtype=np.float32``: not the notebook's numbers to the last
-bits, checked to 1e-6). ``python bench/compat_seed004.py [--repeats N]``; run it alone
-(timing).
+bits, checked to 1e-6). ``--steady`` adds groups of 30 consecutive steps of each, alternated:
+each side with its own buffers in cache, as in a training loop (one alternated sample runs
+compat right after the notebook's step). ``python bench/compat_seed004.py [--repeats N]
+[--steady]``; run it alone (timing).
 """
 import argparse
 import os
@@ -141,11 +143,26 @@ def timed(fn, *args):
     return time.perf_counter() - t0
 
 
+def steady(notebook, fast, X_nb, X, y, kernels, rounds=12, group=30):
+    """Groups of ``group`` consecutive steps of each (a training loop's steady state: its
+    buffers in cache), alternated ``rounds`` times; the median of the group medians."""
+    res = {"nb": [], "fast": [], "k": []}
+    for _ in range(rounds):
+        for key, fn in (("nb", lambda: step(notebook, X_nb, y)),
+                        ("fast", lambda: step(fast, X, y)), ("k", kernels)):
+            for _ in range(5):
+                fn()
+            res[key].append(statistics.median(timed(fn) for _ in range(group)))
+    return tuple(statistics.median(res[k]) for k in ("nb", "fast", "k"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200, help="samples of each")
     parser.add_argument("--compat-dtype", choices=("float64", "float32"), default="float64",
                         help="compat's dtype (the notebook is float64)")
+    parser.add_argument("--steady", action="store_true",
+                        help="also groups of consecutive steps of each, alternated")
     args = parser.parse_args()
     dtype = np.dtype(args.compat_dtype)
     with threadpool_limits(1):
@@ -171,6 +188,11 @@ def main():
             print(f"  notebook loops {nb * 1e3:7.3f} ms   compat backend={backend!r:9}"
                   f"{fa * 1e3:7.3f} ms   ratio {nb / fa:5.2f}x   (of which the RNN "
                   f"fwd+bwd kernels {k * 1e3:.3f} ms; one step agrees to {worst:.1e})")
+            if args.steady:
+                nb, fa, k = steady(notebook, fast, X_nb, X, y, kernels)
+                print(f"    steady (groups of 30 consecutive steps): notebook {nb * 1e3:7.3f} "
+                      f"ms   compat {fa * 1e3:7.3f} ms   ratio {nb / fa:5.2f}x   (kernels "
+                      f"{k * 1e3:.3f} ms)")
     return results
 
 

@@ -176,3 +176,25 @@ def test_sequences_script_prints_its_four_tables(tmp_path):
         assert title in r.stdout
     assert "| tiny-gru-fwd |" in r.stdout and "| tiny-gru-fwdbwd |" in r.stdout
     assert md.read_text().strip() == r.stdout.strip()
+
+
+def test_bidirectional_ratio_script_prints_each_cell():
+    """bench/bidirectional_steady.py --ratio (bidirectional against one direction at 1
+    thread): the tiny shape, no timing checked."""
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "bidirectional_steady.py"), "tiny",
+                        "--ratio"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split(" 1 thread")[0] for line in lines] == ["tiny RNN", "tiny LSTM", "tiny GRU"]
+    assert all(line.count("bi/one") == 2 for line in lines)
+
+
+def test_seed004_script_checks_and_prints_both_ways():
+    """bench/compat_seed004.py --steady: compat and the notebook agree after one step (the
+    script exits otherwise), both backends, alternated samples and steady groups."""
+    pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "compat_seed004.py"), "--repeats",
+                        "2", "--steady"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("notebook loops") == 2 and r.stdout.count("steady (groups") == 2
