@@ -278,3 +278,9 @@ def _adagrad_update(p: object, g: object, acc: object, lr: float, eps: float,
                     weight_decay: float) -> bool: ...
 def _sgd_update(p: object, g: object, buf: object, lr: float, momentum: float,
                 nesterov: bool, weight_decay: float) -> bool: ...
+
+# A classifier head's training step (logits h @ W + b, mean softmax cross-entropy at the
+# class indices, dW and db written in place): (loss, correct, dh), or None when the
+# arguments are not as the loops take them.
+def dense_cross_entropy(h: _Array, W: _Array, b: _Array, labels: npt.NDArray[np.intp],
+                        dW: _Array, db: _Array) -> tuple[float, int, _Array] | None: ...

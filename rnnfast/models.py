@@ -617,13 +617,21 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
         """The mean cross-entropy of a minibatch (and its accuracy); the gradients of every
         parameter into the layers' ``grads``."""
         out, h = self._forward_train(xb, lb)
-        logits = self.dense_(h)
-        # yb: class indices checked once in fit (np.unique's), so the unchecked loss
-        loss, dlogits = losses._cross_entropy_indices(logits, yb)
-        self.rnn_.backward(None, self._state_gradient(self.dense_.backward(dlogits)))
+        dense = self.dense_
+        # the head, the loss and their gradients in one call of the layer's backend (yb:
+        # class indices checked once in fit, np.unique's, so unchecked there)
+        done = self.rnn_._kernels_module.dense_cross_entropy(
+            h, dense.params["W"], dense.params["b"], yb, dense.grads["W"], dense.grads["b"])
+        if done is not None:
+            loss, correct, dh = done
+        else:                           # (arrays it cannot take as they are: Dense checks)
+            logits = dense(h)
+            loss, dlogits = losses._cross_entropy_indices(logits, yb)
+            dh = dense.backward(dlogits)
+            correct = np.count_nonzero(logits.argmax(axis=1) == yb)
+        self.rnn_.backward(None, self._state_gradient(dh))
         # (count / n is np.mean's value of the bools, bit for bit, without its overhead)
-        return {"loss": loss,
-                "accuracy": np.count_nonzero(logits.argmax(axis=1) == yb) / len(yb)}
+        return {"loss": loss, "accuracy": correct / len(yb)}
 
     def predict_proba(self, X, lengths=None):
         """Class probabilities, ``(n, n_classes)`` in ``classes_`` order."""

@@ -28,6 +28,10 @@ The functions::
         -> (out, h_n, workspace)
     gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True)
         -> (dx, dh0, dWx, dWh, db, db_hn)
+    dense_cross_entropy(h, W, b, labels, dW, db) -> (loss, correct, dh) or None
+
+(the last one a classifier head's training step: ``rnnfast.nn.Dense`` and
+``rnnfast.losses.softmax_cross_entropy`` at class indices in one call, see there).
 
 ``workspace`` is None unless ``training``. A backward takes, as the RNN's and LSTM's do,
 only the weights its products need (``Wx`` for ``dx``, ``Wh`` for the recurrent
@@ -60,7 +64,7 @@ are one array.
 import numpy as np
 from scipy.special import expit as sigmoid
 
-from . import cells
+from . import cells, losses
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
            "gru_forward", "gru_backward"]
@@ -449,3 +453,29 @@ def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
     dx, (dh0,), (dWx, dWh, db, db_hn) = _backward(cells.get("gru"), dout, (dh_n,), x, Wx,
                                                   Wh, workspace, batch_first)
     return dx, dh0, dWx, dWh, db, db_hn
+
+
+def dense_cross_entropy(h, W, b, labels, dW, db):
+    """A classifier head's training step: the logits ``h @ W + b`` of the features ``h (B,
+    F)``, the mean softmax cross-entropy against the class indices ``labels`` (B,) and its
+    gradients, ``dW (F, C)`` and ``db (C,)`` written into the given arrays; returns ``(loss,
+    correct, dh)`` (``correct``: how many rows' largest logit is at their label, ``dh``: a
+    new array). Dense's forward and backward and losses.softmax_cross_entropy's values, to
+    the bit. None unless the arguments are ndarrays of one float dtype with these shapes
+    and intp labels (then the caller takes Dense and the loss, which convert or raise).
+    The labels are not checked: each must be in [0, C)."""
+    arrays = (h, W, b, dW, db)
+    if not (all(type(a) is np.ndarray for a in arrays + (labels,))
+            and W.dtype in (np.float32, np.float64) and all(a.dtype == W.dtype for a in arrays)
+            and h.ndim == 2 and W.ndim == 2 and h.shape[1] == W.shape[0] and min(h.shape) > 0
+            and W.shape[1] > 0 and b.shape == (W.shape[1],) and dW.shape == W.shape
+            and db.shape == b.shape and labels.shape == (h.shape[0],)
+            and labels.dtype == np.intp):
+        return None
+    logits = h @ W
+    logits += b
+    loss, dz = losses._cross_entropy_indices(logits, labels)
+    correct = int(np.count_nonzero(logits.argmax(axis=1) == labels))
+    dW[...] = h.T @ dz
+    db[...] = np.add.reduce(dz, axis=0)
+    return loss, correct, dz @ W.T
