@@ -9,6 +9,8 @@ here, so a new kind (or a compiled kernel for one: ``CellSpec.compiled``) reache
 - ``REPRESENTATIVES``: one kind per family (rnn_tanh, lstm, gru), for the suites that are
   about a family's code path rather than its activation (memory).
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -214,3 +216,40 @@ def layer_backward(layer, dout, dstates=None):
 def problem_states(kind, p, prefix="", suffix="0"):
     """The states of a problem dict as a tuple: ``("h0", "c0")`` or ``("dh_n", ...)``."""
     return tuple(p[f"{prefix}{n}{suffix}"] for n in state_names(kind))
+
+
+# ----------------------------------------------------------------------------- gradients
+
+def central_difference(f, a, idx, eps=1e-6):
+    """d f() / d a[idx] by a central difference (``a[idx]`` perturbed in place and
+    restored)."""
+    old = a[idx]
+    a[idx] = old + eps
+    up = f()
+    a[idx] = old - eps
+    down = f()
+    a[idx] = old
+    return (up - down) / (2 * eps)
+
+
+def central_differences(f, a, eps=1e-6):
+    """d f() / d a by central differences at every entry of ``a`` (float64 result)."""
+    g = np.zeros(a.shape, dtype=np.float64)
+    for i in np.ndindex(a.shape):
+        g[i] = central_difference(f, a, i, eps)
+    return g
+
+
+# ----------------------------------------------------------------------------- property tests
+
+def property_settings(n):
+    """Hypothesis settings for the property test files: ``n`` examples, scaled by
+    RNNFAST_PROPERTY_EXAMPLES (a longer local soak), no deadline (first calls pay imports;
+    timing is not the point), no example database (nothing written into the checkout),
+    derandomized when CI is set (a run is reproducible)."""
+    from hypothesis import HealthCheck, settings
+
+    scale = float(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "1"))
+    return settings(deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
+                    suppress_health_check=[HealthCheck.too_slow], print_blob=True,
+                    max_examples=max(1, int(n * scale)))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rnnfast import compat
+from cells_for_tests import central_differences
 
 # seeds 000/001/004's worked example (000 In [6], 001 In [4], 004 In [2])
 X = np.array([[[1, 2], [2, 3], [3, 4]]]) / 100
@@ -86,20 +87,6 @@ def _drelu(a):
 
 
 _ACT_OF = {_dtanh: np.tanh, _dsigmoid: _sigmoid, _drelu: lambda a: np.maximum(a, 0)}
-
-
-def central_diff(f, arr, eps=1e-6):
-    """d f / d arr by central differences (arr changed in place and restored)."""
-    g = np.zeros_like(arr, dtype=float)
-    for idx in np.ndindex(arr.shape):
-        keep = arr[idx]
-        arr[idx] = keep + eps
-        up = f()
-        arr[idx] = keep - eps
-        down = f()
-        arr[idx] = keep
-        g[idx] = (up - down) / (2 * eps)
-    return g
 
 
 def snapshot(obj, names):
@@ -334,7 +321,7 @@ def test_seed001_backward_exact_bptt_and_one_sgd_update(backend, act, dact):
     def loss():
         return float(np.sum(dA * np_rnn(xx, wx, wh, bb, fwd)[0]))
     for got, arr in ((rnn.dWx, wx), (rnn.dWh, wh), (rnn.dBx, bb), (dx, xx)):
-        np.testing.assert_allclose(got, central_diff(loss, arr), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(got, central_differences(loss, arr), rtol=1e-6, atol=1e-8)
     # one update, the seed's SGD on the batch mean
     np.testing.assert_allclose(rnn.Wx, Wx - lr * e_dWx / N, **TIGHT)
     np.testing.assert_allclose(rnn.Wh, Wh - lr * e_dWh / N, **TIGHT)
@@ -526,13 +513,19 @@ def test_seed002_time_rnn_matches_the_notebooks(backend, stateful):
         NotebookTimeRNN(wx, wh, b, stateful)
     grads = list(layer.grads)
     for _ in range(2):                                    # the second call carries h if stateful
-        np.testing.assert_allclose(layer.forward(xs), nb.forward(xs), **TIGHT)
-        np.testing.assert_allclose(layer.h, nb.h, **TIGHT)
-        np.testing.assert_allclose(layer.backward(dhs), nb.backward(dhs), **TIGHT)
-        np.testing.assert_allclose(layer.dh, nb.dh, **TIGHT)
-        for g, keep, want in zip(layer.grads, grads, nb.grads):
-            assert g is keep
-            np.testing.assert_allclose(g, want, **TIGHT)
+        same_time_rnn_call(layer, nb, grads, xs, dhs)
+
+
+def same_time_rnn_call(layer, nb, grads, xs, dhs):
+    """compat's TimeRNN ``layer`` and the notebook's ``nb``: one forward and backward each,
+    the same results, h, dh and gradients (written into the arrays ``grads``)."""
+    np.testing.assert_allclose(layer.forward(xs), nb.forward(xs), **TIGHT)
+    np.testing.assert_allclose(layer.h, nb.h, **TIGHT)
+    np.testing.assert_allclose(layer.backward(dhs), nb.backward(dhs), **TIGHT)
+    np.testing.assert_allclose(layer.dh, nb.dh, **TIGHT)
+    for g, keep, want in zip(layer.grads, grads, nb.grads):
+        assert g is keep
+        np.testing.assert_allclose(g, want, **TIGHT)
 
 
 def test_seed002_time_rnn_gradients_by_central_differences(backend):
@@ -548,7 +541,7 @@ def test_seed002_time_rnn_gradients_by_central_differences(backend):
     def loss():
         return float(np.sum(dhs * np_rnn(xx, *w, h0=hh)[0]))
     for got, arr in zip(layer.grads + [dxs, layer.dh], w + [xx, hh]):
-        np.testing.assert_allclose(got, central_diff(loss, arr), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(got, central_differences(loss, arr), rtol=1e-6, atol=1e-8)
 
 
 def test_seed002_state_carrying(backend):
@@ -948,7 +941,7 @@ def test_seed004_backward_is_the_true_gradient(backend, activation, fwd):
     model.backward(X_, y_, model.forward(X_))
     for n in NAMES004:
         step = (before[n] - getattr(model, n)) / lr
-        np.testing.assert_allclose(step, central_diff(loss, w[n]), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(step, central_differences(loss, w[n]), rtol=1e-6, atol=1e-9)
 
 
 def test_seed004_fit_predict(backend):

@@ -9,13 +9,12 @@ layout with its parameters dicts (softmax over the output axis: the notebook tak
 global maximum, which does not change the values), and seed 004's classifier (forward, then
 backward's SGD update of all five weights). float64 throughout; within test_compat's
 tolerance. ~100 examples each; ``RNNFAST_PROPERTY_EXAMPLES`` scales; derandomized on CI."""
-import os
-
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rnnfast import compat
+from cells_for_tests import property_settings
 from test_compat import (
     NAMES004,
     TIGHT,
@@ -23,12 +22,10 @@ from test_compat import (
     NotebookTimeRNN,
     nb_lstm_forward,
     nb_rnn_forward,
+    same_time_rnn_call,
 )
 
-_SCALE = float(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "1"))
-PROFILE = settings(deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
-                   suppress_health_check=[HealthCheck.too_slow], print_blob=True,
-                   max_examples=max(1, int(100 * _SCALE)))
+PROFILE = property_settings(100)
 SIZES = dict(B=st.integers(1, 4), T=st.integers(1, 5), D=st.integers(1, 4),
              H=st.integers(1, 5), C=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
              backend=st.sampled_from(["cython", "numpy"]))
@@ -46,13 +43,7 @@ def test_seed002_time_rnn_any_size(p):
     grads = list(layer.grads)
     for _ in range(p["calls"]):
         xs, dhs = rng.standard_normal((B, T, D)), rng.standard_normal((B, T, H))
-        np.testing.assert_allclose(layer.forward(xs), nb.forward(xs), **TIGHT)
-        np.testing.assert_allclose(layer.h, nb.h, **TIGHT)
-        np.testing.assert_allclose(layer.backward(dhs), nb.backward(dhs), **TIGHT)
-        np.testing.assert_allclose(layer.dh, nb.dh, **TIGHT)
-        for g, keep, want in zip(layer.grads, grads, nb.grads):
-            assert g is keep
-            np.testing.assert_allclose(g, want, **TIGHT)
+        same_time_rnn_call(layer, nb, grads, xs, dhs)
 
 
 def _seed003_parameters(rng, n_x, n_a, n_y, lstm):

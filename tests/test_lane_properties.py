@@ -20,18 +20,13 @@ alias into ``grads``.
 
 Budget: a few seconds on 2 cores (~300 examples); ``RNNFAST_PROPERTY_EXAMPLES`` scales the
 count for a longer local soak. On CI (``CI`` set) the examples are derandomized."""
-import os
-
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from cells_for_tests import COMPILED, make_layer, state_arg, state_names
+from cells_for_tests import COMPILED, make_layer, property_settings, state_arg, state_names
 
-_SCALE = float(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "1"))
-PROFILE = settings(deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
-                   suppress_health_check=[HealthCheck.too_slow], print_blob=True,
-                   max_examples=max(1, int(300 * _SCALE)))
+PROFILE = property_settings(300)
 
 # what is done to the arguments (before the first call) or between calls
 ARRANGEMENTS = (

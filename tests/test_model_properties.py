@@ -9,19 +9,15 @@ epochs: the two fits' loss histories agree to 1e-9 relative and every fitted par
 1e-7 (the kernels round differently in the last bits; nothing else may differ), and the
 fitted models' predictions agree likewise. ~40 examples, ~10 s; ``RNNFAST_PROPERTY_EXAMPLES``
 scales the count; derandomized on CI."""
-import os
-
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rnnfast import cells
 from rnnfast.models import SequenceClassifier, SequenceRegressor
+from cells_for_tests import property_settings
 
-_SCALE = float(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "1"))
-PROFILE = settings(deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
-                   suppress_health_check=[HealthCheck.too_slow], print_blob=True,
-                   max_examples=max(1, int(40 * _SCALE)))
+PROFILE = property_settings(40)
 
 
 @st.composite

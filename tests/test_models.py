@@ -11,7 +11,7 @@ import pytest
 
 from rnnfast import models
 from rnnfast.models import SequenceClassifier, SequenceRegressor
-from cells_for_tests import BACKENDS, KIND_BACKENDS
+from cells_for_tests import BACKENDS, KIND_BACKENDS, central_difference
 
 FAST = dict(hidden_size=16, epochs=8, batch_size=32)
 
@@ -492,13 +492,7 @@ def central_difference_check(model, loss, names, rng, eps=1e-6, n_entries=4):
         p = getattr(model, key).params[name]
         for flat in rng.choice(p.size, size=min(n_entries, p.size), replace=False):
             idx = np.unravel_index(flat, p.shape)
-            old = p[idx]
-            p[idx] = old + eps
-            up = loss()
-            p[idx] = old - eps
-            down = loss()
-            p[idx] = old
-            numeric = (up - down) / (2 * eps)
+            numeric = central_difference(loss, p, idx, eps)
             np.testing.assert_allclose(grads[full][idx], numeric, rtol=1e-6, atol=1e-9,
                                        err_msg=f"{full}{idx}")
             checked += abs(numeric) > 1e-6

@@ -6,25 +6,13 @@ import pytest
 
 from rnnfast import losses
 from rnnfast.nn import Dense
-from cells_for_tests import KIND_BACKENDS, layer_backward, layer_forward, make_layer
-
-EPS = 1e-6
-
-
-def numeric_grad(f, a):
-    """Central differences of the scalar ``f()`` with respect to every entry of ``a``
-    (perturbed in place)."""
-    g = np.zeros_like(a, dtype=np.float64)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + EPS
-        up = f()
-        a[i] = old - EPS
-        down = f()
-        a[i] = old
-        g[i] = (up - down) / (2 * EPS)
-    return g
-
+from cells_for_tests import (
+    KIND_BACKENDS,
+    central_differences,
+    layer_backward,
+    layer_forward,
+    make_layer,
+)
 
 # --------------------------------------------------------------------------- Dense
 
@@ -43,9 +31,9 @@ def test_dense_gradients_match_finite_differences(shape):
     np.testing.assert_allclose(out, x @ dense.params["W"] + dense.params["b"], rtol=1e-14)
     dx = dense.backward(r)
     assert dx.shape == x.shape
-    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, central_differences(loss, x), rtol=1e-6, atol=1e-8)
     for name in ("W", "b"):
-        np.testing.assert_allclose(dense.grads[name], numeric_grad(loss, dense.params[name]),
+        np.testing.assert_allclose(dense.grads[name], central_differences(loss, dense.params[name]),
                                    rtol=1e-6, atol=1e-8, err_msg=name)
 
 
@@ -165,7 +153,7 @@ def test_cross_entropy_matches_its_formula_and_finite_differences(target):
     assert isinstance(loss, float) and dz.shape == z.shape
     logp = np.log(np.exp(z) / np.exp(z).sum(-1, keepdims=True))
     np.testing.assert_allclose(loss, -(t * logp).sum() / n, rtol=1e-13)
-    num = numeric_grad(lambda: losses.softmax_cross_entropy(z, labels)[0], z)
+    num = central_differences(lambda: losses.softmax_cross_entropy(z, labels)[0], z)
     np.testing.assert_allclose(dz, num, rtol=1e-6, atol=1e-9)
 
 
@@ -206,7 +194,7 @@ def test_mse_matches_finite_differences():
     pred, target = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 2))
     loss, d = losses.mse(pred, target)
     np.testing.assert_allclose(loss, np.mean((pred - target) ** 2), rtol=1e-14)
-    np.testing.assert_allclose(d, numeric_grad(lambda: losses.mse(pred, target)[0], pred),
+    np.testing.assert_allclose(d, central_differences(lambda: losses.mse(pred, target)[0], pred),
                                rtol=1e-6, atol=1e-10)
     assert losses.mse(pred.astype(np.float32), target)[1].dtype == np.float32
     with pytest.raises(ValueError, match="shape"):

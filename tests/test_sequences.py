@@ -7,7 +7,7 @@ import pytest
 
 import rnnfast
 from rnnfast import cells
-from cells_for_tests import TORCH_KINDS, kind_backends
+from cells_for_tests import TORCH_KINDS, central_differences, kind_backends
 from conftest import ATOL, RTOL
 
 # (num_layers, bidirectional)
@@ -162,21 +162,8 @@ def test_twin_gradients_match_central_differences(kind, config):
         return float(np.sum(out * dout) + sum(np.sum(f * d) for f, d in
                                               zip(state_tuple(kind, finals), dfinals)))
 
-    eps = 1e-6
-
     def numeric(a):
-        g = np.zeros_like(a)
-        it = np.nditer(a, flags=["multi_index"])
-        for _ in it:
-            i = it.multi_index
-            old = a[i]
-            a[i] = old + eps
-            up = loss()
-            a[i] = old - eps
-            down = loss()
-            a[i] = old
-            g[i] = (up - down) / (2 * eps)
-        return g
+        return central_differences(loss, a)
 
     layer.eval()
     checks = {"dx": x, **{f"dstate{k}": s for k, s in enumerate(states)},

@@ -14,20 +14,15 @@ without it (the lane removed from its step kernels) and the twin (``backend="num
 After every operation the first two agree to the bit (results, or the error's type and
 message), and the twin within conftest's tolerance (or the same error type). ~200 examples,
 a few seconds; ``RNNFAST_PROPERTY_EXAMPLES`` scales the count; derandomized on CI."""
-import os
-
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rnnfast import cells
-from cells_for_tests import KINDS, make_layer
+from cells_for_tests import KINDS, make_layer, property_settings
 from conftest import ATOL, RTOL
 
-_SCALE = float(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "1"))
-PROFILE = settings(deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
-                   suppress_health_check=[HealthCheck.too_slow], print_blob=True,
-                   max_examples=max(1, int(200 * _SCALE)))
+PROFILE = property_settings(200)
 COMPILED_STEP = tuple(k for k in KINDS if cells.get(k).compiled)
 
 # (weighted towards what the lane takes as it is: C-contiguous arrays of the layer's dtype)

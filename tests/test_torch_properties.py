@@ -9,23 +9,19 @@ module and rnnfast.torch's, and the outputs, the final states and every gradient
 initial states, each parameter; a loss on every output and state) must agree within
 conftest's tolerances, as in test_torch_backend. ~150 examples, a few seconds;
 ``RNNFAST_PROPERTY_EXAMPLES`` scales the count. On CI (``CI`` set) derandomized."""
-import os
-
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rnnfast import cells
+from cells_for_tests import property_settings
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed; rnnfast.torch needs it")
 rt = pytest.importorskip("rnnfast.torch")
 from test_torch_backend import TORCH_DTYPE, TORCH_KINDS, assert_same_results, run  # noqa: E402
 
-_SCALE = float(os.environ.get("RNNFAST_PROPERTY_EXAMPLES", "1"))
-PROFILE = settings(deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
-                   suppress_health_check=[HealthCheck.too_slow], print_blob=True,
-                   max_examples=max(1, int(150 * _SCALE)))
+PROFILE = property_settings(150)
 
 
 @st.composite
