@@ -30,8 +30,9 @@ class _Recurrent:
 
     _spec = None           # the cell's rnnfast.cells.CellSpec (RNN: per instance)
 
-    def __init__(self, input_size, hidden_size, *, num_layers, bidirectional, batch_first,
-                 stateful, dtype, backend, seed):
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
+                 batch_first=True, stateful=False, dtype=np.float32, backend="cython",
+                 seed=None):
         self.input_size = _checks.check_size(input_size, "input_size")
         self.hidden_size = _checks.check_size(hidden_size, "hidden_size")
         self.num_layers = _checks.check_size(num_layers, "num_layers")
@@ -342,17 +343,12 @@ class _Recurrent:
             x, states, weights = self._forward_inputs(x, states)
             if steps is None:   # (not yet, or every row has all the steps: None again)
                 steps = self._steps_of(x, lengths)
-            if steps is None:
-                out, finals, workspace = self._forward_single(x, states, weights)
-                if self.training:
-                    self._cache = (x, workspace, given, weights)
-            else:           # one direction call with the lengths; backward: the stacked way
-                out, finals, workspace = self._kernels.direction_forward(
-                    self._spec.kind, x, states, weights, self.batch_first, self.training,
-                    steps)
-                if self.training:
-                    self._cache = ("stacked", ([(x, [workspace])], steps, self.batch_first,
-                                               False), given, out.shape)
+            out, finals, workspace = self._kernels.direction_forward(
+                self._spec.kind, x, states, weights, self.batch_first, self.training, steps)
+            if self.training:   # (with lengths, backward goes the stacked way)
+                self._cache = ((x, workspace, given, weights) if steps is None else
+                               ("stacked", ([(x, [workspace])], steps, self.batch_first,
+                                            False), given, out.shape))
             self._keep_state(finals)
             return out, finals, None
         if lane and self.bidirectional and self.num_layers == 1:
@@ -483,6 +479,19 @@ class _Recurrent:
                                 accumulate)
         if self._single:
             dstates0 = tuple(d[0] for d in dstates0)
+        return dx, tuple(d if g else None for d, g in zip(dstates0, given))
+
+    def _backward_any(self, dout, dstates, accumulate, dcells=None):
+        """The public backward's work for every cell: ``(dx, dstates0)``, None where
+        forward had no initial state, the gradients stored. The lanes and the stacked path
+        (_backward), else the checked one-layer, one-direction path."""
+        done = self._backward(dout, dstates, accumulate, dcells)
+        if done is not None:
+            return done
+        dout, dstates, x, Wx, Wh, workspace, given = self._backward_inputs(dout, dstates)
+        dx, dstates0, grads = self._kernels.direction_backward(
+            self._spec.kind, dout, dstates, x, Wx, Wh, workspace, self.batch_first)
+        self._store_grads(grads, accumulate)
         return dx, tuple(d if g else None for d, g in zip(dstates0, given))
 
     def _backward_fast(self, cache, dout, dstates, accumulate):
@@ -669,24 +678,13 @@ class RNN(_Recurrent):
     def _repr_extra(self):
         return f", nonlinearity={self.nonlinearity!r}"
 
-    def _forward_single(self, x, states, weights):
-        out, h_n, workspace = self._kernels.rnn_forward(
-            x, states[0], *weights, self.nonlinearity, self.batch_first, self.training)
-        return out, (h_n,), workspace
-
     def forward(self, x, h0=None, *, lengths=None):
         out, (h_n,), _ = self._forward(x, (h0,), lengths)
         return out, h_n
 
     def backward(self, dout, dh_n=None, *, accumulate=False):
-        stacked = self._backward(dout, (dh_n,), accumulate)
-        if stacked is not None:
-            return stacked[0], stacked[1][0]
-        dout, (dh_n,), x, Wx, Wh, workspace, given = self._backward_inputs(dout, (dh_n,))
-        dx, dh0, dWx, dWh, db = self._kernels.rnn_backward(
-            dout, dh_n, x, Wx, Wh, workspace, self.nonlinearity, self.batch_first)
-        self._store_grads((dWx, dWh, db), accumulate)
-        return dx, (dh0 if given[0] else None)
+        dx, (dh0,) = self._backward_any(dout, (dh_n,), accumulate)
+        return dx, dh0
 
 
 class LSTM(_Recurrent):
@@ -702,13 +700,6 @@ class LSTM(_Recurrent):
 
     _spec = cells.get("lstm")
 
-    def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
-                 batch_first=True, stateful=False, dtype=np.float32, backend="cython",
-                 seed=None):
-        super().__init__(input_size, hidden_size, num_layers=num_layers,
-                         bidirectional=bidirectional, batch_first=batch_first,
-                         stateful=stateful, dtype=dtype, backend=backend, seed=seed)
-
     @staticmethod
     def _pair(state, name):
         if state is None:
@@ -723,11 +714,6 @@ class LSTM(_Recurrent):
     def _state_tuple(self, state, name):
         return self._pair(state, name)
 
-    def _forward_single(self, x, states, weights):
-        out, h_n, c_n, workspace = self._kernels.lstm_forward(
-            x, states[0], states[1], *weights, self.batch_first, self.training)
-        return out, (h_n, c_n), workspace
-
     def forward(self, x, state=None, *, lengths=None, return_cells=False):
         out, finals, cells_ = self._forward(x, self._pair(state, "state"), lengths,
                                             bool(return_cells))
@@ -736,16 +722,7 @@ class LSTM(_Recurrent):
         return out, finals
 
     def backward(self, dout, dstate=None, *, dcells=None, accumulate=False):
-        dh_n, dc_n = self._pair(dstate, "dstate")
-        stacked = self._backward(dout, (dh_n, dc_n), accumulate, dcells)
-        if stacked is not None:
-            return stacked
-        dout, (dh_n, dc_n), x, Wx, Wh, workspace, given = self._backward_inputs(
-            dout, (dh_n, dc_n))
-        dx, dh0, dc0, dWx, dWh, db = self._kernels.lstm_backward(
-            dout, dh_n, dc_n, x, Wx, Wh, workspace, self.batch_first)
-        self._store_grads((dWx, dWh, db), accumulate)
-        return dx, (dh0 if given[0] else None, dc0 if given[1] else None)
+        return self._backward_any(dout, self._pair(dstate, "dstate"), accumulate, dcells)
 
 
 class GRU(_Recurrent):
@@ -762,31 +739,13 @@ class GRU(_Recurrent):
 
     _spec = cells.get("gru")
 
-    def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
-                 batch_first=True, stateful=False, dtype=np.float32, backend="cython",
-                 seed=None):
-        super().__init__(input_size, hidden_size, num_layers=num_layers,
-                         bidirectional=bidirectional, batch_first=batch_first,
-                         stateful=stateful, dtype=dtype, backend=backend, seed=seed)
-
-    def _forward_single(self, x, states, weights):
-        out, h_n, workspace = self._kernels.gru_forward(
-            x, states[0], *weights, self.batch_first, self.training)
-        return out, (h_n,), workspace
-
     def forward(self, x, h0=None, *, lengths=None):
         out, (h_n,), _ = self._forward(x, (h0,), lengths)
         return out, h_n
 
     def backward(self, dout, dh_n=None, *, accumulate=False):
-        stacked = self._backward(dout, (dh_n,), accumulate)
-        if stacked is not None:
-            return stacked[0], stacked[1][0]
-        dout, (dh_n,), x, Wx, Wh, workspace, given = self._backward_inputs(dout, (dh_n,))
-        dx, dh0, dWx, dWh, db, db_hn = self._kernels.gru_backward(
-            dout, dh_n, x, Wx, Wh, workspace, self.batch_first)
-        self._store_grads((dWx, dWh, db, db_hn), accumulate)
-        return dx, (dh0 if given[0] else None)
+        dx, (dh0,) = self._backward_any(dout, (dh_n,), accumulate)
+        return dx, dh0
 
 
 def from_torch(module, *, dtype=None, backend="cython"):
