@@ -91,8 +91,9 @@ def release_shared_buffers() -> None: ...
 def _give_back_workspace(workspace: _Workspace) -> None: ...
 
 class BufferedKernels:
-    """The four kernels for one layer, keeping the training workspace and scratch between
-    calls (a workspace is valid until the next training forward; one thread at a time)."""
+    """One layer's direction kernels and fast lane, keeping the training workspace and
+    scratch between calls (a workspace is valid until the next training forward; one
+    thread at a time)."""
 
     def __init__(self) -> None: ...
     def release(self) -> None: ...
@@ -107,33 +108,6 @@ class BufferedKernels:
                        batch_first: bool, grads: tuple[object, ...], into: bool
                        ) -> tuple[_Array[_F], tuple[_Array[_F], ...], tuple[_Array[_F], ...],
                                   bool] | None: ...
-    def rnn_forward(self, x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F],
-                    Wh: _Array[_F], b: _Array[_F], nonlinearity: _Nonlinearity = "tanh",
-                    batch_first: bool = True, training: bool = True
-                    ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
-    def rnn_backward(self, dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
-                     Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
-                     nonlinearity: _Nonlinearity = "tanh", batch_first: bool = True
-                     ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F],
-                                _Array[_F]]: ...
-    def lstm_forward(self, x: _Array[_F], h0: _Array[_F] | None, c0: _Array[_F] | None,
-                     Wx: _Array[_F], Wh: _Array[_F], b: _Array[_F], batch_first: bool = True,
-                     training: bool = True
-                     ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Workspace | None]: ...
-    def lstm_backward(self, dout: _Array[_F] | None, dh_n: _Array[_F] | None,
-                      dc_n: _Array[_F] | None, x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F],
-                      workspace: _Workspace, batch_first: bool = True
-                      ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
-                                 _Array[_F]]: ...
-    def gru_forward(self, x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F],
-                    Wh: _Array[_F], b: _Array[_F], b_hn: _Array[_F], batch_first: bool = True,
-                    training: bool = True
-                    ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
-    def gru_backward(self, dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
-                     Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
-                     batch_first: bool = True
-                     ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
-                                _Array[_F]]: ...
     def direction_forward(self, kind: str, x: _Array[_F],
                           states: tuple[_Array[_F] | None, ...],
                           weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,

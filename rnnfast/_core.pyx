@@ -1986,9 +1986,10 @@ def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple wo
 
 
 class BufferedKernels:
-    """The kernels above, for one layer: the training workspace and the scratch blocks are
-    kept between calls and reused instead of allocated anew (outputs and gradients are
-    always new arrays). So a workspace is valid only until the next training forward, and
+    """One layer's direction kernels (direction_forward/backward, and the fast lane's
+    layer_forward/backward): the training workspace and the scratch blocks are kept
+    between calls and reused instead of allocated anew (outputs and gradients are always
+    new arrays). So a workspace is valid only until the next training forward, and
     one object serves one thread at a time. Inference borrows from SharedBuffers as the
     module functions do (an eval layer may be shared by threads)."""
 
@@ -2051,39 +2052,6 @@ class BufferedKernels:
         return _direction_backward(kind, dout, dstates, x, weights[0], Wh, workspace,
                                    batch_first, None, None, self._pool,
                                    grads if written else None) + (written,)
-
-    def rnn_forward(self, x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True,
-                    training=True):
-        out, h_n, _, workspace = _forward(_NONLINEARITY_KINDS[nonlinearity], x, h0, None, Wx,
-                                          Wh, b, None, batch_first, training,
-                                          self._pool if training else None)
-        return out, h_n, workspace
-
-    def rnn_backward(self, dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh",
-                     batch_first=True):
-        dx, dh0, _, dWx, dWh, db, _ = _backward(_NONLINEARITY_KINDS[nonlinearity], dout,
-                                                dh_n, None, x, Wx, Wh, workspace,
-                                                batch_first, self._pool)
-        return dx, dh0, dWx, dWh, db
-
-    def lstm_forward(self, x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
-        return _forward(KIND_LSTM, x, h0, c0, Wx, Wh, b, None, batch_first, training,
-                        self._pool if training else None)
-
-    def lstm_backward(self, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
-        return _backward(KIND_LSTM, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first,
-                         self._pool)[:6]
-
-    def gru_forward(self, x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
-        out, h_n, _, workspace = _forward(KIND_GRU, x, h0, None, Wx, Wh, b, b_hn,
-                                          batch_first, training,
-                                          self._pool if training else None)
-        return out, h_n, workspace
-
-    def gru_backward(self, dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
-        dx, dh0, _, dWx, dWh, db, db_hn = _backward(KIND_GRU, dout, dh_n, None, x, Wx, Wh,
-                                                    workspace, batch_first, self._pool)
-        return dx, dh0, dWx, dWh, db, db_hn
 
     def direction_forward(self, kind, x, states, weights, batch_first, training, steps=None,
                           reverse=False, out=None, out_col=0, cells_out=None):

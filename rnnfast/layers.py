@@ -328,15 +328,9 @@ class _Recurrent:
                                                    self.batch_first, self.training, steps)
                 if done is not None:
                     out, finals, workspace, x_kept = done
-                    if not self.training:
-                        self._cache = None
-                    elif steps is None:
-                        self._cache = (x_kept, workspace, given, weights)
-                    else:   # as the checked path caches lengths (its backward, if the
-                        # lane declines, needs them), with the weights
-                        self._cache = (("stacked", ([(x_kept, [workspace])], steps,
-                                                    self.batch_first, False), given,
-                                        out.shape, weights))
+                    self._cache = (self._single_cache(x_kept, workspace, given, weights,
+                                                      steps, out.shape)
+                                   if self.training else None)
                     if self.stateful:
                         self._keep_state(finals)
                     return out, finals, None
@@ -345,10 +339,9 @@ class _Recurrent:
                 steps = self._steps_of(x, lengths)
             out, finals, workspace = self._kernels.direction_forward(
                 self._spec.kind, x, states, weights, self.batch_first, self.training, steps)
-            if self.training:   # (with lengths, backward goes the stacked way)
-                self._cache = ((x, workspace, given, weights) if steps is None else
-                               ("stacked", ([(x, [workspace])], steps, self.batch_first,
-                                            False), given, out.shape))
+            if self.training:
+                self._cache = self._single_cache(x, workspace, given, weights, steps,
+                                                 out.shape)
             self._keep_state(finals)
             return out, finals, None
         if lane and self.bidirectional and self.num_layers == 1:
@@ -378,6 +371,15 @@ class _Recurrent:
             self._cache = ("stacked", cache, given, out.shape)
         self._keep_state(finals)
         return out, finals, cells
+
+    def _single_cache(self, x, workspace, given, weights, steps, out_shape):
+        """A one-layer, one-direction training forward's BPTT cache, with the weights it
+        ran on (the fast lane's backward runs while params still hold them): the single
+        path's, or with lengths the stacked path's format (its backward needs them)."""
+        if steps is None:
+            return (x, workspace, given, weights)
+        return (("stacked", ([(x, [workspace])], steps, self.batch_first, False), given,
+                 out_shape, weights))
 
     def _pair_forward(self, x, states, lengths, given):
         """The fast lane of a bidirectional layer of one layer (the kernels' pair_forward;
@@ -445,7 +447,7 @@ class _Recurrent:
             if self._fast and cache is not None:
                 return self._backward_fast(cache, dout, dstates, accumulate)
             return None
-        if len(cache) == 5 and dcells is None:      # a lane's, with lengths or a pair
+        if len(cache) == 5 and dcells is None and self._fast:   # with lengths, or a pair
             done = self._backward_lane_stacked(cache, dout, dstates, accumulate)
             if done is not None:
                 return done
