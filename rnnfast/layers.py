@@ -559,22 +559,22 @@ class _Recurrent:
         dtype = self.dtype
         x_t = _checks.check_step_input(x_t, self.input_size, dtype)
         shape = self._state_shape(x_t.shape[0])
-        lstm = len(self._spec.states) == 2
-        states = (state if lstm else (state,)) if state is not None else None
+        has_c = len(self._spec.states) == 2  # the LSTM's (h, c)
+        states = (state if has_c else (state,)) if state is not None else None
         if states is None or len(states) != len(self._spec.states) or not all(
                 s is None or (type(s) is np.ndarray and s.dtype is dtype and s.shape == shape
                               and s.flags.c_contiguous) for s in states):
             if state is None and self.stateful and self._state is not None:
-                state = self._state if lstm else self._state[0]
+                state = self._state if has_c else self._state[0]
             states = self._check_states(self._state_tuple(state, "state"), shape[-2])
         if out is None:
-            outs = (np.empty(shape, dtype), np.empty(shape, dtype)) if lstm else (
+            outs = (np.empty(shape, dtype), np.empty(shape, dtype)) if has_c else (
                 np.empty(shape, dtype),)
         else:
-            outs = _checks.check_step_out(out if lstm else (out,), shape, dtype)
+            outs = _checks.check_step_out(out if has_c else (out,), shape, dtype)
         if self._single:
-            kernels[1][0].step(x_t, states[0], states[1] if lstm else None, outs[0],
-                               outs[1] if lstm else None)
+            kernels[1][0].step(x_t, states[0], states[1] if has_c else None, outs[0],
+                               outs[1] if has_c else None)
             h_t = outs[0]
         else:
             h_t = x_t
@@ -582,14 +582,14 @@ class _Recurrent:
                 h_prev, h_next = states[0], outs[0][layer]
                 h_prev = None if h_prev is None else h_prev[layer]
                 c_prev = c_next = None
-                if lstm:
+                if has_c:
                     c_prev, c_next = states[1], outs[1][layer]
                     c_prev = None if c_prev is None else c_prev[layer]
                 kernel.step(h_t, h_prev, c_prev, h_next, c_next)
                 h_t = h_next
         if self.stateful:
             self._keep_state(outs)
-        return h_t, (outs if lstm else outs[0])
+        return h_t, (outs if has_c else outs[0])
 
     def _make_step_kernels(self):
         """Per layer a packed step kernel (the compiled core), or the twin's 1-step call."""
