@@ -521,7 +521,7 @@ class TimeRNN:
 _RNN_PARAMS = {"Waa": ("n_a", "n_a"), "Wax": ("n_a", "n_x"), "ba": ("n_a", 1),
                "Wya": ("n_y", "n_a"), "by": ("n_y", 1)}
 # the notebook's gate names, in rnnfast's gate order (i, f, g, o): its c is rnnfast's g
-_LSTM_GATES = {"i": "i", "f": "f", "g": "c", "o": "o"}
+_SEED003_GATE_NAMES = {"i": "i", "f": "f", "g": "c", "o": "o"}
 _LSTM_PARAMS = {"Wy": ("n_y", "n_a"), "by": ("n_y", 1),
                 **{f"W{q}": ("n_a", "n_a+n_x") for q in ("f", "i", "o", "c")},
                 **{f"b{q}": ("n_a", 1) for q in ("f", "i", "o", "c")}}
@@ -557,7 +557,7 @@ def _lstm_weights(parameters, func):
     Wx = np.empty((n_x, _LSTM.gates * n_a), dtype)
     Wh = np.empty((n_a, _LSTM.gates * n_a), dtype)
     b = np.empty(_LSTM.gates * n_a, dtype)
-    for gate, q in _LSTM_GATES.items():
+    for gate, q in _SEED003_GATE_NAMES.items():
         cols = _LSTM.gate(gate, n_a)
         W = arrays[f"W{q}"]
         Wh[:, cols] = W[:, :n_a].T          # concat[:n_a] is a_prev
@@ -650,7 +650,7 @@ def _lstm_run(xs, h0, c0, weights, backend):
     cs, gates = _lstm_cells_and_gates(workspace)
     del workspace                       # (the compiled core lends its arrays until then)
     n_a = h_n.shape[1]
-    split = {g: gates[:, :, _LSTM.gate(g, n_a)] for g in _LSTM_GATES}
+    split = {g: gates[:, :, _LSTM.gate(g, n_a)] for g in _SEED003_GATE_NAMES}
     return out, cs, split
 
 
