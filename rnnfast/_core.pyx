@@ -47,6 +47,7 @@ cdef extern from "_simd.h" nogil:
     const long long RF_THREADS_MIN_WORK
     const int RF_MC
     const int RF_KC
+    const int RF_K_GROUP
     int rf_team_threads()
     int rf_get_policy()
     void rf_set_policy(int policy)
@@ -67,6 +68,7 @@ cdef extern from "_simd.h" nogil:
     int rf_simd_cpu_best()
     int rf_simd_use(int path)
     int rf_simd_current()
+    const int RF_PATH_AVX512
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
     unsigned int rf_denormals_off()
@@ -1015,8 +1017,9 @@ def _state_or_zeros(s, B, H, dtype):
 packed_max_work = 1 << 62
 
 
-# rf_packed_gemm's scratch for the interleaved rows of its left operand: at most RF_MC * RF_KC
-A_PACKED_SIZE = RF_MC * RF_KC
+# rf_packed_gemm's scratch for the interleaved rows of its left operand: at most RF_K_GROUP *
+# RF_MC * RF_KC
+A_PACKED_SIZE = RF_K_GROUP * RF_MC * RF_KC
 
 
 cdef bint use_packed(long long step_work, bint is_float):
@@ -1035,7 +1038,7 @@ cdef inline Py_ssize_t packed_size(bint is_float, int K, int N) noexcept:
 
 cdef inline Py_ssize_t a_packed_size(Py_ssize_t max_rows, Py_ssize_t max_k) noexcept:
     """rf_packed_gemm's scratch for products of at most max_rows rows and max_k terms."""
-    return min(<Py_ssize_t> RF_MC, max_rows) * min(<Py_ssize_t> RF_KC, max_k)
+    return min(<Py_ssize_t> RF_MC, max_rows) * min(<Py_ssize_t> RF_K_GROUP * RF_KC, max_k)
 
 
 cdef inline cnp.ndarray empty(int nd, cnp.npy_intp* dims, bint is_float):
@@ -1424,8 +1427,11 @@ cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
         dims[0] = H
         db_hn = empty(1, dims, is_float) if gru else None
     cdef bint packed = use_packed(<long long> B * H * G, is_float)   # else BLAS
-    # the deferred products too (large problems: BLAS)
-    cdef bint deferred_packed = packed and B * H * G < RF_PARALLEL_MIN_WORK
+    # the deferred products too, but for large problems off the AVX-512 path: BLAS. (At 2
+    # threads BLAS runs them on its own pool, whose threads then spin on the core that the
+    # next call's steps need; on AVX-512 our kernel is as fast at 1 thread, on AVX2 not)
+    cdef bint deferred_packed = packed and (B * H * G < RF_PARALLEL_MIN_WORK
+                                            or rf_simd_current() == RF_PATH_AVX512)
     plan.zero_row = H                                               # dout's stand-in
     plan.states = 0 if steps is None else (2 if has_c else 1) * B * H   # sorted dh (dc)
     plan.xbuf = N * D if gathers(&lay) or add_dx else 0             # x (and dx) packed

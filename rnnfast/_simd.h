@@ -103,6 +103,11 @@ static inline void rf_asan_unpoison(const void* p, size_t n) { (void)p; (void)n;
 #ifndef RF_MC
 #define RF_MC 128
 #endif
+/* k blocks a product whose W streams from L3 runs together, panel by panel (see
+ * rf_packed_gemm); its interleaved A then takes RF_K_GROUP times the scratch. */
+#ifndef RF_K_GROUP
+#define RF_K_GROUP 2
+#endif
 /* Packed weights larger than this (bytes) are fetched ahead panel by panel: half of L2. */
 #ifndef RF_W_IN_CACHE
 #define RF_W_IN_CACHE (1 << 20)

@@ -784,8 +784,8 @@ static inline __attribute__((always_inline)) void SFX(rf_interleave_6)(
  * cache); rows in chunks of RF_MC; within those, panel by panel, so a panel block
  * (RF_KC x RF_NR, in L1) is reused by every row block of the chunk, and panels are
  * shared out among threads for large products. Blocks of 8 rows of the A chunk are
- * interleaved into a_packed (room for RF_MC * RF_KC values) first: rows k values
- * apart would alias in L1 when k is a multiple of 1024 (4 KiB). */
+ * interleaved into a_packed (room for RF_K_GROUP * RF_MC * RF_KC values) first: rows k
+ * values apart would alias in L1 when k is a multiple of 1024 (4 KiB). */
 static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int lda,
                                  int a_transposed, const REAL* restrict wp,
                                  int accumulate, REAL* restrict c, int ldc,
@@ -818,35 +818,44 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
     /* Blocks of (RF_MC rows, RF_KC terms), k blocks in ascending order for every row chunk
      * (so either order below sums alike). When all of W fits in L2, row chunk by row chunk:
      * a chunk's C stays in cache through its k blocks (dG @ Wx.T over all steps: 3200 x
-     * 1024 x 128, C swept once instead of k / RF_KC times). Else k block by k block: each
-     * block of W is read from L3 once, for all row chunks. */
+     * 1024 x 128, C swept once instead of k / RF_KC times). Else k blocks RF_K_GROUP at a
+     * time, each read from L3 once for all row chunks: within a row chunk, panel by panel,
+     * the group's blocks one after the other, so that a C tile is still in L1 when the next
+     * block adds to it (fewer passes over C than block by block, the same sums in the same
+     * order: 512 x 4096 x 3200 and the other long-k products of the backward). */
     const int k_blocks = (k + RF_KC - 1) / RF_KC, row_chunks = (m + RF_MC - 1) / RF_MC;
     const int rows_outer = !prefetch_next;
-    const int n_outer = rows_outer ? row_chunks : k_blocks;
+    const int k_group = rows_outer ? 1 : RF_K_GROUP;
+    const int n_outer = rows_outer ? row_chunks : (k_blocks + k_group - 1) / k_group;
     const int n_inner = rows_outer ? k_blocks : row_chunks;
     for (int outer = 0; outer < n_outer; outer++)
     for (int inner = 0; inner < n_inner; inner++) {
-        const int p0 = (rows_outer ? inner : outer) * RF_KC;
+        const int kb0 = rows_outer ? inner : outer * k_group;
+        const int kb1 = kb0 + k_group < k_blocks ? kb0 + k_group : k_blocks;
         const int i0 = (rows_outer ? outer : inner) * RF_MC;
-        const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
-        const int acc = accumulate || p0 > 0;
         const int mc = m - i0 < RF_MC ? m - i0 : RF_MC;
-        const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
         REAL* restrict cc = c + (ptrdiff_t)i0 * ldc;
-        if (interleave) {
+        if (interleave) {   /* each block's rows into its own mc x RF_KC of a_packed */
+            for (int kb = kb0; kb < kb1; kb++) {
+                const int p0 = kb * RF_KC;
+                const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;
+                const REAL* restrict ac = a + i0 * rs + p0 * ks;    /* A(i0, p0) */
+                REAL* restrict ap = a_packed + (ptrdiff_t)(kb - kb0) * mc * RF_KC;
 #if RF_NARROW_BLOCKS
-            if (ib == 6)
-                SFX(rf_interleave_6)(mc, kc, ac, rs, ks, a_transposed, a_packed);
-            else
+                if (ib == 6) {
+                    SFX(rf_interleave_6)(mc, kc, ac, rs, ks, a_transposed, ap);
+                    continue;
+                }
 #endif
-            for (int i = 0; i + ib <= mc; i += ib) {
-                REAL* restrict dst = a_packed + (ptrdiff_t)i * kc;
-                if (a_transposed)           /* A's ib rows are ib neighbours in a */
-                    for (int p = 0; p < kc; p++)
-                        for (int r = 0; r < ib; r++) dst[p * ib + r] = ac[i + r + p * ks];
-                else
-                    for (int r = 0; r < ib; r++)
-                        for (int p = 0; p < kc; p++) dst[p * ib + r] = ac[(i + r) * rs + p];
+                for (int i = 0; i + ib <= mc; i += ib) {
+                    REAL* restrict dst = ap + (ptrdiff_t)i * kc;
+                    if (a_transposed)       /* A's ib rows are ib neighbours in a */
+                        for (int p = 0; p < kc; p++)
+                            for (int r = 0; r < ib; r++) dst[p * ib + r] = ac[i + r + p * ks];
+                    else
+                        for (int r = 0; r < ib; r++)
+                            for (int p = 0; p < kc; p++) dst[p * ib + r] = ac[(i + r) * rs + p];
+                }
             }
         }
         /* Panels in groups, shared out among threads: a single row takes four panels at
@@ -855,6 +864,16 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
          * costs ~1 us, as much as a whole batch-1 step.) */
         const int group = mc == 1 ? 4 : 1;
         const int groups = (panels + group - 1) / group;
+#define RF_GROUP_BLOCKS(g)                                                                     \
+        for (int kb = kb0; kb < kb1; kb++) {                                                   \
+            const int p0 = kb * RF_KC;                                                         \
+            const int kc = k - p0 < RF_KC ? k - p0 : RF_KC;                                    \
+            SFX(rf_packed_group)((g) * group, (g) * group + group, panels, n, p0, kc, mc,      \
+                                 accumulate || p0 > 0, wide, interleave, prefetch_next,        \
+                                 a + i0 * rs + p0 * ks, rs, ks,                                \
+                                 a_packed + (ptrdiff_t)(kb - kb0) * mc * RF_KC, wp, cc,        \
+                                 ldc);                                                         \
+        }
         if (threads > 1) {     /* timed: a late thread sends the next steps solo */
             rf_team_timer timer;
             rf_team_start(&timer, threads);
@@ -862,18 +881,15 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
             {
                 #pragma omp for schedule(static) nowait
                 for (int g = 0; g < groups; g++)
-                    SFX(rf_packed_group)(g * group, g * group + group, panels, n, p0, kc, mc,
-                                         acc, wide, interleave, prefetch_next, ac, rs, ks,
-                                         a_packed, wp, cc, ldc);
+                    RF_GROUP_BLOCKS(g)
                 rf_team_done(&timer);
             }
             rf_team_end(&timer);
         } else {
             for (int g = 0; g < groups; g++)
-                SFX(rf_packed_group)(g * group, g * group + group, panels, n, p0, kc, mc, acc,
-                                     wide, interleave, prefetch_next, ac, rs, ks, a_packed,
-                                     wp, cc, ldc);
+                RF_GROUP_BLOCKS(g)
         }
+#undef RF_GROUP_BLOCKS
     }
 }
 
