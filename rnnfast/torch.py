@@ -193,14 +193,14 @@ def _run_forward(call, x, h0, c0, training):
     output; for one layer of one direction just ``(input, workspace)``), else None."""
     core = _core
     spec, nd = call.spec, call.directions
-    lstm = spec.family == "lstm"
-    states = (h0, c0) if lstm else (h0,)
+    has_c = len(spec.states) == 2     # the LSTM's (h, c)
+    states = (h0, c0) if has_c else (h0,)
     if len(call.layers) == 1:
         # one layer, one direction (the common case): no per-layer lists or tape entries
         # (they cost ~5-10 us of a ~350 us tiny training step)
         out, ((finals, ws),) = _forward_layer(core, call, x, _per_direction(states, 0, 1), 0,
                                               training)
-        return (out, _stacked([finals[0]]), _stacked([finals[1]]) if lstm else None,
+        return (out, _stacked([finals[0]]), _stacked([finals[1]]) if has_c else None,
                 (x, ws) if training else None)
     L = len(call.layers) // nd
     tape = [] if training else None
@@ -211,7 +211,7 @@ def _run_forward(call, x, h0, c0, training):
                                    layer, training)
         for finals, _ in done:
             hs.append(finals[0])
-            if lstm:
+            if has_c:
                 cs.append(finals[1])
         mask = None
         if call.dropout and layer < L - 1:
@@ -221,7 +221,7 @@ def _run_forward(call, x, h0, c0, training):
         if training:
             tape.append((inp, [ws for _, ws in done], mask))
         inp = out
-    return inp, _stacked(hs), _stacked(cs) if lstm else None, tape
+    return inp, _stacked(hs), _stacked(cs) if has_c else None, tape
 
 
 def _run_backward(call, tape, dout, dh_n, dc_n, keep):
@@ -232,13 +232,13 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
     leave the tape's workspaces intact (the graph is retained for another backward)."""
     core = _core
     spec, nd = call.spec, call.directions
-    lstm = spec.family == "lstm"
-    dstates = (dh_n, dc_n) if lstm else (dh_n,)
+    has_c = len(spec.states) == 2     # the LSTM's (h, c)
+    dstates = (dh_n, dc_n) if has_c else (dh_n,)
     if len(call.layers) == 1:               # (see _run_forward)
         x, ws = tape
         dx, (d0,), (g,) = _backward_layer(core, call, dout, _per_direction(dstates, 0, 1), x,
                                           [_pristine(ws, spec) if keep else ws], 0)
-        return (dx, _stacked([d0[0]]), _stacked([d0[1]]) if lstm else None,
+        return (dx, _stacked([d0[0]]), _stacked([d0[1]]) if has_c else None,
                 [_torch_order(g)])
     L = len(call.layers) // nd
     dhs, dcs, grads = [None] * (L * nd), [None] * (L * nd), [None] * (L * nd)
@@ -254,11 +254,11 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
                                       workspaces, layer)
         for k in range(nd):
             dhs[j0 + k] = d0s[k][0]
-            if lstm:
+            if has_c:
                 dcs[j0 + k] = d0s[k][1]
             grads[j0 + k] = _torch_order(gs[k])
         d = dx
-    return d, _stacked(dhs), _stacked(dcs) if lstm else None, grads
+    return d, _stacked(dhs), _stacked(dcs) if has_c else None, grads
 
 
 # elements from which torch's tiled transposing copy beats NumPy's strided one (measured,
