@@ -100,9 +100,9 @@ class BufferedKernels:
     def kept_copy(self, x: _Array[_F]) -> _Array[_F]: ...
     def layer_forward(self, kind: str, x: object, states: tuple[object, ...],
                       weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
-                      steps: _Steps | None = None
+                      lengths: object = None
                       ) -> tuple[_Array[_F], tuple[_Array[_F], ...], _Workspace | None,
-                                 _Array[_F] | None] | None: ...
+                                 _Array[_F] | None, _Steps | None] | None: ...
     def layer_backward(self, kind: str, dout: object, dstates: tuple[object, ...],
                        x: _Array[_F], weights: tuple[_Array[_F], ...], workspace: _Workspace,
                        batch_first: bool, grads: tuple[object, ...], into: bool

@@ -2016,22 +2016,34 @@ class BufferedKernels:
         return copy
 
     def layer_forward(self, kind, x, tuple states, tuple weights, bint batch_first,
-                      bint training, steps=None):
+                      bint training, lengths=None):
         """The forward of a one-layer, one-direction layer (``weights``: its checked
-        parameters, in the registry's order; ``steps``: sequence_steps() of the batch's
-        lengths, or None) when x and the states are ready as they are: ``(out, finals,
-        workspace, x_kept)``, x_kept the copy of x its backward reads (None in inference).
-        None when they are not (the caller checks, converts or raises)."""
+        parameters, in the registry's order; ``lengths``: the batch's sequence lengths as
+        the caller gave them, or None) when x, the states and the lengths are ready as they
+        are (lengths an intp ndarray of one entry per row, each in 1 .. seq_len): ``(out,
+        finals, workspace, x_kept, steps)``, x_kept the copy of x its backward reads (None
+        in inference), steps sequence_steps() of the lengths. None when they are not (the
+        caller checks, converts or raises)."""
         cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
         cdef Py_ssize_t B = input_rows(x, Wx, batch_first)
         if B == 0 or not states_ready(states, cnp.PyArray_TYPE(Wx), 0, B,
                                       cnp.PyArray_DIM(Wh, 0)):
             return None
+        cdef cnp.npy_intp rows[1]
+        rows[0] = B
+        steps = None
+        if lengths is not None:         # (here, not in Python: ~0.3 us of a ~4 us tiny call)
+            if not ready(lengths, cnp.NPY_INTP, 1, rows):
+                return None
+            steps = sequence_steps(lengths, cnp.PyArray_DIM(<cnp.ndarray> x,
+                                                            1 if batch_first else 0))
+            if steps is False:
+                return None
         if training:                    # backward reads x as it was: our own copy
             x = self.kept_copy(<cnp.ndarray> x)
         done = _direction_forward(kind, x, states, weights, batch_first, training, steps,
                                   False, None, 0, None, self._pool if training else None)
-        return done + (x if training else None,)
+        return done + ((x if training else None), steps)
 
     def layer_backward(self, kind, dout, tuple dstates, x, tuple weights, workspace,
                        bint batch_first, tuple grads, bint into):

@@ -275,18 +275,21 @@ class _Recurrent:
         except (KeyError, TypeError):
             return None
 
-    def _forward_inputs(self, x, states):
+    def _forward_inputs(self, x, states, lengths):
+        """The checked forward arguments of one layer and direction, with the lengths as
+        ``steps`` (_steps_of), before anything of the layer changes."""
         weights = self._weights()
         x_user = x
         x, states, weights = _checks.check_forward(self._spec, x, states, weights,
                                                    self.batch_first, weights_checked=True)
+        steps = self._steps_of(x, lengths)
         if self.training and np.may_share_memory(x, x_user):
             # backward needs x as it was: keep our own copy, not the caller's array (the
             # compiled backend keeps it with its workspace, reused by the next forward)
             kept_copy = getattr(self._kernels, "kept_copy", None)
             x = x.copy() if kept_copy is None else kept_copy(x)
         self._cache = None     # checks passed: this forward replaces the previous cache
-        return x, states, weights
+        return x, states, weights, steps
 
     def _backward_inputs(self, dout, dstates):
         if self._cache is None:
@@ -315,28 +318,22 @@ class _Recurrent:
         given = tuple([st is not None for st in states])
         if self.stateful:
             states = self._carried(states, x)
-        # the compiled lanes take any x (and decline what is not ready); with lengths, a
-        # 3-D ndarray (its steps come first)
-        lane = self._fast and not return_cells and (
-            lengths is None or (type(x) is np.ndarray and x.ndim == 3))
+        # the compiled lanes take any x and lengths (and decline what is not ready)
+        lane = self._fast and not return_cells
         if self._single and not return_cells:
-            steps = None
             if lane:        # arguments the kernels take as they are: checked in C, no copy
-                steps = self._steps_of(x, lengths)
                 weights = self._weights()
                 done = self._kernels.layer_forward(self._spec.kind, x, states, weights,
-                                                   self.batch_first, self.training, steps)
+                                                   self.batch_first, self.training, lengths)
                 if done is not None:
-                    out, finals, workspace, x_kept = done
+                    out, finals, workspace, x_kept, steps = done
                     self._cache = (self._single_cache(x_kept, workspace, given, weights,
                                                       steps, out.shape)
                                    if self.training else None)
                     if self.stateful:
                         self._keep_state(finals)
                     return out, finals, None
-            x, states, weights = self._forward_inputs(x, states)
-            if steps is None:   # (not yet, or every row has all the steps: None again)
-                steps = self._steps_of(x, lengths)
+            x, states, weights, steps = self._forward_inputs(x, states, lengths)
             out, finals, workspace = self._kernels.direction_forward(
                 self._spec.kind, x, states, weights, self.batch_first, self.training, steps)
             if self.training:
@@ -344,7 +341,8 @@ class _Recurrent:
                                                  out.shape)
             self._keep_state(finals)
             return out, finals, None
-        if lane and self.bidirectional and self.num_layers == 1:
+        if lane and self.bidirectional and self.num_layers == 1 and (
+                lengths is None or (type(x) is np.ndarray and x.ndim == 3)):  # (_steps_of's)
             done = self._pair_forward(x, states, lengths, given)
             if done is not None:
                 return done

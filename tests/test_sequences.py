@@ -377,6 +377,37 @@ def test_bad_lengths_and_states(backend):
         layer.backward(np.zeros((5, 6, 4)))
 
 
+@pytest.mark.parametrize("kind", cells.KINDS)
+@pytest.mark.parametrize("backend", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_bad_lengths_of_one_direction_change_nothing(kind, backend, dtype):
+    """One layer, one direction, arguments the compiled lane takes as they are (intp
+    lengths of each row): a bad length is the checked path's error, and the last training
+    forward's cache (x kept in the layer's buffer included) still gives its backward."""
+    B, T, D, H = 3, 5, 2, 4
+    layer = make_layer(kind, D, H, dtype=dtype, backend=backend)
+    x, _, lens = problem(kind, B, T, D, H, 1, 1, True, dtype)
+    dout = np.random.default_rng(3).standard_normal((B, T, H)).astype(dtype)
+    layer(x, lengths=lens)
+    want_dx = layer.backward(dout)[0].copy()
+    want = {k: g.copy() for k, g in layer.grads.items()}
+    layer(x, lengths=lens)
+    other = x[::-1].copy()      # (the lane would copy it into the buffer that holds x)
+    cases = [
+        (np.array([T, 1], np.intp), ValueError, r"one entry per batch row.*\(3,\).*\(2,\)"),
+        (np.array([T, 0, 1], np.intp), ValueError, f"between 1 and seq_len={T}, got 0"),
+        (np.array([T + 1, 1, 1], np.intp), ValueError, f"between 1 and seq_len={T}, got {T + 1}"),
+        (np.array([T, 1.5, 2]), TypeError, "integers"),
+    ]
+    for lengths, err, match in cases:
+        with pytest.raises(err, match=match):
+            layer(other, lengths=lengths)
+    dx = layer.backward(dout)[0]
+    np.testing.assert_array_equal(dx, want_dx)
+    for k, g in layer.grads.items():
+        np.testing.assert_array_equal(g, want[k])
+
+
 # ----------------------------------------------------------------------------- step()
 
 @pytest.mark.parametrize("kind", cells.KINDS)
