@@ -53,6 +53,9 @@ cdef extern from "_simd.h" nogil:
     void rf_set_policy(int policy)
     int rf_get_calls_in_flight()
     long long rf_get_late_regions()
+    long long rf_get_cold_late_regions()
+    int rf_cold_call_solo(long long work)
+    int rf_cold_wakeups_slow()
     long long rf_get_last_spread()
     long long rf_get_last_fastest()
     void rf_go_solo_for(long long ns)
@@ -62,6 +65,7 @@ cdef extern from "_simd.h" nogil:
         long long start_ns
         long long done_ns[64]
         int threads
+        int cold
     void rf_team_start(rf_team_timer* timer, int threads)
     void rf_team_done(rf_team_timer* timer)
     void rf_team_end(rf_team_timer* timer)
@@ -936,6 +940,8 @@ cdef object run_one(Prepared p):
     if p.runs:
         with nogil:
             rf_call_begin()             # (the thread policy counts the calls in flight)
+            if rf_cold_call_solo(call_work(&p.call)):
+                set_serial(&p.call, True)
             run_call(&p.call)
             rf_call_end()
     return finish(p)
@@ -974,9 +980,14 @@ cdef tuple run_two(Prepared p, Prepared q):
     if not (p.runs and q.runs):
         return run_one(p), run_one(q)
     calls[0], calls[1] = &p.call, &q.call
+    cdef bint cold_solo
     with nogil:
         rf_call_begin()
-        if (rf_team_threads() >= 2 and call_work(calls[0]) >= pair_min_work
+        cold_solo = rf_cold_call_solo(call_work(calls[0]) + call_work(calls[1]))
+        if cold_solo:
+            set_serial(calls[0], True)
+            set_serial(calls[1], True)
+        if (not cold_solo and rf_team_threads() >= 2 and call_work(calls[0]) >= pair_min_work
                 and call_work(calls[1]) >= pair_min_work):
             set_serial(calls[0], True)
             set_serial(calls[1], True)
@@ -2177,9 +2188,12 @@ def thread_policy():
 
 def _thread_state():
     """For tests and benchmarks: calls in flight, threads a step would get now, and how
-    many shared regions were found late since the module was loaded."""
+    many shared regions were found late since the module was loaded (cold ones, which found
+    the worker asleep, apart; ``cold_wakeups_slow``: small cold calls run solo now)."""
     return {"calls_in_flight": rf_get_calls_in_flight(), "team_threads": rf_team_threads(),
             "late_regions": rf_get_late_regions(),
+            "cold_late_regions": rf_get_cold_late_regions(),
+            "cold_wakeups_slow": rf_cold_wakeups_slow(),
             "last_late_spread_ns": rf_get_last_spread(),
             "last_late_fastest_ns": rf_get_last_fastest()}
 
@@ -2190,18 +2204,26 @@ def _go_solo_for(double seconds):
     rf_go_solo_for(<long long> (seconds * 1e9))
 
 
-def _judge_region(finish_after_start_ns):
+def _judge_region(finish_after_start_ns, bint cold=False):
     """For tests: judge a made-up shared region whose threads finished these many
     nanoseconds after it started, as rf_team_end judges a real one; returns whether it was
-    found late (the steps then go solo for the back-off time)."""
+    found late (the steps then go solo for the back-off time; with ``cold``, a region that
+    found the worker asleep: small cold calls then go solo, see _cold_call_solo)."""
     cdef rf_team_timer timer
     cdef int i
-    cdef long long before = rf_get_late_regions()
+    cdef long long before = rf_get_late_regions() + rf_get_cold_late_regions()
     rf_team_start(&timer, len(finish_after_start_ns))
+    timer.cold = cold
     for i in range(timer.threads):
         timer.done_ns[i] = timer.start_ns + <long long> finish_after_start_ns[i]
     rf_team_end(&timer)
-    return rf_get_late_regions() > before
+    return rf_get_late_regions() + rf_get_cold_late_regions() > before
+
+
+def _cold_call_solo(long long work):
+    """For tests: whether a call of ``work`` multiply-adds starting now would run on one
+    thread because it starts cold (_threads.h)."""
+    return bool(rf_cold_call_solo(work))
 
 
 def _policy_from_environment():

@@ -16,6 +16,12 @@
  *     150 us) after the first. That while starts at 10 ms and doubles, up to 1 s, each
  *     time the next shared region (the probe) is late again; after 2 s without a late
  *     region it starts at 10 ms again.
+ * A shared region after more than 20 ms without one finds OpenMP's worker asleep ("cold"):
+ * waking it took 1-4 ms on a virtual machine whose host had other work (a 3.5 ms call then
+ * took 4-13 ms at 2 threads). Such a late region says nothing about the cores' load (the
+ * worker, once awake, keeps up: no back-off), but for 10 s after it, calls that start cold
+ * and have fewer than 2^29 multiply-adds (what sharing could save is then about what the
+ * wake-up may cost) run on one thread; a cold region on time ends that early.
  * "static" keeps OpenMP's count for every large step (a dedicated machine, benchmarks).
  * The split never changes a result: every value is computed by one thread, in the same
  * order, whatever the count (tests/test_threads.py). */
@@ -41,6 +47,9 @@ enum { RF_POLICY_ADAPTIVE = 0, RF_POLICY_STATIC = 1 };
 #define RF_CONCURRENT_HOLD_NS 50000000LL   /* 50 ms solo after calls overlapped */
 #define RF_CALM_NS 2000000000LL            /* 2 s without a late region: back-off anew */
 #define RF_TEAM_MAX 64                     /* threads whose finish times a region records */
+#define RF_COLD_NS 20000000LL              /* 20 ms without a shared region: the worker sleeps */
+#define RF_COLD_MEMORY_NS 10000000000LL    /* 10 s: a slow wake-up remembered */
+#define RF_COLD_SOLO_WORK (1LL << 29)      /* multiply-adds: smaller cold calls run solo then */
 
 /* Process-wide state, read and written with relaxed atomics (a stale value costs at most
  * one step at the other thread count, never a different result). */
@@ -52,6 +61,9 @@ static int64_t rf_last_late_ns = 0;        /* when a region was last found late 
 static int64_t rf_last_spread_ns = 0;      /* the last late region's spread and fastest share */
 static int64_t rf_last_fastest_ns = 0;
 static int64_t rf_late_regions = 0;        /* shared regions found late, for reports */
+static int64_t rf_last_region_ns = 0;      /* when the last shared region ended */
+static int64_t rf_cold_slow_until_ns = 0;  /* small cold calls run solo until then */
+static int64_t rf_cold_late_regions = 0;   /* cold regions found late, for reports */
 
 static inline int64_t rf_now_ns(void) {
     struct timespec ts;
@@ -69,6 +81,9 @@ static inline int rf_get_calls_in_flight(void) {
 static inline long long rf_get_late_regions(void) {
     return __atomic_load_n(&rf_late_regions, __ATOMIC_RELAXED);
 }
+static inline long long rf_get_cold_late_regions(void) {
+    return __atomic_load_n(&rf_cold_late_regions, __ATOMIC_RELAXED);
+}
 
 /* Every kernel call (forward or backward) is counted while it runs. */
 static inline void rf_call_begin(void) {
@@ -83,6 +98,8 @@ static inline void rf_call_end(void) {
 static inline void rf_go_solo_for(long long ns) {
     __atomic_store_n(&rf_solo_until_ns, ns > 0 ? rf_now_ns() + ns : 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rf_backoff_ns, RF_BACKOFF_MIN_NS, __ATOMIC_RELAXED);
+    if (ns <= 0)                /* (a clean slate: cold calls share again too) */
+        __atomic_store_n(&rf_cold_slow_until_ns, 0, __ATOMIC_RELAXED);
 }
 
 /* Threads a step (or a product run once per call) may use now: OpenMP's count, or 1 under
@@ -103,17 +120,34 @@ static inline int rf_team_threads(void) {
     return most;
 }
 
-/* The timing of one shared region: when it started and when each thread finished. */
+/* Whether a call of `work` multiply-adds starting now runs on one thread because it starts
+ * cold (see the top) on a machine where cold wake-ups were found slow. */
+static inline int rf_cold_call_solo(long long work) {
+    if (work >= RF_COLD_SOLO_WORK || rf_max_threads() <= 1
+            || rf_get_policy() == RF_POLICY_STATIC) return 0;
+    const int64_t now = rf_now_ns();
+    return now - __atomic_load_n(&rf_last_region_ns, __ATOMIC_RELAXED) > RF_COLD_NS
+           && now < __atomic_load_n(&rf_cold_slow_until_ns, __ATOMIC_RELAXED);
+}
+static inline int rf_cold_wakeups_slow(void) {
+    return rf_now_ns() < __atomic_load_n(&rf_cold_slow_until_ns, __ATOMIC_RELAXED);
+}
+
+/* The timing of one shared region: when it started and when each thread finished, and
+ * whether it started cold. */
 typedef struct {
     int64_t start_ns;
     int64_t done_ns[RF_TEAM_MAX];
     int threads;
+    int cold;
 } rf_team_timer;
 
 static inline void rf_team_start(rf_team_timer* timer, int threads) {
     timer->threads = threads < RF_TEAM_MAX ? threads : RF_TEAM_MAX;
     for (int i = 0; i < timer->threads; i++) timer->done_ns[i] = 0;
     timer->start_ns = rf_now_ns();
+    timer->cold = timer->start_ns - __atomic_load_n(&rf_last_region_ns, __ATOMIC_RELAXED)
+                  > RF_COLD_NS;
 }
 
 /* Called by each thread of the region when its share is done. */
@@ -143,8 +177,16 @@ static inline void rf_team_end(rf_team_timer* timer) {
         last = t > last ? t : last;
     }
     if (last == 0) return;
+    __atomic_store_n(&rf_last_region_ns, last, __ATOMIC_RELAXED);
     const int64_t fastest = first - timer->start_ns;
-    if (last - first > 2 * fastest + RF_LATE_SLACK_NS) {
+    const int late = last - first > 2 * fastest + RF_LATE_SLACK_NS;
+    if (timer->cold) {          /* the worker's wake-up: remembered, no back-off (top) */
+        __atomic_store_n(&rf_cold_slow_until_ns, late ? last + RF_COLD_MEMORY_NS : 0,
+                         __ATOMIC_RELAXED);
+        if (late) __atomic_add_fetch(&rf_cold_late_regions, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (late) {
         /* a late region after a calm spell starts the back-off afresh */
         const int64_t previous = __atomic_exchange_n(&rf_last_late_ns, last, __ATOMIC_RELAXED);
         int64_t backoff = last - previous > RF_CALM_NS

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,36 @@ def test_the_late_region_rule():
         _core.set_thread_policy("static")                          # static never goes solo
         assert not _core._judge_region([50 * us, 5000 * us])
         assert _core._thread_state()["team_threads"] == 2
+
+
+def test_the_cold_region_rule():
+    """A late region that found the worker asleep (cold) is its wake-up, not a busy core:
+    no back-off, but small calls that start cold then run solo (large ones share), until a
+    cold region is on time again or _go_solo_for(0) starts afresh."""
+    with threadpool_limits(2, user_api="openmp"):
+        _core._go_solo_for(0)
+        us = 1000
+        assert _core._judge_region([50 * us, 3000 * us], cold=True)     # a 3 ms wake-up
+        state = _core._thread_state()
+        assert state["team_threads"] == 2 and state["cold_wakeups_slow"]
+        time.sleep(0.03)                    # (no shared region for 30 ms: calls start cold)
+        assert _core._cold_call_solo(1 << 20)
+        assert not _core._cold_call_solo(1 << 30)
+        assert not _core._judge_region([50 * us, 52 * us], cold=True)   # on time
+        assert not _core._thread_state()["cold_wakeups_slow"]
+        time.sleep(0.03)
+        assert not _core._cold_call_solo(1 << 20)
+        assert _core._judge_region([50 * us, 3000 * us], cold=True)
+        _core._go_solo_for(0)
+        assert not _core._thread_state()["cold_wakeups_slow"]
+        _core._judge_region([50 * us, 3000 * us], cold=True)
+        time.sleep(0.03)
+        _core.set_thread_policy("static")                          # static never goes solo
+        try:
+            assert not _core._cold_call_solo(1 << 20)
+        finally:
+            _core.set_thread_policy("adaptive")
+            _core._go_solo_for(0)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
