@@ -20,8 +20,10 @@
  * waking it took 1-4 ms on a virtual machine whose host had other work (a 3.5 ms call then
  * took 4-13 ms at 2 threads). Such a late region says nothing about the cores' load (the
  * worker, once awake, keeps up: no back-off), but for 10 s after it, calls that start cold
- * and have fewer than 2^29 multiply-adds (what sharing could save is then about what the
- * wake-up may cost) run on one thread; a cold region on time ends that early.
+ * and have fewer than 2^31 multiply-adds run on one thread: there a cold medium LSTM
+ * forward (1.3e9, 14 ms at 1 thread) took a median 0.73x and a p90 0.63x of its 1-thread
+ * speed at 2 threads, a cold large GRU forward (1.5e10) 1.64-1.75x. (Not ended early by a
+ * cold region on time: wake-ups there were slow at times, quick at others.)
  * "static" keeps OpenMP's count for every large step (a dedicated machine, benchmarks).
  * The split never changes a result: every value is computed by one thread, in the same
  * order, whatever the count (tests/test_threads.py). */
@@ -49,7 +51,7 @@ enum { RF_POLICY_ADAPTIVE = 0, RF_POLICY_STATIC = 1 };
 #define RF_TEAM_MAX 64                     /* threads whose finish times a region records */
 #define RF_COLD_NS 20000000LL              /* 20 ms without a shared region: the worker sleeps */
 #define RF_COLD_MEMORY_NS 10000000000LL    /* 10 s: a slow wake-up remembered */
-#define RF_COLD_SOLO_WORK (1LL << 29)      /* multiply-adds: smaller cold calls run solo then */
+#define RF_COLD_SOLO_WORK (1LL << 31)      /* multiply-adds: smaller cold calls run solo then */
 
 /* Process-wide state, read and written with relaxed atomics (a stale value costs at most
  * one step at the other thread count, never a different result). */
@@ -181,9 +183,11 @@ static inline void rf_team_end(rf_team_timer* timer) {
     const int64_t fastest = first - timer->start_ns;
     const int late = last - first > 2 * fastest + RF_LATE_SLACK_NS;
     if (timer->cold) {          /* the worker's wake-up: remembered, no back-off (top) */
-        __atomic_store_n(&rf_cold_slow_until_ns, late ? last + RF_COLD_MEMORY_NS : 0,
-                         __ATOMIC_RELAXED);
-        if (late) __atomic_add_fetch(&rf_cold_late_regions, 1, __ATOMIC_RELAXED);
+        if (late) {
+            __atomic_store_n(&rf_cold_slow_until_ns, last + RF_COLD_MEMORY_NS,
+                             __ATOMIC_RELAXED);
+            __atomic_add_fetch(&rf_cold_late_regions, 1, __ATOMIC_RELAXED);
+        }
         return;
     }
     if (late) {
