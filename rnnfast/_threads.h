@@ -20,7 +20,8 @@
  * waking it took 1-4 ms on a virtual machine whose host had other work (a 3.5 ms call then
  * took 4-13 ms at 2 threads). Such a late region says nothing about the cores' load (the
  * worker, once awake, keeps up: no back-off), but for 10 s after it, calls that start cold
- * and have fewer than 2^31 multiply-adds run on one thread: there a cold medium LSTM
+ * after a pause of 20 ms without a call and have fewer than 2^31 multiply-adds run on one
+ * thread (a call right after another shares: see rf_cold_call_solo): there a cold medium LSTM
  * forward (1.3e9, 14 ms at 1 thread) took a median 0.73x and a p90 0.63x of its 1-thread
  * speed at 2 threads, a cold large GRU forward (1.5e10) 1.64-1.75x. (Not ended early by a
  * cold region on time: wake-ups there were slow at times, quick at others.)
@@ -66,6 +67,7 @@ static int64_t rf_late_regions = 0;        /* shared regions found late, for rep
 static int64_t rf_last_region_ns = 0;      /* when the last shared region ended */
 static int64_t rf_cold_slow_until_ns = 0;  /* small cold calls run solo until then */
 static int64_t rf_cold_late_regions = 0;   /* cold regions found late, for reports */
+static int64_t rf_last_call_end_ns = 0;    /* when the last call ended (2+ threads) */
 
 static inline int64_t rf_now_ns(void) {
     struct timespec ts;
@@ -93,6 +95,8 @@ static inline void rf_call_begin(void) {
 }
 static inline void rf_call_end(void) {
     __atomic_sub_fetch(&rf_calls_in_flight, 1, __ATOMIC_RELAXED);
+    if (rf_max_threads() > 1)   /* (see rf_cold_call_solo) */
+        __atomic_store_n(&rf_last_call_end_ns, rf_now_ns(), __ATOMIC_RELAXED);
 }
 
 /* Steps use one thread for the next `ns` nanoseconds (0: from now on, as OpenMP says);
@@ -123,12 +127,15 @@ static inline int rf_team_threads(void) {
 }
 
 /* Whether a call of `work` multiply-adds starting now runs on one thread because it starts
- * cold (see the top) on a machine where cold wake-ups were found slow. */
+ * cold (see the top) on a machine where cold wake-ups were found slow, and after a pause:
+ * a call that follows another at once shares (a stream of calls pays one wake-up, not the
+ * 1-thread time of every call; solo calls leave the worker asleep). */
 static inline int rf_cold_call_solo(long long work) {
     if (work >= RF_COLD_SOLO_WORK || rf_max_threads() <= 1
             || rf_get_policy() == RF_POLICY_STATIC) return 0;
     const int64_t now = rf_now_ns();
     return now - __atomic_load_n(&rf_last_region_ns, __ATOMIC_RELAXED) > RF_COLD_NS
+           && now - __atomic_load_n(&rf_last_call_end_ns, __ATOMIC_RELAXED) > RF_COLD_NS
            && now < __atomic_load_n(&rf_cold_slow_until_ns, __ATOMIC_RELAXED);
 }
 static inline int rf_cold_wakeups_slow(void) {

@@ -84,6 +84,8 @@ def test_the_cold_region_rule():
         time.sleep(0.03)                    # (no shared region for 30 ms: calls start cold)
         assert _core._cold_call_solo(1 << 20)
         assert not _core._cold_call_solo(1 << 32)
+        rnnfast.RNN(2, 3, seed=0).eval()(np.zeros((1, 2, 2), np.float32))
+        assert not _core._cold_call_solo(1 << 20)   # right after a call: a stream shares
         assert not _core._judge_region([50 * us, 52 * us], cold=True)   # on time
         assert _core._thread_state()["cold_wakeups_slow"]
         time.sleep(0.03)
