@@ -73,6 +73,10 @@ def worker(rank, world_size, init_file, steps, dtype_name, out_path):
         train(ddp, x[rows], y[rows], steps)
         if rank == 0:
             torch.save(model.state_dict(), out_path)
+        # both ranks done before either tears the group down: a rank that destroyed it
+        # while its peer still held the connection was seen to abort in gloo ("terminate
+        # called without an active exception", once in CI)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
