@@ -980,17 +980,17 @@ cdef tuple run_two(Prepared p, Prepared q):
     if not (p.runs and q.runs):
         return run_one(p), run_one(q)
     calls[0], calls[1] = &p.call, &q.call
-    cdef bint cold_solo
+    cdef bint cold_solo, side_by_side
     with nogil:
         rf_call_begin()
         cold_solo = rf_cold_call_solo(call_work(calls[0]) + call_work(calls[1]))
-        if cold_solo:
+        side_by_side = (not cold_solo and rf_team_threads() >= 2
+                        and call_work(calls[0]) >= pair_min_work
+                        and call_work(calls[1]) >= pair_min_work)
+        if cold_solo or side_by_side:       # (each direction on one thread)
             set_serial(calls[0], True)
             set_serial(calls[1], True)
-        if (not cold_solo and rf_team_threads() >= 2 and call_work(calls[0]) >= pair_min_work
-                and call_work(calls[1]) >= pair_min_work):
-            set_serial(calls[0], True)
-            set_serial(calls[1], True)
+        if side_by_side:
             rf_team_start(&timer, 2)
             for i in prange(2, num_threads=2, schedule="static"):
                 run_call(calls[i])
@@ -1574,20 +1574,21 @@ cdef tuple run_directions_forward(kernels, int k, x, states, weights, bint batch
     their objects cost ~0.3 us of a ~10 us tiny bidirectional call."""
     cdef int H = weights[0][1].shape[0]
     cdef bint has_c = k == KIND_LSTM, gru = k == KIND_GRU
-    cdef Prepared p = None, q = None
+    cdef list prepared = []
     cdef int d
     for d in range(2):
-        q = prepare_forward(k, x, states[d][0], states[d][1] if has_c else None,
-                                weights[d][0], weights[d][1], weights[d][2],
-                                weights[d][3] if gru else None, batch_first, training,
-                                pool_of(kernels[d], training), steps, d == 1, out, d * H,
-                                cells_out)
-        if d == 0:
-            p = q
-    r, u = run_two(p, q)
-    if has_c:
-        return ((r[1], r[2]), r[3]), ((u[1], u[2]), u[3])
-    return ((r[1],), r[3]), ((u[1],), u[3])
+        prepared.append(prepare_forward(
+            k, x, states[d][0], states[d][1] if has_c else None, weights[d][0], weights[d][1],
+            weights[d][2], weights[d][3] if gru else None, batch_first, training,
+            pool_of(kernels[d], training), steps, d == 1, out, d * H, cells_out))
+    r, u = run_two(<Prepared> prepared[0], <Prepared> prepared[1])
+    return (states_of(r, has_c), r[3]), (states_of(u, has_c), u[3])
+
+
+cdef inline tuple states_of(tuple result, bint has_c):
+    """The states (or state gradients) of a direction's forward (backward) result:
+    ``(h,)`` or ``(h, c)``, its entries 1 (and 2)."""
+    return (result[1], result[2]) if has_c else (result[1],)
 
 
 cdef void add_into(dst, src) except *:
@@ -1632,23 +1633,19 @@ cdef tuple run_directions_backward(kernels, int k, dout, dstates, x, Wx, Wh, wor
                                    bint batch_first, dcells, grads_out):
     """directions_backward's work (``k`` the kind's index; see run_directions_forward)."""
     cdef bint has_c = k == KIND_LSTM, gru = k == KIND_GRU
-    cdef Prepared p = None, q = None
+    cdef list prepared = []
     cdef int d
     for d in range(2):
-        q = prepare_backward(k, dout, dstates[d][0], dstates[d][1] if has_c else None, x,
-                                 Wx[d], Wh[d], workspaces[d], batch_first,
-                                 pool_of(kernels[d], True), None, dcells,
-                                 None if grads_out is None else grads_out[d])
-        if d == 0:
-            p = q
-    r, u = run_two(p, q)
+        prepared.append(prepare_backward(
+            k, dout, dstates[d][0], dstates[d][1] if has_c else None, x, Wx[d], Wh[d],
+            workspaces[d], batch_first, pool_of(kernels[d], True), None, dcells,
+            None if grads_out is None else grads_out[d]))
+    r, u = run_two(<Prepared> prepared[0], <Prepared> prepared[1])
     dx = r[0]
     add_into(dx, u[0])                      # (apart while the directions run side by side)
-    if has_c:
-        return dx, ((r[1], r[2]), (u[1], u[2])), ((r[3], r[4], r[5]), (u[3], u[4], u[5]))
-    if gru:
-        return dx, ((r[1],), (u[1],)), ((r[3], r[4], r[5], r[6]), (u[3], u[4], u[5], u[6]))
-    return dx, ((r[1],), (u[1],)), ((r[3], r[4], r[5]), (u[3], u[4], u[5]))
+    # the parameter gradients: entries 3.. (dWx, dWh, db (, db_hn))
+    n = 7 if gru else 6
+    return dx, (states_of(r, has_c), states_of(u, has_c)), (r[3:n], u[3:n])
 
 
 @cython.auto_pickle(False)
