@@ -58,6 +58,11 @@ class CellSpec:
     compiled: bool                  # the compiled core has this kind's kernels
     torch_class: str | None         # torch.nn class name, None if torch has no such cell
     keras_kind: str | None          # from_keras_weights' kind
+
+    @property
+    def has_cell_state(self) -> bool:
+        """Whether the cell carries a cell state c beside h (the LSTM's ``(h, c)``)."""
+        return len(self.states) == 2
     keras_gate_order: tuple[int, ...] | None    # rnnfast gate j is Keras' gate order[j]
 
     @property

@@ -557,7 +557,7 @@ class _Recurrent:
         dtype = self.dtype
         x_t = _checks.check_step_input(x_t, self.input_size, dtype)
         shape = self._state_shape(x_t.shape[0])
-        has_c = len(self._spec.states) == 2  # the LSTM's (h, c)
+        has_c = self._spec.has_cell_state
         states = (state if has_c else (state,)) if state is not None else None
         if states is None or len(states) != len(self._spec.states) or not all(
                 s is None or (type(s) is np.ndarray and s.dtype is dtype and s.shape == shape

@@ -366,7 +366,7 @@ class _SequenceModel(BaseEstimator):
         final hidden state, forward then reverse direction (PyTorch users' ``h_n[-2:]``
         concatenated). With lengths, the forward one is ``out[b, length - 1, :H]`` and the
         reverse one ``out[b, 0, H:]`` (tests/test_models.py checks it)."""
-        h = state[0] if len(self.rnn_._spec.states) == 2 else state
+        h = state[0] if self.rnn_._spec.has_cell_state else state
         if h.ndim == 2:                 # one layer, one direction: (batch, hidden)
             return h
         nd = self.rnn_.num_directions
@@ -382,7 +382,7 @@ class _SequenceModel(BaseEstimator):
             nd, H = rnn.num_directions, rnn.hidden_size
             dh = np.zeros((rnn.num_layers * nd, d.shape[0], H), d.dtype)
             dh[-nd:] = d.reshape(d.shape[0], nd, H).transpose(1, 0, 2)
-        return (dh, None) if len(rnn._spec.states) == 2 else dh
+        return (dh, None) if rnn._spec.has_cell_state else dh
 
     def _train_step(self, xb, yb, lb, opt, clip):
         """One minibatch: the loss and its gradients, then an optimizer step."""

@@ -193,7 +193,7 @@ def _run_forward(call, x, h0, c0, training):
     output; for one layer of one direction just ``(input, workspace)``), else None."""
     core = _core
     spec, nd = call.spec, call.directions
-    has_c = len(spec.states) == 2     # the LSTM's (h, c)
+    has_c = spec.has_cell_state
     states = (h0, c0) if has_c else (h0,)
     if len(call.layers) == 1:
         # one layer, one direction (the common case): no per-layer lists or tape entries
@@ -232,7 +232,7 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
     leave the tape's workspaces intact (the graph is retained for another backward)."""
     core = _core
     spec, nd = call.spec, call.directions
-    has_c = len(spec.states) == 2     # the LSTM's (h, c)
+    has_c = spec.has_cell_state
     dstates = (dh_n, dc_n) if has_c else (dh_n,)
     if len(call.layers) == 1:               # (see _run_forward)
         x, ws = tape
