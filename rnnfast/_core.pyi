@@ -192,10 +192,10 @@ def grads_fit(grads: tuple[object, ...], weights: tuple[_Array[_F], ...],
               dout: _Array[_F] | None, dstates: tuple[object, ...] = ()) -> int: ...
 def pair_forward(kernels: Any, kind: str, x: object, states: tuple[object, ...],
                  weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
-                 steps: _Steps | None = None
+                 lengths: object = None
                  ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
                             tuple[_Workspace | None, _Workspace | None],
-                            _Array[_F] | None] | None: ...
+                            _Array[_F] | None, _Steps | None] | None: ...
 def pair_backward(kernels: Any, kind: str, dout: object, dstates: tuple[object, ...],
                   x: _Array[_F], weights: tuple[_Array[_F], ...],
                   workspaces: tuple[_Workspace, ...], batch_first: bool,

@@ -341,8 +341,7 @@ class _Recurrent:
                                                  out.shape)
             self._keep_state(finals)
             return out, finals, None
-        if lane and self.bidirectional and self.num_layers == 1 and (
-                lengths is None or (type(x) is np.ndarray and x.ndim == 3)):  # (_steps_of's)
+        if lane and self.bidirectional and self.num_layers == 1:
             done = self._pair_forward(x, states, lengths, given)
             if done is not None:
                 return done
@@ -384,14 +383,13 @@ class _Recurrent:
         see _forward): ``(out, finals, None)``, or None when the arguments are not ready
         as they are. Caches as the stacked path does, with the weights (see
         _backward_lane_stacked)."""
-        steps = self._steps_of(x, lengths)
         weights = self._weights()
         done = self._kernels_module.pair_forward(
             self._sequence_plan().kernels, self._spec.kind, x, states, weights,
-            self.batch_first, self.training, steps)
+            self.batch_first, self.training, lengths)
         if done is None:
             return None
-        out, finals, workspaces, x_kept = done
+        out, finals, workspaces, x_kept, steps = done
         self._cache = (("stacked", ([(x_kept, list(workspaces))], steps, self.batch_first,
                                     False), given, out.shape, weights)
                        if self.training else None)
