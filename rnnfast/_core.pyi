@@ -105,8 +105,9 @@ class BufferedKernels:
                                  _Array[_F] | None, _Steps | None] | None: ...
     def layer_backward(self, kind: str, dout: object, dstates: tuple[object, ...],
                        x: _Array[_F], weights: tuple[_Array[_F], ...], workspace: _Workspace,
-                       batch_first: bool, grads: tuple[object, ...], into: bool
-                       ) -> tuple[_Array[_F], tuple[_Array[_F], ...], tuple[_Array[_F], ...],
+                       batch_first: bool, grads: tuple[object, ...], into: bool,
+                       need_dx: bool = True, need_dh0: bool = True
+                       ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...], tuple[_Array[_F], ...],
                                   bool] | None: ...
     def direction_forward(self, kind: str, x: _Array[_F],
                           states: tuple[_Array[_F] | None, ...],
@@ -121,8 +122,9 @@ class BufferedKernels:
                            Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
                            batch_first: bool, dx: _Array[_F] | None = None,
                            dcells: _Array[_F] | None = None,
-                           grads_out: tuple[_Array[_F], ...] | None = None
-                           ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                           grads_out: tuple[_Array[_F], ...] | None = None,
+                           need_dx: bool = True, need_dh0: bool = True
+                           ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...],
                                       tuple[_Array[_F], ...]]: ...
 
 @disjoint_base
@@ -154,8 +156,9 @@ def _backward(kind: int, dout: _Array[_F] | None, dh_n: _Array[_F] | None,
               dc_n: _Array[_F] | None, x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F],
               workspace: _Workspace, batch_first: bool, pool: _Pool | None = None,
               dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None,
-              grads_out: tuple[_Array[_F], ...] | None = None
-              ) -> tuple[_Array[_F], _Array[_F], _Array[_F] | None, _Array[_F], _Array[_F],
+              grads_out: tuple[_Array[_F], ...] | None = None, need_dx: bool = True,
+              need_dh0: bool = True
+              ) -> tuple[_Array[_F] | None, _Array[_F], _Array[_F] | None, _Array[_F], _Array[_F],
                          _Array[_F], _Array[_F] | None]: ...
 
 # One direction of one layer (rnnfast._sequence): kind a registry kind ("lstm", ...),
@@ -172,8 +175,9 @@ def direction_forward(kind: str, x: _Array[_F], states: tuple[_Array[_F] | None,
 def direction_backward(kind: str, dout: _Array[_F] | None,
                        dstates: tuple[_Array[_F] | None, ...], x: _Array[_F], Wx: _Array[_F],
                        Wh: _Array[_F], workspace: _Workspace, batch_first: bool,
-                       dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None
-                       ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                       dx: _Array[_F] | None = None, dcells: _Array[_F] | None = None,
+                       need_dx: bool = True, need_dh0: bool = True
+                       ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...],
                                   tuple[_Array[_F], ...]]: ...
 def directions_forward(kernels: Any, kind: str, x: _Array[_F],
                        states: Any, weights: Any, batch_first: bool, training: bool,
@@ -199,13 +203,15 @@ def pair_forward(kernels: Any, kind: str, x: object, states: tuple[object, ...],
 def pair_backward(kernels: Any, kind: str, dout: object, dstates: tuple[object, ...],
                   x: _Array[_F], weights: tuple[_Array[_F], ...],
                   workspaces: tuple[_Workspace, ...], batch_first: bool,
-                  grads: tuple[object, ...], into: bool
-                  ) -> tuple[_Array[_F], tuple[_Array[_F], ...], tuple[_Array[_F], ...],
-                             bool] | None: ...
+                  grads: tuple[object, ...], into: bool, need_dx: bool = True,
+                  need_dh0: bool = True
+                  ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...],
+                             tuple[_Array[_F], ...], bool] | None: ...
 def directions_backward(kernels: Any, kind: str, dout: _Array[_F] | None, dstates: Any,
                         x: _Array[_F], Wx: Any, Wh: Any, workspaces: Any, batch_first: bool,
-                        dcells: _Array[_F] | None = None, grads_out: Any = None
-                        ) -> tuple[_Array[_F], tuple[tuple[_Array[_F], ...], ...],
+                        dcells: _Array[_F] | None = None, grads_out: Any = None,
+                        need_dx: bool = True, need_dh0: bool = True
+                        ) -> tuple[_Array[_F] | None, tuple[tuple[_Array[_F], ...], ...],
                                    tuple[tuple[_Array[_F], ...], ...]]: ...
 def _direction_forward(kind: str, x: _Array[_F], states: tuple[_Array[_F] | None, ...],
                        weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
@@ -216,8 +222,9 @@ def _direction_backward(kind: str, dout: _Array[_F] | None,
                         dstates: tuple[_Array[_F] | None, ...], x: _Array[_F],
                         Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
                         batch_first: bool, dx: _Array[_F] | None, dcells: _Array[_F] | None,
-                        pool: _Pool | None, grads_out: tuple[_Array[_F], ...] | None = None
-                        ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                        pool: _Pool | None, grads_out: tuple[_Array[_F], ...] | None = None,
+                        need_dx: bool = True, need_dh0: bool = True
+                        ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...],
                                    tuple[_Array[_F], ...]]: ...
 def _state_or_zeros(s: npt.ArrayLike | None, B: int, H: int,
                     dtype: npt.DTypeLike) -> npt.NDArray[Any]: ...

@@ -120,6 +120,10 @@ cdef extern from "_simd.h" nogil:
                               float* dst)
     void rf_add_column_sums_d(Py_ssize_t rows, int n, const double* src, Py_ssize_t ld,
                               double* dst)
+    int rf_all_zero_f(Py_ssize_t n, const float* x)
+    int rf_all_zero_d(Py_ssize_t n, const double* x)
+    int rf_all_finite_f(Py_ssize_t n, const float* x)
+    int rf_all_finite_d(Py_ssize_t n, const double* x)
 
 
 # Inference projects the inputs chunk by chunk into a reused gate buffer of about this many
@@ -131,6 +135,9 @@ cdef enum:
     # BLAS re-packs Wx at every call: there fewer, larger chunks (float64 large-rnn-fwd
     # 1.09x the twin with 512 rows, 1.00x with 64)
     BLAS_CHUNK_ROWS = 512
+    # A zero h_{-1} skips step 0's product h_{-1} @ Wh once it has this many rows: the
+    # check that Wh is finite (0 * inf is NaN) reads Wh once, as a 1-row product does
+    ZERO_START_MIN_ROWS = 4
 
 
 # ----------------------------------------------------------------------------- cells
@@ -217,6 +224,35 @@ cdef inline void add_column_sums(Py_ssize_t rows, int n, const floating* src, Py
         rf_add_column_sums_f(rows, n, src, ld, dst)
     else:
         rf_add_column_sums_d(rows, n, src, ld, dst)
+
+
+cdef inline bint all_zero(Py_ssize_t n, const floating* x) noexcept nogil:
+    if floating is float:
+        return rf_all_zero_f(n, x)
+    else:
+        return rf_all_zero_d(n, x)
+
+
+cdef inline bint all_finite(Py_ssize_t n, const floating* x) noexcept nogil:
+    if floating is float:
+        return rf_all_finite_f(n, x)
+    else:
+        return rf_all_finite_d(n, x)
+
+
+cdef inline bint zero_product(int m, int k, int n, const floating* a,
+                              const floating* w) noexcept nogil:
+    """Whether the product a (m, k) @ w (k, n) is exactly zero, to the sign of its zeros:
+    a all zero and w finite (a zero start's first step)."""
+    return all_zero(<Py_ssize_t> m * k, a) and all_finite(<Py_ssize_t> k * n, w)
+
+
+cdef inline Py_ssize_t packed_values(floating tag, int k, int n) noexcept nogil:
+    """Values of a (k, n) operand packed by pack_panels."""
+    if floating is float:
+        return rf_packed_size_f(k, n)
+    else:
+        return rf_packed_size_d(k, n)
 
 
 cdef inline void pack_panels(int k, int n, const floating* w, int ldw, bint transposed,
@@ -576,12 +612,19 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
             h_prev = hs + prev_row * H
             h_next = hs + next_row * H
             if gru:
-                # hgates_t = h_prev @ Wh (apart from the gates: r multiplies its n part)
                 hgates_t = hgates + (offset(lay, s) * G if training else 0)
+            # a zero start (no initial state, or zeros) skips step 0's product, unless Wh
+            # holds inf or NaN: 0 * inf is NaN, as in NumPy
+            if (s == 0 and m >= ZERO_START_MIN_ROWS
+                    and zero_product(m, H, G, <const floating*> h_prev, Wh)):
+                if gru:
+                    memset(hgates_t, 0, <size_t> m * G * sizeof(floating))
+            elif gru:
+                # hgates_t = h_prev @ Wh (apart from the gates: r multiplies its n part)
                 step_product(m, G, H, h_prev, Wh, False, Wp, False, hgates_t, a_scratch,
                              parallel)
             else:
-                # gates_t += h_prev @ Wh (also for a zero h_{-1}: 0 * inf is NaN, as in NumPy)
+                # gates_t += h_prev @ Wh
                 step_product(m, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch,
                              parallel)
             if has_c:
@@ -634,6 +677,8 @@ cdef struct BackwardArgs:
     void* WxTp          # ... and Wx.T packed
     void* deferred_scratch
     bint add_dx         # dx += (the other direction wrote it), not dx =
+    bint dx_unused      # dx not computed (the caller needs no input gradient)
+    bint dh0_unused     # dh0 not computed (no initial state was given); dc0 still is
     bint serial         # no OpenMP threads inside (the caller runs loops side by side)
 
 
@@ -650,6 +695,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
     cdef bint parallel = step_parallel(B, H, G) and not a.serial
     cdef int threads, s, m, n_next, part
     cdef Py_ssize_t rows = offset(lay, T)                   # N: the packed rows
+    cdef Py_ssize_t k0                                      # dWh's first row
     cdef floating* gates = <floating*> a.gates
     cdef floating* hgates = <floating*> a.hgates
     cdef floating* dh_rec = <floating*> a.dh_rec
@@ -675,6 +721,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
     cdef floating* hgates_t = NULL
     cdef const floating* xs
     cdef floating* dx_packed
+    cdef floating* dGh_packed
     if WpT != NULL:
         pack_panels(G, H, Wh, G, True, WpT)
     if dh_rec != <floating*> a.dh0:                         # sorted rows
@@ -705,14 +752,20 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
                           cs + offset(lay, s + 1) * H if has_c else NULL, c_last, n_next,
                           gates_t, hgates_t, dh_rec, dc, <const floating*> a.dcells)
         # dh_rec[:m] = dG_t @ Wh.T; the GRU's rows left dh * z there, its product adds
-        step_product(m, H, G, dGh + offset(lay, s) * G, Wh, True, WpT, gru, dh_rec,
-                     a_scratch, parallel)
+        # (step 0's makes dh0 only)
+        if s > 0 or not a.dh0_unused:
+            step_product(m, H, G, dGh + offset(lay, s) * G, Wh, True, WpT, gru, dh_rec,
+                         a_scratch, parallel)
     if dh_rec != <floating*> a.dh0:
         scatter_state(lay, H, dh_rec, <floating*> a.dh0)
         if has_c:
             scatter_state(lay, H, dc, <floating*> a.dc0)
     # the deferred GEMMs over all packed rows: dWx = x.T @ dG, dWh = h_prev.T @ dGh,
-    # dx = dG @ Wx.T (h_prev of every row is the first N rows of hs)
+    # dx = dG @ Wx.T (h_prev of every row is the first N rows of hs). A zero start's step 0
+    # rows (h_{-1} = 0) add nothing to dWh unless dGh is inf or NaN there: dWh from row k0
+    k0 = offset(lay, 1)
+    if not (all_zero(k0 * H, hs) and all_finite(k0 * G, <const floating*> dGh)):
+        k0 = 0
     xs = steps_packed(lay, 0, T, D, <const floating*> a.x, xbuf)
     # dx packed first where it is gathered or added to the other direction's
     dx_packed = xbuf if xs == xbuf or a.add_dx else <floating*> a.dx
@@ -720,24 +773,40 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
         # our kernel rather than BLAS (BLAS's threads cost more than they bring at these
         # sizes); OpenMP threads when large: these products end the call, no serial step
         # loop follows them (at 2 threads, medium LSTM forward+backward 1.12x faster so)
-        pack_panels(<int> rows, G, gates, G, False, dGp)          # dG as the right operand
-        packed_gemm(D, G, <int> rows, xs, True, dGp, False, dWx, deferred_scratch,
-                    threads_for_once(rows * G * D) and not a.serial)
-        if gru:
-            pack_panels(<int> rows, G, dGh, G, False, dGp)        # (dG is done with)
-        packed_gemm(H, G, <int> rows, hs, True, dGp, False, dWh, deferred_scratch,
-                    threads_for_once(rows * G * H) and not a.serial)
-        pack_panels(G, D, Wx, G, True, WxTp)                      # Wx.T
-        packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_packed, deferred_scratch,
-                    threads_for_once(rows * G * D) and not a.serial)
+        dGh_packed = dGp                                    # dGh's rows k0.. packed
+        if gru or k0 == 0:
+            pack_panels(<int> rows, G, gates, G, False, dGp)          # dG as the right operand
+            packed_gemm(D, G, <int> rows, xs, True, dGp, False, dWx, deferred_scratch,
+                        threads_for_once(rows * G * D) and not a.serial)
+            if gru:                                                   # (dG is done with)
+                pack_panels(<int> (rows - k0), G, dGh + k0 * G, G, False, dGp)
+        else:           # dG packed in two parts, step 0's rows and the rest (dWh's)
+            dGh_packed = dGp + packed_values(tag, <int> k0, G)
+            pack_panels(<int> k0, G, gates, G, False, dGp)
+            pack_panels(<int> (rows - k0), G, gates + k0 * G, G, False, dGh_packed)
+            packed_gemm(D, G, <int> k0, xs, True, dGp, False, dWx, deferred_scratch, False)
+            if rows > k0:
+                packed_gemm(D, G, <int> (rows - k0), xs + k0 * D, True, dGh_packed, True, dWx,
+                            deferred_scratch, threads_for_once(rows * G * D) and not a.serial)
+        if rows > k0:
+            packed_gemm(H, G, <int> (rows - k0), hs + k0 * H, True, dGh_packed, False, dWh,
+                        deferred_scratch, threads_for_once(rows * G * H) and not a.serial)
+        if not a.dx_unused:
+            pack_panels(G, D, Wx, G, True, WxTp)                      # Wx.T
+            packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_packed,
+                        deferred_scratch, threads_for_once(rows * G * D) and not a.serial)
     else:
         gemm(True, False, D, G, <int> rows, <floating> 1, xs, D, gates, G, <floating> 0,
              dWx, G)
-        gemm(True, False, H, G, <int> rows, <floating> 1, hs, H, dGh, G, <floating> 0,
-             dWh, G)
-        gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
-             dx_packed, D)
-    if dx_packed == xbuf:
+        if rows > k0:
+            gemm(True, False, H, G, <int> (rows - k0), <floating> 1, hs + k0 * H, H,
+                 dGh + k0 * G, G, <floating> 0, dWh, G)
+        if not a.dx_unused:
+            gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
+                 dx_packed, D)
+    if rows == k0:                                          # one step from a zero start
+        memset(dWh, 0, <size_t> H * G * sizeof(floating))
+    if dx_packed == xbuf and not a.dx_unused:
         scatter_steps(lay, D, xbuf, <floating*> a.dx, a.add_dx)
     memset(db, 0, <size_t> G * sizeof(floating))
     add_column_sums(rows, G, gates, G, db)                  # db = dG.sum(axis=0)
@@ -1371,16 +1440,26 @@ cdef Prepared prepare_forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_f
 
 
 def _backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace, bint batch_first,
-              dict pool=None, dx=None, dcells=None, tuple grads_out=None):
+              dict pool=None, dx=None, dcells=None, tuple grads_out=None,
+              bint need_dx=True, bint need_dh0=True):
     """Allocates gradients and scratch, runs backward_loop; returns
     ``(dx, dh0, dc0, dWx, dWh, db, db_hn)``. See prepare_backward."""
     return run_one(prepare_backward(kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
-                                    batch_first, pool, dx, dcells, grads_out))
+                                    batch_first, pool, dx, dcells, grads_out, need_dx,
+                                    need_dh0))
+
+
+cdef inline object _unused_dx(dx, x, dt, bint need_dx):
+    """A backward's dx with no steps: zeros, or the one given, or None when not needed."""
+    if dx is not None or not need_dx:
+        return dx
+    return np.zeros(x.shape, dt)
 
 
 cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
                                bint batch_first, dict pool, dx, dcells,
-                               tuple grads_out=None):
+                               tuple grads_out=None, bint need_dx=True,
+                               bint need_dh0=True):
     """Allocates gradients and scratch of a backward, ready to run backward_loop; its result
     ``(dx, dh0, dc0, dWx, dWh, db, db_hn)`` (dc0 None but for the LSTM, db_hn but for the
     GRU). ``pool``: see pooled(); without one, the scratch is lent by SharedBuffers, and the
@@ -1390,7 +1469,9 @@ cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
     gradient of that whole output, ``dcells`` (LSTM) that of the cells_out. ``grads_out``:
     the arrays to write the parameter gradients into, ``(dWx, dWh, db(, db_hn))`` (checked
     by grads_ready: the parameters' shapes and dtype, C-contiguous, overlapping nothing the
-    call reads), instead of new ones."""
+    call reads), instead of new ones. ``need_dx`` False: no input gradient (dx None, or the
+    given one unchanged); ``need_dh0`` False: dh0 is left unfinished (the caller drops it;
+    dc0 is still made)."""
     if workspace["hs"] is None:
         raise ValueError("this workspace was already used by a backward call")
     cdef bint has_c = kind == KIND_LSTM      # the cell carries a cell state c
@@ -1410,7 +1491,7 @@ cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
     N = packed_rows(T, B, steps)
     dh0 = _state_or_zeros(dh_n, B, H, dt)           # dh_n, becomes dh0
     dc0 = _state_or_zeros(dc_n, B, H, dt) if has_c else None     # dc_n, becomes dc0
-    cdef bint add_dx = dx is not None
+    cdef bint add_dx = dx is not None and need_dx
     cdef Prepared prep = Prepared()
     if grads_out is not None:
         dWx, dWh, db = grads_out[0], grads_out[1], grads_out[2]
@@ -1418,17 +1499,17 @@ cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
     if T == 0:
         prep.runs = False
         if grads_out is None:
-            prep.result = (np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0,
+            prep.result = (_unused_dx(dx, x, dt, need_dx), dh0, dc0,
                            np.zeros(Wx.shape, dt), np.zeros(Wh.shape, dt), np.zeros(G, dt),
                            np.zeros(H, dt) if gru else None)
         else:
             for g in grads_out:
                 g.fill(0)
-            prep.result = ((np.zeros(x.shape, dt) if dx is None else dx, dh0, dc0)
+            prep.result = ((_unused_dx(dx, x, dt, need_dx), dh0, dc0)
                            + (dWx, dWh, db, db_hn))
         return prep
     # every value of these is written by the kernels (dx's rows past their end: zeros)
-    if dx is None:
+    if dx is None and need_dx:
         dx = np.empty(x.shape, dt) if steps is None else np.zeros(x.shape, dt)
     if grads_out is None:
         dWx = np.empty(Wx.shape, dt)
@@ -1460,6 +1541,7 @@ cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
     a.dh0, a.dc0 = data(dh0), data(dc0)
     a.dx, a.dWx, a.dWh, a.db, a.db_hn = data(dx), data(dWx), data(dWh), data(db), data(db_hn)
     a.add_dx, a.serial = add_dx, False
+    a.dx_unused, a.dh0_unused = not need_dx, not need_dh0
     prep.call.cell, prep.call.lay, prep.call.ba = cell, lay, a
     prep.call.backward, prep.call.is_float = True, is_float
     carve_backward(&prep.call, &plan, scratch)
@@ -1523,11 +1605,12 @@ def _direction_forward(kind, x, states, weights, bint batch_first, bint training
 
 
 def _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, bint batch_first, dx,
-                        dcells, dict pool, tuple grads_out=None):
+                        dcells, dict pool, tuple grads_out=None, bint need_dx=True,
+                        bint need_dh0=True):
     cdef int k = KINDS.index(kind)
     dx, dh0, dc0, dWx, dWh, db, db_hn = _backward(
         k, dout, dstates[0], dstates[1] if k == KIND_LSTM else None, x, Wx, Wh, workspace,
-        batch_first, pool, dx, dcells, grads_out)
+        batch_first, pool, dx, dcells, grads_out, need_dx, need_dh0)
     if k == KIND_LSTM:
         return dx, (dh0, dc0), (dWx, dWh, db)
     return dx, (dh0,), ((dWx, dWh, db, db_hn) if k == KIND_GRU else (dWx, dWh, db))
@@ -1544,12 +1627,14 @@ def direction_forward(kind, x, states, weights, batch_first, training, steps=Non
 
 
 def direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx=None,
-                       dcells=None):
+                       dcells=None, need_dx=True, need_dh0=True):
     """The backward of direction_forward; returns ``(dx, dstates0, grads)`` (grads in the
     registry's parameter order). ``dx``: add the input gradient into it; ``dcells``: the
-    gradient of the forward's cells_out."""
+    gradient of the forward's cells_out. ``need_dx`` False: no input gradient (``dx``
+    returned as given: None by default); ``need_dh0`` False: the caller drops dh0 (it is
+    left unfinished, dc0 not)."""
     return _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx,
-                               dcells, None)
+                               dcells, None, None, need_dx, need_dh0)
 
 
 cdef inline dict pool_of(kernels, bint training):
@@ -1620,17 +1705,20 @@ cdef void add_into(dst, src) except *:
 
 
 def directions_backward(kernels, kind, dout, dstates, x, Wx, Wh, workspaces,
-                        bint batch_first, dcells=None, grads_out=None):
+                        bint batch_first, dcells=None, grads_out=None, bint need_dx=True,
+                        bint need_dh0=True):
     """The backward of directions_forward (``dstates``, ``Wx``, ``Wh``, ``workspaces``:
     pairs); returns ``(dx, (dstates0, dstates0), (grads, grads))``, dx the sum of both
-    directions' input gradients. ``grads_out``: a pair of what prepare_backward takes, or
-    None."""
+    directions' input gradients (None without ``need_dx``; see direction_backward).
+    ``grads_out``: a pair of what prepare_backward takes, or None."""
     return run_directions_backward(kernels, KINDS.index(kind), dout, dstates, x, Wx, Wh,
-                                   workspaces, batch_first, dcells, grads_out)
+                                   workspaces, batch_first, dcells, grads_out, need_dx,
+                                   need_dh0)
 
 
 cdef tuple run_directions_backward(kernels, int k, dout, dstates, x, Wx, Wh, workspaces,
-                                   bint batch_first, dcells, grads_out):
+                                   bint batch_first, dcells, grads_out, bint need_dx,
+                                   bint need_dh0):
     """directions_backward's work (``k`` the kind's index; see run_directions_forward)."""
     cdef bint has_c = k == KIND_LSTM, gru = k == KIND_GRU
     cdef list prepared = []
@@ -1639,10 +1727,11 @@ cdef tuple run_directions_backward(kernels, int k, dout, dstates, x, Wx, Wh, wor
         prepared.append(prepare_backward(
             k, dout, dstates[d][0], dstates[d][1] if has_c else None, x, Wx[d], Wh[d],
             workspaces[d], batch_first, pool_of(kernels[d], True), None, dcells,
-            None if grads_out is None else grads_out[d]))
+            None if grads_out is None else grads_out[d], need_dx, need_dh0))
     r, u = run_two(<Prepared> prepared[0], <Prepared> prepared[1])
     dx = r[0]
-    add_into(dx, u[0])                      # (apart while the directions run side by side)
+    if need_dx:
+        add_into(dx, u[0])                  # (apart while the directions run side by side)
     # the parameter gradients: entries 3.. (dWx, dWh, db (, db_hn))
     n = 7 if gru else 6
     return dx, (states_of(r, has_c), states_of(u, has_c)), (r[3:n], u[3:n])
@@ -2056,11 +2145,13 @@ def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first
 
 
 def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple workspaces,
-                  bint batch_first, tuple grads, bint into):
+                  bint batch_first, tuple grads, bint into, bint need_dx=True,
+                  bint need_dh0=True):
     """layer_backward for pair_forward's call (``x`` its x_kept, ``weights`` the same
     checked parameters, ``workspaces`` its pair); ``dstates`` per state None or (2, batch,
     hidden), ``grads`` both directions' gradient arrays, one flat tuple. Returns ``(dx,
-    dstates0, grads, written)``, grads one flat tuple; None when not ready."""
+    dstates0, grads, written)``, grads one flat tuple; None when not ready. ``need_dx``,
+    ``need_dh0``: see direction_backward."""
     cdef Py_ssize_t n = len(weights) // 2
     cdef cnp.ndarray xa = <cnp.ndarray> x, Wh = <cnp.ndarray> weights[1]
     cdef int typenum = cnp.PyArray_TYPE(Wh)
@@ -2079,7 +2170,7 @@ def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple wo
     dx, d0s, gs = run_directions_backward(
         kernels, KINDS.index(kind), dout, split_directions(dstates), x,
         (weights[0], weights[n]), (weights[1], weights[n + 1]), workspaces, batch_first, None,
-        (grads[:n], grads[n:]) if written else None)
+        (grads[:n], grads[n:]) if written else None, need_dx, need_dh0)
     return (dx, both_directions(d0s, B, H, typenum == cnp.NPY_FLOAT32), gs[0] + gs[1],
             written)
 
@@ -2132,13 +2223,15 @@ class BufferedKernels:
         return done + ((x if training else None), steps)
 
     def layer_backward(self, kind, dout, tuple dstates, x, tuple weights, workspace,
-                       bint batch_first, tuple grads, bint into):
+                       bint batch_first, tuple grads, bint into, bint need_dx=True,
+                       bint need_dh0=True):
         """The backward of layer_forward's call (``x`` its x_kept and ``weights`` the same
         checked parameters: the workspace is known to fit) when dout and the state
         gradients are ready as they are and ``grads`` (the layer's gradient arrays, in the
         parameters' order) can take the gradients: written into them with ``into`` where
         grads_ready allows, else new arrays for the caller to store. Returns ``(dx,
-        dstates0, grads, written)``; None when not ready (the caller checks or raises)."""
+        dstates0, grads, written)``; None when not ready (the caller checks or raises).
+        ``need_dx``, ``need_dh0``: see direction_backward."""
         cdef cnp.ndarray xa = <cnp.ndarray> x, Wh = <cnp.ndarray> weights[1]
         cdef int typenum = cnp.PyArray_TYPE(Wh)
         cdef cnp.npy_intp dims[3]
@@ -2155,7 +2248,8 @@ class BufferedKernels:
         cdef bint written = into and fit == 2
         return _direction_backward(kind, dout, dstates, x, weights[0], Wh, workspace,
                                    batch_first, None, None, self._pool,
-                                   grads if written else None) + (written,)
+                                   grads if written else None, need_dx,
+                                   need_dh0) + (written,)
 
     def direction_forward(self, kind, x, states, weights, batch_first, training, steps=None,
                           reverse=False, out=None, out_col=0, cells_out=None):
@@ -2164,9 +2258,10 @@ class BufferedKernels:
                                   self._pool if training else None)
 
     def direction_backward(self, kind, dout, dstates, x, Wx, Wh, workspace, batch_first,
-                           dx=None, dcells=None, grads_out=None):
+                           dx=None, dcells=None, grads_out=None, need_dx=True,
+                           need_dh0=True):
         return _direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first,
-                                   dx, dcells, self._pool, grads_out)
+                                   dx, dcells, self._pool, grads_out, need_dx, need_dh0)
 
 
 # ----------------------------------------------------------------------------- thread policy

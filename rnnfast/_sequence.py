@@ -93,13 +93,16 @@ def forward(plan, x, states, weights, batch_first, training, steps=None, cells_o
     return out, tuple(finals), cache, cells
 
 
-def backward(plan, cache, dout, dstates, weights, dcells=None, grads_out=None):
+def backward(plan, cache, dout, dstates, weights, dcells=None, grads_out=None, need_dx=True,
+             need_dh0=True):
     """BPTT of a stacked forward; returns ``(dx, dstates0, grads)``: ``dx`` in the layout of
     the forward's x, ``dstates0`` per state a ``(L*D, batch, hidden)`` array, ``grads`` per
     (layer, direction) the parameter gradients in the registry's order. ``dcells``: the
     gradient of the forward's cells (LSTM), or None. ``grads_out`` (compiled kernels): per
     (layer, direction) the arrays to write the gradients into (checked by the caller:
-    ``_core.grads_fit``), or None: new ones."""
+    ``_core.grads_fit``), or None: new ones. ``need_dx`` False: no input gradient of the
+    first layer (dx None); ``need_dh0`` False: the caller drops dstates0's h (the kernels'
+    direction_backward)."""
     layers, steps, batch_first, _ = cache
     L, nd = plan.num_layers, plan.num_directions
     n_states = len(dstates)
@@ -116,13 +119,14 @@ def backward(plan, cache, dout, dstates, weights, dcells=None, grads_out=None):
         dc = dcells if layer == L - 1 else None
         pair = plan.pair_backward
         into = {} if grads_out is None else {"grads_out": grads_out[j0:j0 + nd]}
+        needs = {"need_dx": need_dx or layer > 0, "need_dh0": need_dh0}
         if pair is not None:
             dx, d0s, gs = pair(plan.kernels[j0:j0 + 2], plan.kind, d_above,
                                [tuple(None if s is None else s[j0 + d] for s in dstates)
                                 for d in range(2)], layer_in,
                                [weights[j0 + d][0] for d in range(2)],
                                [weights[j0 + d][1] for d in range(2)], workspaces,
-                               batch_first, dc, **into)
+                               batch_first, dc, **into, **needs)
         else:
             dx, d0s, gs = None, [], []
             for d in range(nd):
@@ -131,7 +135,7 @@ def backward(plan, cache, dout, dstates, weights, dcells=None, grads_out=None):
                     into = {"grads_out": grads_out[j0 + d]}
                 dx, d0, g = plan.kernels[j0 + d].direction_backward(
                     plan.kind, d_above, ds, layer_in, weights[j0 + d][0], weights[j0 + d][1],
-                    workspaces[d], batch_first, dx, dc, **into)
+                    workspaces[d], batch_first, dx, dc, **into, **needs)
                 d0s.append(d0)
                 gs.append(g)
         for d in range(nd):

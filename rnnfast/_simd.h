@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 
 /* The SIMD paths, each a superset of the one before (RNNFAST_SIMD's values; _core's
  * SIMD_PATHS lists them in this order). */
@@ -67,6 +68,46 @@ static inline void rf_denormals_restore(unsigned int old) { _mm_setcsr(old); }
 static inline unsigned int rf_denormals_off(void) { return 0u; }
 static inline void rf_denormals_restore(unsigned int old) { (void)old; }
 #endif
+
+/* Whether a product with a zero operand may be skipped: n values all zero (+0 or -0), or
+ * all finite (0 * inf and 0 * NaN are NaN, which the product would have made). Bit tests
+ * on integers, an OR of the lanes: vectorized at -O3 with no float exceptions. */
+static inline int rf_all_zero_f(ptrdiff_t n, const float* x) {
+    uint32_t seen = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        seen |= u << 1;                         /* all but the sign */
+    }
+    return seen == 0;
+}
+static inline int rf_all_zero_d(ptrdiff_t n, const double* x) {
+    uint64_t seen = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint64_t u;
+        memcpy(&u, x + i, sizeof u);
+        seen |= u << 1;
+    }
+    return seen == 0;
+}
+static inline int rf_all_finite_f(ptrdiff_t n, const float* x) {
+    uint32_t bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;    /* exponent all ones: inf or NaN */
+    }
+    return bad == 0;
+}
+static inline int rf_all_finite_d(ptrdiff_t n, const double* x) {
+    uint64_t bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        uint64_t u;
+        memcpy(&u, x + i, sizeof u);
+        bad |= (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    }
+    return bad == 0;
+}
 
 /* AddressSanitizer builds (RNNFAST_SANITIZE=address): a call's internal buffers are carved
  * out of one scratch block (_core.carve), so the red zones between them are poisoned by

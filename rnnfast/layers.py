@@ -396,7 +396,7 @@ class _Recurrent:
         self._keep_state(finals)
         return out, finals, None
 
-    def _backward_lane_stacked(self, cache, dout, dstates, accumulate):
+    def _backward_lane_stacked(self, cache, dout, dstates, accumulate, input_grad):
         """The fast lane's backward of a lane forward cached as the stacked path caches
         (_pair_forward's call, the kernels' pair_backward; or one direction's with lengths,
         _backward_fast), while ``params`` still hold the weights it ran on; returns ``(dx,
@@ -405,13 +405,14 @@ class _Recurrent:
         x, workspaces = layers[0]
         if len(workspaces) == 1:
             return self._backward_fast((x, workspaces[0], given, weights), dout, dstates,
-                                       accumulate)
+                                       accumulate, input_grad)
         targets = self._lane_targets(weights)
         if targets is None:
             return None
         return self._lane_done(self._kernels_module.pair_backward(
             self._sequence_plan().kernels, self._spec.kind, dout, dstates, x, weights,
-            tuple(workspaces), self.batch_first, targets, not accumulate), given, accumulate)
+            tuple(workspaces), self.batch_first, targets, not accumulate, input_grad,
+            given[0]), given, accumulate)
 
     def _steps_of(self, x, lengths):
         """_steps of a 3-D input ``x``'s lengths (None without any)."""
@@ -432,19 +433,19 @@ class _Recurrent:
         return self._kernels_module.sequence_steps(
             _checks.check_lengths(lengths, batch, seq_len), seq_len)
 
-    def _backward(self, dout, dstates, accumulate, dcells=None):
+    def _backward(self, dout, dstates, accumulate, dcells=None, input_grad=True):
         """Backward of any configuration; returns ``(dx, dstates0)`` (None where forward had
-        no initial state) and stores the gradients."""
+        no initial state; dx None without ``input_grad``) and stores the gradients."""
         cache = self._cache
         if cache is None or not isinstance(cache[0], str):     # the fast path's
             if dcells is not None:
                 raise ValueError("dcells given, but the last forward did not return the cells "
                                  "(return_cells=True)")
             if self._fast and cache is not None:
-                return self._backward_fast(cache, dout, dstates, accumulate)
+                return self._backward_fast(cache, dout, dstates, accumulate, input_grad)
             return None
         if len(cache) == 5 and dcells is None and self._fast:   # with lengths, or a pair
-            done = self._backward_lane_stacked(cache, dout, dstates, accumulate)
+            done = self._backward_lane_stacked(cache, dout, dstates, accumulate, input_grad)
             if done is not None:
                 return done
         _, seq_cache, given, out_shape = cache[:4]
@@ -470,7 +471,8 @@ class _Recurrent:
         grouped = self._grouped(weights)
         dx, dstates0, grads = _sequence.backward(
             self._sequence_plan(), seq_cache, dout, dstates, grouped, dcells,
-            None if targets is None else _by_group(targets, len(self._spec.params)))
+            None if targets is None else _by_group(targets, len(self._spec.params)),
+            input_grad, given[0])
         self._cache = None
         if targets is None:
             _checks.store_grads(self.grads, self._names, [g for group in grads for g in group],
@@ -479,20 +481,24 @@ class _Recurrent:
             dstates0 = tuple(d[0] for d in dstates0)
         return dx, tuple(d if g else None for d, g in zip(dstates0, given))
 
-    def _backward_any(self, dout, dstates, accumulate, dcells=None):
+    def _backward_any(self, dout, dstates, accumulate, dcells=None, input_grad=True):
         """The public backward's work for every cell: ``(dx, dstates0)``, None where
-        forward had no initial state, the gradients stored. The lanes and the stacked path
-        (_backward), else the checked one-layer, one-direction path."""
-        done = self._backward(dout, dstates, accumulate, dcells)
+        forward had no initial state (dx None without ``input_grad``: the kernels skip its
+        products, as they skip dh0's last one without an initial state), the gradients
+        stored. The lanes and the stacked path (_backward), else the checked one-layer,
+        one-direction path."""
+        input_grad = bool(input_grad)
+        done = self._backward(dout, dstates, accumulate, dcells, input_grad)
         if done is not None:
             return done
         dout, dstates, x, Wx, Wh, workspace, given = self._backward_inputs(dout, dstates)
         dx, dstates0, grads = self._kernels.direction_backward(
-            self._spec.kind, dout, dstates, x, Wx, Wh, workspace, self.batch_first)
+            self._spec.kind, dout, dstates, x, Wx, Wh, workspace, self.batch_first,
+            need_dx=input_grad, need_dh0=given[0])
         self._store_grads(grads, accumulate)
         return dx, tuple(d if g else None for d, g in zip(dstates0, given))
 
-    def _backward_fast(self, cache, dout, dstates, accumulate):
+    def _backward_fast(self, cache, dout, dstates, accumulate, input_grad):
         """The fast lane's backward (the kernels' layer_backward) of a one-layer,
         one-direction forward, while ``params`` still hold the weights it ran on (then the
         workspace fits them) and dout, the state gradients and ``grads`` are ready as they
@@ -503,7 +509,7 @@ class _Recurrent:
             return None
         return self._lane_done(self._kernels.layer_backward(
             self._spec.kind, dout, dstates, x, weights, workspace, self.batch_first, targets,
-            not accumulate), given, accumulate)
+            not accumulate, input_grad, given[0]), given, accumulate)
 
     def _lane_targets(self, weights):
         """The ``grads`` arrays (in ``_names`` order) for a fast lane's backward of a
@@ -680,8 +686,8 @@ class RNN(_Recurrent):
         out, (h_n,), _ = self._forward(x, (h0,), lengths)
         return out, h_n
 
-    def backward(self, dout, dh_n=None, *, accumulate=False):
-        dx, (dh0,) = self._backward_any(dout, (dh_n,), accumulate)
+    def backward(self, dout, dh_n=None, *, accumulate=False, input_grad=True):
+        dx, (dh0,) = self._backward_any(dout, (dh_n,), accumulate, None, input_grad)
         return dx, dh0
 
 
@@ -719,8 +725,9 @@ class LSTM(_Recurrent):
             return out, finals, cells_
         return out, finals
 
-    def backward(self, dout, dstate=None, *, dcells=None, accumulate=False):
-        return self._backward_any(dout, self._pair(dstate, "dstate"), accumulate, dcells)
+    def backward(self, dout, dstate=None, *, dcells=None, accumulate=False, input_grad=True):
+        return self._backward_any(dout, self._pair(dstate, "dstate"), accumulate, dcells,
+                                  input_grad)
 
 
 class GRU(_Recurrent):
@@ -741,8 +748,8 @@ class GRU(_Recurrent):
         out, (h_n,), _ = self._forward(x, (h0,), lengths)
         return out, h_n
 
-    def backward(self, dout, dh_n=None, *, accumulate=False):
-        dx, (dh0,) = self._backward_any(dout, (dh_n,), accumulate)
+    def backward(self, dout, dh_n=None, *, accumulate=False, input_grad=True):
+        dx, (dh0,) = self._backward_any(dout, (dh_n,), accumulate, None, input_grad)
         return dx, dh0
 
 

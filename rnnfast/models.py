@@ -629,7 +629,8 @@ class SequenceClassifier(ClassifierMixin, _SequenceModel):
             loss, dlogits = losses._cross_entropy_indices(logits, yb)
             dh = dense.backward(dlogits)
             correct = np.count_nonzero(logits.argmax(axis=1) == yb)
-        self.rnn_.backward(None, self._state_gradient(dh))
+        # (the data needs no gradient: its products are skipped)
+        self.rnn_.backward(None, self._state_gradient(dh), input_grad=False)
         # (count / n is np.mean's value of the bools, bit for bit, without its overhead)
         return {"loss": loss, "accuracy": correct / len(yb)}
 
@@ -736,9 +737,9 @@ class SequenceRegressor(RegressorMixin, _SequenceModel):
             loss, dpred = losses.mse(pred, yb)
         d = self.dense_.backward(dpred)
         if self._many_to_many():
-            self.rnn_.backward(d)
+            self.rnn_.backward(d, input_grad=False)
         else:
-            self.rnn_.backward(None, self._state_gradient(d))
+            self.rnn_.backward(None, self._state_gradient(d), input_grad=False)
         return {"loss": loss}
 
     def predict(self, X, lengths=None):

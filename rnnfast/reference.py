@@ -404,10 +404,13 @@ def direction_forward(kind, x, states, weights, batch_first, training, steps=Non
 
 
 def direction_backward(kind, dout, dstates, x, Wx, Wh, workspace, batch_first, dx=None,
-                       dcells=None):
-    """The backward of direction_forward; returns ``(dx, dstates0, grads)``."""
-    return _backward(cells.get(kind), dout, dstates, x, Wx, Wh, workspace, batch_first, dx,
-                     dcells)
+                       dcells=None, need_dx=True, need_dh0=True):
+    """The backward of direction_forward; returns ``(dx, dstates0, grads)``. ``need_dx``
+    False: no input gradient (``dx`` returned as given: None by default). ``need_dh0`` is
+    the compiled kernels' leave to skip dh0's last product; the twin makes it all the same."""
+    got, dstates0, grads = _backward(cells.get(kind), dout, dstates, x, Wx, Wh, workspace,
+                                     batch_first, dx if need_dx else None, dcells)
+    return (got if need_dx else dx), dstates0, grads
 
 
 # ------------------------------------------------------------------------- the functions

@@ -102,21 +102,25 @@ def _forward_layer(core, call, x, states, layer, training):
     return out, done
 
 
-def _backward_layer(core, call, dout, dstates, x, workspaces, layer):
+def _backward_layer(core, call, dout, dstates, x, workspaces, layer, need_dx=True,
+                    need_dh0=True):
     """BPTT of one layer's :func:`_forward_layer`: ``dout`` the gradient of its whole
     output (or None), ``dstates`` per direction a tuple like the forward's states (each
     ``(batch, hidden)`` or None). Returns ``(dx, dstates0, grads)``, per direction the
-    initial states' gradients and the parameter gradients (registry order). Consumes the
-    workspaces."""
+    initial states' gradients and the parameter gradients (registry order); dx None
+    without ``need_dx``, dh0 unfinished without ``need_dh0`` (the kernels skip their
+    products). Consumes the workspaces."""
     kind, bf, nd = call.spec.kind, call.batch_first, call.directions
     weights = call.layers[layer * nd:(layer + 1) * nd]
     if nd == 1:
         dx, d0, g = core.direction_backward(kind, dout, dstates[0], x, weights[0][0],
-                                            weights[0][1], workspaces[0], bf)
+                                            weights[0][1], workspaces[0], bf,
+                                            need_dx=need_dx, need_dh0=need_dh0)
         return dx, (d0,), (g,)
     return core.directions_backward((core, core), kind, dout, dstates, x,
                                     (weights[0][0], weights[1][0]),
-                                    (weights[0][1], weights[1][1]), workspaces, bf)
+                                    (weights[0][1], weights[1][1]), workspaces, bf,
+                                    need_dx=need_dx, need_dh0=need_dh0)
 
 
 def _pristine(ws, spec):
@@ -224,12 +228,13 @@ def _run_forward(call, x, h0, c0, training):
     return inp, _stacked(hs), _stacked(cs) if has_c else None, tape
 
 
-def _run_backward(call, tape, dout, dh_n, dc_n, keep):
+def _run_backward(call, tape, dout, dh_n, dc_n, keep, need_dx=True, need_dh0=True):
     """BPTT through every layer of a training :func:`_run_forward`, from the gradients on its
     outputs (each an array or None). Returns ``(dx, dh0, dc0, weight_grads)`` with ``dh0``/
     ``dc0`` shaped like the states and ``weight_grads`` a list, per (layer, direction) in
     torch's order, of ``(dWx, dWh, db, db_hn)`` (db_hn None but for the GRU). ``keep``:
-    leave the tape's workspaces intact (the graph is retained for another backward)."""
+    leave the tape's workspaces intact (the graph is retained for another backward).
+    ``need_dx`` False: dx None; ``need_dh0`` False: dh0 not to be used (unfinished)."""
     core = _core
     spec, nd = call.spec, call.directions
     has_c = spec.has_cell_state
@@ -237,7 +242,8 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
     if len(call.layers) == 1:               # (see _run_forward)
         x, ws = tape
         dx, (d0,), (g,) = _backward_layer(core, call, dout, _per_direction(dstates, 0, 1), x,
-                                          [_pristine(ws, spec) if keep else ws], 0)
+                                          [_pristine(ws, spec) if keep else ws], 0, need_dx,
+                                          need_dh0)
         return (dx, _stacked([d0[0]]), _stacked([d0[1]]) if has_c else None,
                 [_torch_order(g)])
     L = len(call.layers) // nd
@@ -251,7 +257,7 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep):
             workspaces = [_pristine(ws, spec) for ws in workspaces]
         j0 = layer * nd
         dx, d0s, gs = _backward_layer(core, call, d, _per_direction(dstates, j0, nd), inp,
-                                      workspaces, layer)
+                                      workspaces, layer, need_dx or layer > 0, need_dh0)
         for k in range(nd):
             dhs[j0 + k] = d0s[k][0]
             if has_c:
@@ -323,11 +329,12 @@ class _RecurrentFunction(torch.autograd.Function):
         call, tape = ctx.call, ctx.tape
         if not keep:
             ctx.tape = None                 # the workspaces go with this backward
+        need = ctx.needs_input_grad
+        h_given, c_given = ctx.given
         dx, dh0, dc0, grads = _run_backward(
             call, tape, None if dout is None else _array(dout),
             None if dh_n is None else _array(dh_n), None if dc_n is None else _array(dc_n),
-            keep)
-        need = ctx.needs_input_grad
+            keep, need[1], h_given and need[2])
         spec = call.spec
         params = []
         for k, (dWx, dWh, db, db_hn) in enumerate(grads):
@@ -339,7 +346,6 @@ class _RecurrentFunction(torch.autograd.Function):
                 g_ih, g_hh = spec.bias_grads_to_torch(db, db_hn)
                 params.append(torch.from_numpy(g_ih))
                 params.append(torch.from_numpy(g_hh))
-        h_given, c_given = ctx.given
         return (None, torch.from_numpy(dx) if need[1] else None,
                 torch.from_numpy(dh0) if h_given and need[2] else None,
                 torch.from_numpy(dc0) if c_given and need[3] else None, *params)
