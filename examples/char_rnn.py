@@ -91,8 +91,8 @@ class CharLM:
         out, final = self.lstm(self.eye[inputs], state)
         loss, dlogits = losses.softmax_cross_entropy(self.head(out), targets)
         # gradients stop at the chunk boundary: dh0, dc0 (returned when state is given)
-        # are not passed on to the previous chunk
-        self.lstm.backward(self.head.backward(dlogits))
+        # are not passed on to the previous chunk; the one-hot inputs need no gradient
+        self.lstm.backward(self.head.backward(dlogits), input_grad=False)
         optim.clip_grad_norm(opt, clip)
         opt.step()
         return loss, final
