@@ -838,7 +838,8 @@ class ScratchSimpleRNNClassifier:
         self._head.params["W"], self._head.params["b"] = p["W_out"], p["B_out"]
         dh = self._head.backward(dz)
         _, _, dWx, dWh, dB = functional.rnn_backward(None, dh, X, p["Wx"], p["Wh"], workspace,
-                                                     nonlinearity, backend=self.backend)
+                                                     nonlinearity, backend=self.backend,
+                                                     input_grad=False)
         self._cache = None
         for name, d in (("Wx", dWx), ("Wh", dWh), ("B", dB)):
             np.copyto(self._grads[name], d)

@@ -72,14 +72,25 @@ def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, trainin
     return k.rnn_forward(x, h0, Wx, Wh, b, nonlinearity, bool(batch_first), bool(training))
 
 
+def _without_dx(k, spec, dout, dstates, x, Wx, Wh, workspace, batch_first):
+    """A checked backward with ``input_grad=False``: the kernels' direction_backward, which
+    skips dx's products, its result in the functions' order with dx None."""
+    _, dstates0, grads = k.direction_backward(spec.kind, dout, dstates, x, Wx, Wh, workspace,
+                                              bool(batch_first), need_dx=False)
+    return (None,) + tuple(dstates0) + tuple(grads)
+
+
 def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True,
-                 *, backend="cython"):
-    """BPTT of ``rnn_forward``; returns ``(dx, dh0, dWx, dWh, db)``. Consumes ``workspace``."""
+                 *, backend="cython", input_grad=True):
+    """BPTT of ``rnn_forward``; returns ``(dx, dh0, dWx, dWh, db)``. Consumes ``workspace``.
+    ``input_grad=False``: dx is None, its products skipped (for x that needs no gradient)."""
     spec = _rnn_spec(nonlinearity)
     k = kernels(backend, spec)
     dout, (dh_n,), x, (Wx, Wh), workspace = _checks.check_backward(
         spec, dout, (dh_n,), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
+    if not input_grad:
+        return _without_dx(k, spec, dout, (dh_n,), x, Wx, Wh, workspace, batch_first)
     return k.rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity, bool(batch_first))
 
 
@@ -92,13 +103,15 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True, *, backe
 
 
 def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True, *,
-                  backend="cython"):
+                  backend="cython", input_grad=True):
     """BPTT of ``lstm_forward``; returns ``(dx, dh0, dc0, dWx, dWh, db)``. Consumes
-    ``workspace``."""
+    ``workspace``. ``input_grad``: see rnn_backward."""
     k = kernels(backend, _LSTM)
     dout, (dh_n, dc_n), x, (Wx, Wh), workspace = _checks.check_backward(
         _LSTM, dout, (dh_n, dc_n), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
+    if not input_grad:
+        return _without_dx(k, _LSTM, dout, (dh_n, dc_n), x, Wx, Wh, workspace, batch_first)
     return k.lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, bool(batch_first))
 
 
@@ -111,11 +124,14 @@ def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True, *, back
     return k.gru_forward(x, h0, Wx, Wh, b, b_hn, bool(batch_first), bool(training))
 
 
-def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True, *, backend="cython"):
+def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True, *, backend="cython",
+                 input_grad=True):
     """BPTT of ``gru_forward``; returns ``(dx, dh0, dWx, dWh, db, db_hn)``. Consumes
-    ``workspace``."""
+    ``workspace``. ``input_grad``: see rnn_backward."""
     k = kernels(backend, _GRU)
     dout, (dh_n,), x, (Wx, Wh), workspace = _checks.check_backward(
         _GRU, dout, (dh_n,), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
+    if not input_grad:
+        return _without_dx(k, _GRU, dout, (dh_n,), x, Wx, Wh, workspace, batch_first)
     return k.gru_backward(dout, dh_n, x, Wx, Wh, workspace, bool(batch_first))

@@ -4,8 +4,9 @@
   of at least ZERO_START_MIN_ROWS = 4 rows) and step 0's rows of dWh = h_prev.T @ dGh in
   the backward. Both are zero, unless Wh (forward) or dGh at step 0 (backward) hold inf or
   NaN: then 0 * inf = NaN, which the twin (and PyTorch) give and so must the kernels.
-- ``backward(..., input_grad=False)``: no dx products (dx None), and no dh0 product when the
-  forward had no initial state (dh0 None, as always then).
+- ``backward(..., input_grad=False)`` (layers and rnnfast.functional): no dx products (dx
+  None); and a layer's backward makes no dh0 product when the forward had no initial state
+  (dh0 None, as always then).
 
 Each test fails if the skip ignores its condition: a skipped product that should have made
 NaN leaves finite values where the twin has NaN; a skipped dx or dh0 that something else
@@ -14,7 +15,18 @@ depended on changes the weight gradients, compared bit for bit here.
 import numpy as np
 import pytest
 
-from cells_for_tests import COMPILED, KIND_BACKENDS, make_layer, state_arg
+from rnnfast import functional as F
+from cells_for_tests import (
+    COMPILED,
+    KIND_BACKENDS,
+    kernel_backward,
+    kernel_forward,
+    make_layer,
+    param_names,
+    problem_states,
+    random_problem,
+    state_arg,
+)
 
 B, T, D, H = 6, 5, 3, 4     # B >= 4: the forward's zero-start skip applies
 
@@ -166,3 +178,25 @@ def test_backward_without_input_grad_gives_the_same_gradients(cell, backend, con
     assert g.keys() == g_n.keys()
     for k in g:
         np.testing.assert_array_equal(g[k], g_n[k], err_msg=k)
+
+
+@pytest.mark.parametrize("cell,backend", KIND_BACKENDS)
+@pytest.mark.parametrize("with_state", [False, True])
+def test_functional_backward_without_input_grad(cell, backend, with_state):
+    """rnnfast.functional's ``*_backward(..., input_grad=False)``: dx None, every other
+    result that of the full backward, bit for bit."""
+    p = random_problem(cell, B, T, D, H, np.float32, seed=9)
+    if not with_state:
+        p.update(h0=None, c0=None)
+    weights = tuple(p[n] for n in param_names(cell))
+    results = []
+    for input_grad in (True, False):
+        _, _, ws = kernel_forward(F, cell, p["x"], problem_states(cell, p), weights,
+                                  backend=backend)
+        results.append(kernel_backward(F, cell, p["dout"], problem_states(cell, p, "d", "_n"),
+                                       p["x"], p["Wx"], p["Wh"], ws, backend=backend,
+                                       input_grad=input_grad))
+    (dx, d0, g), (dx_n, d0_n, g_n) = results
+    assert dx is not None and dx_n is None
+    for a, b in zip(d0 + g, d0_n + g_n, strict=True):
+        np.testing.assert_array_equal(a, b)
