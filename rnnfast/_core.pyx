@@ -138,6 +138,9 @@ cdef enum:
     # A zero h_{-1} skips step 0's product h_{-1} @ Wh once it has this many rows: the
     # check that Wh is finite (0 * inf is NaN) reads Wh once, as a 1-row product does
     ZERO_START_MIN_ROWS = 4
+    # ... and its step-0 rows of dWh once they are this many multiply-adds: dG is then
+    # packed in two parts, two more calls (a batch-1 call keeps them: 0.5-1% slower else)
+    ZERO_START_MIN_WORK = 1 << 15
 
 
 # ----------------------------------------------------------------------------- cells
@@ -764,7 +767,8 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
     # dx = dG @ Wx.T (h_prev of every row is the first N rows of hs). A zero start's step 0
     # rows (h_{-1} = 0) add nothing to dWh unless dGh is inf or NaN there: dWh from row k0
     k0 = offset(lay, 1)
-    if not (all_zero(k0 * H, hs) and all_finite(k0 * G, <const floating*> dGh)):
+    if not (k0 * H * G >= ZERO_START_MIN_WORK and all_zero(k0 * H, hs)
+            and all_finite(k0 * G, <const floating*> dGh)):
         k0 = 0
     xs = steps_packed(lay, 0, T, D, <const floating*> a.x, xbuf)
     # dx packed first where it is gathered or added to the other direction's

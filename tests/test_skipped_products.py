@@ -2,8 +2,9 @@
 
 - A zero start (no initial state, or zeros): step 0's h_{-1} @ Wh in the forward (batches
   of at least ZERO_START_MIN_ROWS = 4 rows) and step 0's rows of dWh = h_prev.T @ dGh in
-  the backward. Both are zero, unless Wh (forward) or dGh at step 0 (backward) hold inf or
-  NaN: then 0 * inf = NaN, which the twin (and PyTorch) give and so must the kernels.
+  the backward (at least ZERO_START_MIN_WORK = 2^15 multiply-adds). Both are zero, unless
+  Wh (forward) or dGh at step 0 (backward) hold inf or NaN: then 0 * inf = NaN, which the
+  twin (and PyTorch) give and so must the kernels.
 - ``backward(..., input_grad=False)`` (layers and rnnfast.functional): no dx products (dx
   None); and a layer's backward makes no dh0 product when the forward had no initial state
   (dh0 None, as always then).
@@ -28,7 +29,8 @@ from cells_for_tests import (
     state_arg,
 )
 
-B, T, D, H = 6, 5, 3, 4     # B >= 4: the forward's zero-start skip applies
+# the skips apply: B >= 4 rows (the forward's) and B * H * H >= 2^15 multiply-adds (dWh's)
+B, T, D, H = 8, 5, 3, 64
 
 
 def _x(dtype, batch=B, steps=T, seed=1):
@@ -154,7 +156,7 @@ def test_backward_without_input_grad_gives_the_same_gradients(cell, backend, con
     L = config["num_layers"] * (2 if config["bidirectional"] else 1)
     rng = np.random.default_rng(7)
     x = _x(np.float32)
-    lengths = np.array([5, 2, 4, 1, 5, 3]) if with_lengths else None
+    lengths = np.array([5, 2, 4, 1, 5, 3, 5, 1]) if with_lengths else None
     out_width = H * (2 if config["bidirectional"] else 1)
     dout = rng.standard_normal((B, T, out_width)).astype(np.float32)
     n_states = 2 if cell == "lstm" else 1
