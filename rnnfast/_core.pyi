@@ -54,23 +54,26 @@ def rnn_forward(x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F], Wh: _Array
                 ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
 def rnn_backward(dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
                  Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
-                 nonlinearity: _Nonlinearity = "tanh", batch_first: bool = True
-                 ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F]]: ...
+                 nonlinearity: _Nonlinearity = "tanh", batch_first: bool = True, *,
+                 input_grad: bool = True
+                 ) -> tuple[_Array[_F] | None, _Array[_F], _Array[_F], _Array[_F],
+                            _Array[_F]]: ...
 def lstm_forward(x: _Array[_F], h0: _Array[_F] | None, c0: _Array[_F] | None, Wx: _Array[_F],
                  Wh: _Array[_F], b: _Array[_F], batch_first: bool = True, training: bool = True
                  ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Workspace | None]: ...
 def lstm_backward(dout: _Array[_F] | None, dh_n: _Array[_F] | None, dc_n: _Array[_F] | None,
                   x: _Array[_F], Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace,
-                  batch_first: bool = True
-                  ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
+                  batch_first: bool = True, *, input_grad: bool = True
+                  ) -> tuple[_Array[_F] | None, _Array[_F], _Array[_F], _Array[_F], _Array[_F],
                              _Array[_F]]: ...
 def gru_forward(x: _Array[_F], h0: _Array[_F] | None, Wx: _Array[_F], Wh: _Array[_F],
                 b: _Array[_F], b_hn: _Array[_F], batch_first: bool = True,
                 training: bool = True
                 ) -> tuple[_Array[_F], _Array[_F], _Workspace | None]: ...
 def gru_backward(dout: _Array[_F] | None, dh_n: _Array[_F] | None, x: _Array[_F],
-                 Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace, batch_first: bool = True
-                 ) -> tuple[_Array[_F], _Array[_F], _Array[_F], _Array[_F], _Array[_F],
+                 Wx: _Array[_F], Wh: _Array[_F], workspace: _Workspace, batch_first: bool = True,
+                 *, input_grad: bool = True
+                 ) -> tuple[_Array[_F] | None, _Array[_F], _Array[_F], _Array[_F], _Array[_F],
                             _Array[_F]]: ...
 
 class SharedBuffers:

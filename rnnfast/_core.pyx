@@ -1565,10 +1565,13 @@ def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, trainin
     return out, h_n, workspace
 
 
-def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True):
-    """Returns ``(dx, dh0, dWx, dWh, db)``. Overwrites the workspace's gates."""
+def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True, *,
+                 bint input_grad=True):
+    """Returns ``(dx, dh0, dWx, dWh, db)``, dx None without ``input_grad`` (its products
+    skipped). Overwrites the workspace's gates."""
     dx, dh0, _, dWx, dWh, db, _ = _backward(_NONLINEARITY_KINDS[nonlinearity], dout, dh_n,
-                                            None, x, Wx, Wh, workspace, batch_first)
+                                            None, x, Wx, Wh, workspace, batch_first,
+                                            need_dx=input_grad)
     return dx, dh0, dWx, dWh, db
 
 
@@ -1577,9 +1580,12 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
     return _forward(KIND_LSTM, x, h0, c0, Wx, Wh, b, None, batch_first, training)
 
 
-def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
-    """Returns ``(dx, dh0, dc0, dWx, dWh, db)``. Overwrites the workspace's gates."""
-    return _backward(KIND_LSTM, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first)[:6]
+def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True, *,
+                  bint input_grad=True):
+    """Returns ``(dx, dh0, dc0, dWx, dWh, db)`` (dx: see rnn_backward). Overwrites the
+    workspace's gates."""
+    return _backward(KIND_LSTM, dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first,
+                     need_dx=input_grad)[:6]
 
 
 def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
@@ -1589,10 +1595,12 @@ def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
     return out, h_n, workspace
 
 
-def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
-    """Returns ``(dx, dh0, dWx, dWh, db, db_hn)``. Overwrites the workspace's gates."""
+def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True, *,
+                 bint input_grad=True):
+    """Returns ``(dx, dh0, dWx, dWh, db, db_hn)`` (dx: see rnn_backward). Overwrites the
+    workspace's gates."""
     dx, dh0, _, dWx, dWh, db, db_hn = _backward(KIND_GRU, dout, dh_n, None, x, Wx, Wh,
-                                                workspace, batch_first)
+                                                workspace, batch_first, need_dx=input_grad)
     return dx, dh0, dWx, dWh, db, db_hn
 
 

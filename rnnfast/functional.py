@@ -72,14 +72,6 @@ def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, trainin
     return k.rnn_forward(x, h0, Wx, Wh, b, nonlinearity, bool(batch_first), bool(training))
 
 
-def _without_dx(k, spec, dout, dstates, x, Wx, Wh, workspace, batch_first):
-    """A checked backward with ``input_grad=False``: the kernels' direction_backward, which
-    skips dx's products, its result in the functions' order with dx None."""
-    _, dstates0, grads = k.direction_backward(spec.kind, dout, dstates, x, Wx, Wh, workspace,
-                                              bool(batch_first), need_dx=False)
-    return (None,) + tuple(dstates0) + tuple(grads)
-
-
 def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True,
                  *, backend="cython", input_grad=True):
     """BPTT of ``rnn_forward``; returns ``(dx, dh0, dWx, dWh, db)``. Consumes ``workspace``.
@@ -89,9 +81,8 @@ def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_fi
     dout, (dh_n,), x, (Wx, Wh), workspace = _checks.check_backward(
         spec, dout, (dh_n,), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
-    if not input_grad:
-        return _without_dx(k, spec, dout, (dh_n,), x, Wx, Wh, workspace, batch_first)
-    return k.rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity, bool(batch_first))
+    return k.rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity, bool(batch_first),
+                          input_grad=bool(input_grad))
 
 
 def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True, *, backend="cython"):
@@ -110,9 +101,8 @@ def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True, *,
     dout, (dh_n, dc_n), x, (Wx, Wh), workspace = _checks.check_backward(
         _LSTM, dout, (dh_n, dc_n), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
-    if not input_grad:
-        return _without_dx(k, _LSTM, dout, (dh_n, dc_n), x, Wx, Wh, workspace, batch_first)
-    return k.lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, bool(batch_first))
+    return k.lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, bool(batch_first),
+                           input_grad=bool(input_grad))
 
 
 def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True, *, backend="cython"):
@@ -132,6 +122,5 @@ def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True, *, backend=
     dout, (dh_n,), x, (Wx, Wh), workspace = _checks.check_backward(
         _GRU, dout, (dh_n,), x, (Wx, Wh), workspace, batch_first, backend)
     workspace["consumed"] = True
-    if not input_grad:
-        return _without_dx(k, _GRU, dout, (dh_n,), x, Wx, Wh, workspace, batch_first)
-    return k.gru_backward(dout, dh_n, x, Wx, Wh, workspace, bool(batch_first))
+    return k.gru_backward(dout, dh_n, x, Wx, Wh, workspace, bool(batch_first),
+                          input_grad=bool(input_grad))

@@ -422,12 +422,13 @@ def rnn_forward(x, h0, Wx, Wh, b, nonlinearity="tanh", batch_first=True, trainin
     return out, h_n, workspace
 
 
-def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True):
-    """Returns ``(dx, dh0, dWx, dWh, db)``."""
+def rnn_backward(dout, dh_n, x, Wx, Wh, workspace, nonlinearity="tanh", batch_first=True, *,
+                 input_grad=True):
+    """Returns ``(dx, dh0, dWx, dWh, db)``; dx None without ``input_grad``."""
     spec = cells.for_layer("rnn", nonlinearity)
     dx, (dh0,), (dWx, dWh, db) = _backward(spec, dout, (dh_n,), x, Wx, Wh, workspace,
                                            batch_first)
-    return dx, dh0, dWx, dWh, db
+    return (dx if input_grad else None), dh0, dWx, dWh, db
 
 
 def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
@@ -437,11 +438,12 @@ def lstm_forward(x, h0, c0, Wx, Wh, b, batch_first=True, training=True):
     return out, h_n, c_n, workspace
 
 
-def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True):
-    """Returns ``(dx, dh0, dc0, dWx, dWh, db)``."""
+def lstm_backward(dout, dh_n, dc_n, x, Wx, Wh, workspace, batch_first=True, *,
+                  input_grad=True):
+    """Returns ``(dx, dh0, dc0, dWx, dWh, db)``; dx None without ``input_grad``."""
     dx, (dh0, dc0), (dWx, dWh, db) = _backward(cells.get("lstm"), dout, (dh_n, dc_n), x, Wx,
                                                Wh, workspace, batch_first)
-    return dx, dh0, dc0, dWx, dWh, db
+    return (dx if input_grad else None), dh0, dc0, dWx, dWh, db
 
 
 def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
@@ -451,11 +453,11 @@ def gru_forward(x, h0, Wx, Wh, b, b_hn, batch_first=True, training=True):
     return out, h_n, workspace
 
 
-def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True):
-    """Returns ``(dx, dh0, dWx, dWh, db, db_hn)``."""
+def gru_backward(dout, dh_n, x, Wx, Wh, workspace, batch_first=True, *, input_grad=True):
+    """Returns ``(dx, dh0, dWx, dWh, db, db_hn)``; dx None without ``input_grad``."""
     dx, (dh0,), (dWx, dWh, db, db_hn) = _backward(cells.get("gru"), dout, (dh_n,), x, Wx,
                                                   Wh, workspace, batch_first)
-    return dx, dh0, dWx, dWh, db, db_hn
+    return (dx if input_grad else None), dh0, dWx, dWh, db, db_hn
 
 
 def dense_cross_entropy(h, W, b, labels, dW, db):
