@@ -72,42 +72,27 @@ static inline void rf_denormals_restore(unsigned int old) { (void)old; }
 /* Whether a product with a zero operand may be skipped: n values all zero (+0 or -0), or
  * all finite (0 * inf and 0 * NaN are NaN, which the product would have made). Bit tests
  * on integers, an OR of the lanes: vectorized at -O3 with no float exceptions. */
-static inline int rf_all_zero_f(ptrdiff_t n, const float* x) {
-    uint32_t seen = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, sizeof u);
-        seen |= u << 1;                         /* all but the sign */
-    }
-    return seen == 0;
+#define RF_SCANS(SFX, REAL, UINT, EXPONENT)                                                 \
+static inline int rf_all_zero_##SFX(ptrdiff_t n, const REAL* x) {                          \
+    UINT seen = 0;                                                                          \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        UINT u;                                                                             \
+        memcpy(&u, x + i, sizeof u);                                                        \
+        seen |= u << 1;                                   /* all but the sign */            \
+    }                                                                                       \
+    return seen == 0;                                                                       \
+}                                                                                           \
+static inline int rf_all_finite_##SFX(ptrdiff_t n, const REAL* x) {                        \
+    UINT bad = 0;                                                                           \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        UINT u;                                                                             \
+        memcpy(&u, x + i, sizeof u);                                                        \
+        bad |= (u & (EXPONENT)) == (EXPONENT);            /* all ones: inf or NaN */        \
+    }                                                                                       \
+    return bad == 0;                                                                        \
 }
-static inline int rf_all_zero_d(ptrdiff_t n, const double* x) {
-    uint64_t seen = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        uint64_t u;
-        memcpy(&u, x + i, sizeof u);
-        seen |= u << 1;
-    }
-    return seen == 0;
-}
-static inline int rf_all_finite_f(ptrdiff_t n, const float* x) {
-    uint32_t bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, x + i, sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;    /* exponent all ones: inf or NaN */
-    }
-    return bad == 0;
-}
-static inline int rf_all_finite_d(ptrdiff_t n, const double* x) {
-    uint64_t bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        uint64_t u;
-        memcpy(&u, x + i, sizeof u);
-        bad |= (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
-    }
-    return bad == 0;
-}
+RF_SCANS(f, float, uint32_t, 0x7f800000u)
+RF_SCANS(d, double, uint64_t, 0x7ff0000000000000ull)
 
 /* AddressSanitizer builds (RNNFAST_SANITIZE=address): a call's internal buffers are carved
  * out of one scratch block (_core.carve), so the red zones between them are poisoned by
