@@ -70,7 +70,11 @@ static inline __attribute__((always_inline)) REAL SFX(rf_sigmoid)(REAL x) {
     return 1 / (1 + SFX(rf_exp)(-x));
 }
 
-/* Vectorizable bulk versions, used by the unit tests of the approximations. */
+/* Vectorizable bulk versions: exp for the classifier head's softmax (_core.head_step),
+ * tanh and sigmoid for the unit tests of the approximations. */
+static void SFX(rf_exp_array)(ptrdiff_t n, const REAL* restrict x, REAL* restrict y) {
+    for (ptrdiff_t j = 0; j < n; j++) y[j] = SFX(rf_exp)(x[j]);
+}
 static void SFX(rf_tanh_array)(ptrdiff_t n, const REAL* restrict x, REAL* restrict y) {
     for (ptrdiff_t j = 0; j < n; j++) y[j] = SFX(rf_tanh)(x[j]);
 }

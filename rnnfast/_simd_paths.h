@@ -35,6 +35,7 @@
 /* The kernels of each path, X(name, parameters, arguments): a table entry and an entry
  * point each. (REAL is expanded where the list is used.) */
 #define RF_KERNELS(X)                                                                      \
+    X(exp_array, (ptrdiff_t n, const REAL* x, REAL* y), (n, x, y))                         \
     X(tanh_array, (ptrdiff_t n, const REAL* x, REAL* y), (n, x, y))                        \
     X(sigmoid_array, (ptrdiff_t n, const REAL* x, REAL* y), (n, x, y))                     \
     X(rnn_forward_row, (int n, int act, const REAL* a, const REAL* b, REAL* h,             \
