@@ -255,16 +255,14 @@ cdef inline bint all_finite(Py_ssize_t n, const floating* x) noexcept nogil:
 cdef inline bint zero_product(int m, int k, int n, const floating* a,
                               const floating* w) noexcept nogil:
     """Whether the product a (m, k) @ w (k, n) is exactly zero, to the sign of its zeros:
-    a all zero and w finite (a zero start's first step)."""
+    a all zero (its m * k values, stored either way round) and w finite. A zero start's
+    step 0: h_{-1} @ Wh in the forward, h_{-1}.T @ dGh (dWh's rows) in the backward."""
     return all_zero(<Py_ssize_t> m * k, a) and all_finite(<Py_ssize_t> k * n, w)
 
 
-cdef inline Py_ssize_t packed_values(floating tag, int k, int n) noexcept nogil:
-    """Values of a (k, n) operand packed by pack_panels."""
-    if floating is float:
-        return rf_packed_size_f(k, n)
-    else:
-        return rf_packed_size_d(k, n)
+cdef inline Py_ssize_t packed_size(bint is_float, int K, int N) noexcept nogil:
+    """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
+    return rf_packed_size_f(K, N) if is_float else rf_packed_size_d(K, N)
 
 
 cdef inline void pack_panels(int k, int n, const floating* w, int ldw, bint transposed,
@@ -775,9 +773,10 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
     # the deferred GEMMs over all packed rows: dWx = x.T @ dG, dWh = h_prev.T @ dGh,
     # dx = dG @ Wx.T (h_prev of every row is the first N rows of hs). A zero start's step 0
     # rows (h_{-1} = 0) add nothing to dWh unless dGh is inf or NaN there: dWh from row k0
+    # (those rows' part of dWh is h_{-1}.T (H, k0) @ dGh (k0, G))
     k0 = offset(lay, 1)
-    if not (k0 * H * G >= ZERO_START_MIN_WORK and all_zero(k0 * H, hs)
-            and all_finite(k0 * G, <const floating*> dGh)):
+    if not (k0 * H * G >= ZERO_START_MIN_WORK
+            and zero_product(H, <int> k0, G, hs, <const floating*> dGh)):
         k0 = 0
     xs = steps_packed(lay, 0, T, D, <const floating*> a.x, xbuf)
     # dx packed first where it is gathered or added to the other direction's
@@ -794,7 +793,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
             if gru:                                                   # (dG is done with)
                 pack_panels(<int> (rows - k0), G, dGh + k0 * G, G, False, dGp)
         else:           # dG packed in two parts, step 0's rows and the rest (dWh's)
-            dGh_packed = dGp + packed_values(tag, <int> k0, G)
+            dGh_packed = dGp + packed_size(floating is float, <int> k0, G)
             pack_panels(<int> k0, G, gates, G, False, dGp)
             pack_panels(<int> (rows - k0), G, gates + k0 * G, G, False, dGh_packed)
             packed_gemm(D, G, <int> k0, xs, True, dGp, False, dWx, deferred_scratch, False)
@@ -1123,10 +1122,6 @@ cdef bint use_packed(long long step_work, bint is_float):
         return False
     return step_work <= packed_max_work
 
-
-cdef inline Py_ssize_t packed_size(bint is_float, int K, int N) noexcept:
-    """Values in a (K, N) weight packed by rf_pack_panels: N padded to whole panels."""
-    return rf_packed_size_f(K, N) if is_float else rf_packed_size_d(K, N)
 
 
 cdef inline Py_ssize_t a_packed_size(Py_ssize_t max_rows, Py_ssize_t max_k) noexcept:

@@ -27,6 +27,7 @@ from cells_for_tests import (
     problem_states,
     random_problem,
     state_arg,
+    state_names,
 )
 
 # the skips apply: B >= 4 rows (the forward's) and B * H * H >= 2^15 multiply-adds (dWh's)
@@ -122,7 +123,7 @@ def test_zero_start_equals_an_explicit_zero_state_and_a_tiny_one(cell):
     results agree to rounding, and None and zeros bit for bit."""
     x = _x(np.float64)
     dout = np.random.default_rng(6).standard_normal((B, T, H))
-    n_states = 2 if cell == "lstm" else 1
+    n_states = len(state_names(cell))
     got = []
     for h0 in (None, 0.0, 1e-30):
         layer = make_layer(cell, D, H, dtype=np.float64, seed=4)
@@ -159,7 +160,7 @@ def test_backward_without_input_grad_gives_the_same_gradients(cell, backend, con
     lengths = np.array([5, 2, 4, 1, 5, 3, 5, 1]) if with_lengths else None
     out_width = H * (2 if config["bidirectional"] else 1)
     dout = rng.standard_normal((B, T, out_width)).astype(np.float32)
-    n_states = 2 if cell == "lstm" else 1
+    n_states = len(state_names(cell))
     shape = (L, B, H) if L > 1 else (B, H)
     states = tuple(rng.standard_normal(shape).astype(np.float32) for _ in range(n_states))
     dstates = tuple(rng.standard_normal(shape).astype(np.float32) for _ in range(n_states))
