@@ -60,7 +60,9 @@
                     int parallel),                                                         \
       (m, n, k, a, lda, a_transposed, wp, accumulate, c, ldc, a_packed, parallel))         \
     X(add_column_sums, (ptrdiff_t rows, int n, const REAL* src, ptrdiff_t ld, REAL* dst),  \
-      (rows, n, src, ld, dst))
+      (rows, n, src, ld, dst))                                                             \
+    X(transpose, (int rows, int cols, const REAL* src, ptrdiff_t lds, REAL* dst,           \
+                  ptrdiff_t ldd), (rows, cols, src, lds, dst, ldd))
 #define RF_KERNEL_FIELD(name, params, args) void (*name) params;
 #define RF_KERNEL_OF_PATH(name, params, args) SFX(rf_##name),
 #define RF_KERNEL_ENTRY(name, params, args)                                                \

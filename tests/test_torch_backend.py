@@ -535,17 +535,6 @@ def test_gradient_on_one_output_only(kind):
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("threshold", [0, 10**9], ids=["torch_transpose", "numpy_transpose"])
-def test_both_transposing_copies(monkeypatch, threshold):
-    """Large weights (and their gradients) are transposed by torch's copy, small ones by
-    NumPy's: both routes give torch.nn's results (forced here at a small size)."""
-    monkeypatch.setattr(rt, "_TORCH_TRANSPOSE_MIN", threshold)
-    for kind in ("lstm", "gru"):
-        ref, ours = pair(kind, dtype=np.float64, num_layers=2)
-        x, hx = inputs(kind, batch_first=False, dtype=np.float64, num_layers=2)
-        assert_same_results(run(ours, x, hx), run(ref, x, hx), np.float64)
-
-
 @pytest.mark.parametrize("kind", TORCH_KINDS)
 def test_retain_graph_one_layer(kind):
     """The one-layer, one-direction path (its own tape: input and workspace): a retained
