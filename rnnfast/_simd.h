@@ -160,6 +160,7 @@ static inline double rf_pow2_from_shifted_d(double t) {
 enum { RF_ACT_TANH = 0, RF_ACT_RELU = 1, RF_ACT_SIGMOID = 2 };
 
 #define REAL float
+#define RF_REAL_BYTES 4
 #define RSFX(name) name##_f
 #define RF_EXP_LO (-87.0f)      /* exp(lo) is still a normal float */
 #define RF_EXP_HI (88.8f)       /* 2^128 is built as +inf: exp overflows cleanly */
@@ -173,6 +174,7 @@ enum { RF_ACT_TANH = 0, RF_ACT_RELU = 1, RF_ACT_SIGMOID = 2 };
 #include "_simd_paths.h"   /* (undefines the parameters above) */
 
 #define REAL double
+#define RF_REAL_BYTES 8
 #define RSFX(name) name##_d
 #define RF_EXP_LO (-708.0)
 #define RF_EXP_HI (709.9)

@@ -98,6 +98,7 @@ static inline int RSFX(rf_packed_size)(int k, int n) {
 #undef SFX
 #undef RSFX
 #undef REAL
+#undef RF_REAL_BYTES
 #undef RF_EXP_LO
 #undef RF_EXP_HI
 #undef RF_SHIFTER

@@ -1,15 +1,17 @@
 """``_core.transposed``: the tiled transposing copy rnnfast.torch makes of every weight and
 weight gradient per call (torch keeps ``weight_ih`` as ``(G, D)``, the kernels read
-``Wx = (D, G)``). Checked against NumPy's ``a.T`` value for value on shapes around the
-tile size (16) and its multiples, both dtypes; anything but a 2-D C-contiguous float
+``Wx = (D, G)``). Checked against NumPy's ``a.T`` value for value on shapes around its
+register blocks (one vector a side: 8 floats or 4 doubles, 4 and 2 on SSE2) and its tiles
+(32 x 32) and their multiples, both dtypes; anything but a 2-D C-contiguous float
 array takes NumPy's route and gives the same. Also in CI's reruns on every SIMD path."""
 import numpy as np
 import pytest
 
 from rnnfast import _core
 
-SHAPES = [(1, 1), (1, 7), (7, 1), (3, 5), (16, 16), (15, 17), (17, 15), (128, 8), (8, 128),
-          (128, 32), (33, 250), (256, 64), (0, 4), (4, 0)]
+SHAPES = [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5), (4, 4), (8, 8), (9, 9), (16, 16), (15, 17),
+          (17, 15), (31, 33), (32, 32), (64, 40), (40, 64), (128, 8), (8, 128), (128, 32),
+          (33, 250), (256, 64), (0, 4), (4, 0)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
