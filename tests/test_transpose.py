@@ -16,7 +16,7 @@ SHAPES = [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5), (4, 4), (8, 8), (9, 9), (16, 1
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "%dx%d" % s)
-def test_transposed_is_numpys_transpose(shape, dtype):
+def test_transposed_equals_a_dot_T(shape, dtype):
     a = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype)
     before = a.copy()
     t = _core.transposed(a)
@@ -33,7 +33,7 @@ def test_transposed_is_numpys_transpose(shape, dtype):
     np.arange(6, dtype=np.float32),                     # 1-D
     [[1.0, 2.0], [3.0, 4.0]],                           # not an array
 ], ids=["strided", "fortran", "int64", "1d", "list"])
-def test_other_inputs_take_numpys_route(a):
+def test_other_inputs_take_the_fallback(a):
     t = _core.transposed(a)
     expected = np.asarray(a).T
     assert t.flags.c_contiguous and t.dtype == expected.dtype
