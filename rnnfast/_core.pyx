@@ -73,6 +73,7 @@ cdef extern from "_simd.h" nogil:
     int rf_simd_cpu_best()
     int rf_simd_use(int path)
     int rf_simd_current()
+    long long rf_w_in_cache_use(long long bytes)
     const int RF_PATH_AVX512
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
@@ -2493,6 +2494,13 @@ def _simd_from_environment():
 
 
 _simd_from_environment()
+
+
+def _set_w_in_cache(long long nbytes):
+    """Development aid: the packed weight size (bytes) above which the packed products
+    fetch W ahead and run k blocks outermost (0: the default, 1 MiB; see _simd.h); returns
+    the previous value. Changes no result, only speed. Not while kernels run."""
+    return rf_w_in_cache_use(nbytes)
 
 
 # ----------------------------------------------------------------------------- optimizers

@@ -134,10 +134,24 @@ static inline void rf_asan_unpoison(const void* p, size_t n) { (void)p; (void)n;
 #ifndef RF_K_GROUP
 #define RF_K_GROUP 2
 #endif
-/* Packed weights larger than this (bytes) are fetched ahead panel by panel: half of L2. */
+/* Packed weights larger than rf_w_in_cache bytes are fetched ahead panel by panel, and
+ * their products run k blocks outermost (rf_packed_gemm); smaller ones are left to the
+ * hardware prefetchers. 1 MiB, whatever the L2: on a Zen 1 (512 KiB of L2) fetching
+ * ahead made W of 512 KiB - 1 MiB 9-12% slower, was even at 2 MiB, and 4-7% faster from 4
+ * MiB (session 16), the same crossing as on the AVX-512 machines with 1-2 MiB of L2.
+ * Either setting sums alike (only the loop order and the prefetches change), so it is a
+ * speed knob only (_core._set_w_in_cache; tests/test_simd.py runs both orders). */
 #ifndef RF_W_IN_CACHE
 #define RF_W_IN_CACHE (1 << 20)
 #endif
+static long long rf_w_in_cache = RF_W_IN_CACHE;
+/* Sets the threshold (bytes; 0 or less: RF_W_IN_CACHE) and returns the one before. Not
+ * while kernels run. */
+static inline long long rf_w_in_cache_use(long long bytes) {
+    const long long previous = rf_w_in_cache;
+    rf_w_in_cache = bytes > 0 ? bytes : RF_W_IN_CACHE;
+    return previous;
+}
 
 /* 2^n for an integer-valued n, from the bits of t = n + 1.5 * 2^23 (float) or
  * n + 1.5 * 2^52 (double): n sits in the low mantissa bits of t, so adding the

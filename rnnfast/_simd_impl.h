@@ -808,7 +808,7 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
                                  ks, a_packed, wp, c, ldc);
         return;
     }
-    const int prefetch_next = (long long)k * n * (ptrdiff_t)sizeof(REAL) > RF_W_IN_CACHE;
+    const int prefetch_next = (long long)k * n * (ptrdiff_t)sizeof(REAL) > rf_w_in_cache;
     /* The 8-row blocks read A interleaved (a_packed) when it is given transposed (its rows
      * are then columns of a) or when its rows are a multiple of 4 KiB apart (they would
      * alias in L1); else straight from a, saving a copy as large as A. */

@@ -107,11 +107,23 @@ PRODUCTS = [(m, 2 * m + 1, 40) for m in range(1, 14)] + [
 ]
 
 
-def test_packed_product_blocks(path):
+@pytest.fixture(params=["fetch_ahead", "in_cache"])
+def loop_order(request):
+    """The packed product's two loop orders (rf_packed_gemm), whatever this CPU's L2: every
+    W fetched ahead panel by panel with k blocks outermost (threshold 1 byte), or every W
+    taken as held in L2, row chunks outermost (2^62 bytes). The threshold before is back
+    after the test."""
+    before = _core._set_w_in_cache(1 if request.param == "fetch_ahead" else 1 << 62)
+    yield request.param
+    _core._set_w_in_cache(before)
+
+
+def test_packed_product_blocks(path, loop_order):
     """rf_packed_gemm (through _core._packed_matmul_bench, float32) on small-integer
     operands, whose products and sums float32 holds exactly in any order: so the result
-    must equal the integer product bit for bit, whatever the blocking. A value summed
-    from a wrong row, column or term of k, or a column written past n, cannot pass."""
+    must equal the integer product bit for bit, whatever the blocking and loop order. A
+    value summed from a wrong row, column or term of k, or a column written past n,
+    cannot pass."""
     rng = np.random.default_rng(7)
     for m, k, n in PRODUCTS:
         a = rng.integers(-3, 4, (m, k))
@@ -119,6 +131,33 @@ def test_packed_product_blocks(path):
         got = _core._packed_matmul_bench(a.astype(np.float32), w.astype(np.float32), 1)
         np.testing.assert_array_equal(got, (a @ w).astype(np.float32),
                                       err_msg=f"m, k, n = {m}, {k}, {n}")
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+def test_loop_orders_sum_alike(path, kind, dtype):
+    """The W-in-cache threshold picks only the loop order and the prefetches, not the sums:
+    a forward and backward whose products have several row chunks and k blocks (180 rows
+    of 300 inputs, gates of 384 and more) give the same bits under both orders."""
+    p = random_problem(kind, 20, 9, 300, 96, dtype, seed=11)
+    results = {}
+    for threshold in (1, 1 << 62):
+        before = _core._set_w_in_cache(threshold)
+        try:
+            results[threshold] = run(kind, p, "cython")
+        finally:
+            _core._set_w_in_cache(before)
+    for name, want in results[1].items():
+        np.testing.assert_array_equal(results[1 << 62][name], want, err_msg=name)
+
+
+def test_w_in_cache_is_set_and_restored():
+    """_set_w_in_cache returns the value before it; 0 restores the default, 1 MiB."""
+    before = _core._set_w_in_cache(12345)
+    try:
+        assert _core._set_w_in_cache(0) == 12345
+        assert _core._set_w_in_cache(0) == 1 << 20
+    finally:
+        _core._set_w_in_cache(before)
 
 
 @pytest.mark.parametrize("batch", ["odd", "one"])
