@@ -136,9 +136,9 @@ static inline void rf_asan_unpoison(const void* p, size_t n) { (void)p; (void)n;
 #endif
 /* Packed weights larger than rf_w_in_cache bytes are fetched ahead panel by panel, and
  * their products run k blocks outermost (rf_packed_gemm); smaller ones are left to the
- * hardware prefetchers. 1 MiB, whatever the L2: on a Zen 1 (512 KiB of L2) fetching
- * ahead made W of 512 KiB - 1 MiB 9-12% slower, was even at 2 MiB, and 4-7% faster from 4
- * MiB (session 16), the same crossing as on the AVX-512 machines with 1-2 MiB of L2.
+ * hardware prefetchers. 1 MiB, not half the L2: on a Zen 1 (512 KiB of L2) fetching
+ * ahead made W of 512 KiB - 1 MiB 7-12% slower, was even at 2 MiB, and 4-7% faster from 4
+ * MiB (BENCHMARKS.md, session 16).
  * Either setting sums alike (only the loop order and the prefetches change), so it is a
  * speed knob only (_core._set_w_in_cache; tests/test_simd.py runs both orders). */
 #ifndef RF_W_IN_CACHE

@@ -9,6 +9,7 @@ approximations to their bounds; paths the CPU lacks are skipped, visibly. Then t
 itself: RNNFAST_SIMD at import, set_simd_path, and their bad inputs. No test assumes which
 path the machine picks by itself.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -107,15 +108,28 @@ PRODUCTS = [(m, 2 * m + 1, 40) for m in range(1, 14)] + [
 ]
 
 
-@pytest.fixture(params=["fetch_ahead", "in_cache"])
+# The packed product's two loop orders (rf_packed_gemm), whatever this CPU's L2, by the
+# W-in-cache threshold: every W fetched ahead panel by panel with k blocks outermost (1
+# byte), or every W taken as held in L2, row chunks outermost (2^62 bytes)
+LOOP_ORDERS = {"fetch_ahead": 1, "in_cache": 1 << 62}
+
+
+@contextlib.contextmanager
+def w_in_cache(threshold):
+    """The packed products' W-in-cache threshold set to ``threshold`` bytes; the one before
+    is back afterwards."""
+    before = _core._set_w_in_cache(threshold)
+    try:
+        yield
+    finally:
+        _core._set_w_in_cache(before)
+
+
+@pytest.fixture(params=list(LOOP_ORDERS))
 def loop_order(request):
-    """The packed product's two loop orders (rf_packed_gemm), whatever this CPU's L2: every
-    W fetched ahead panel by panel with k blocks outermost (threshold 1 byte), or every W
-    taken as held in L2, row chunks outermost (2^62 bytes). The threshold before is back
-    after the test."""
-    before = _core._set_w_in_cache(1 if request.param == "fetch_ahead" else 1 << 62)
-    yield request.param
-    _core._set_w_in_cache(before)
+    """Each loop order in turn (LOOP_ORDERS), for one test."""
+    with w_in_cache(LOOP_ORDERS[request.param]):
+        yield request.param
 
 
 def test_packed_product_blocks(path, loop_order):
@@ -140,24 +154,18 @@ def test_loop_orders_sum_alike(path, kind, dtype):
     of 300 inputs, gates of 384 and more) give the same bits under both orders."""
     p = random_problem(kind, 20, 9, 300, 96, dtype, seed=11)
     results = {}
-    for threshold in (1, 1 << 62):
-        before = _core._set_w_in_cache(threshold)
-        try:
-            results[threshold] = run(kind, p, "cython")
-        finally:
-            _core._set_w_in_cache(before)
-    for name, want in results[1].items():
-        np.testing.assert_array_equal(results[1 << 62][name], want, err_msg=name)
+    for order, threshold in LOOP_ORDERS.items():
+        with w_in_cache(threshold):
+            results[order] = run(kind, p, "cython")
+    for name, want in results["fetch_ahead"].items():
+        np.testing.assert_array_equal(results["in_cache"][name], want, err_msg=name)
 
 
 def test_w_in_cache_is_set_and_restored():
     """_set_w_in_cache returns the value before it; 0 restores the default, 1 MiB."""
-    before = _core._set_w_in_cache(12345)
-    try:
+    with w_in_cache(12345):
         assert _core._set_w_in_cache(0) == 12345
         assert _core._set_w_in_cache(0) == 1 << 20
-    finally:
-        _core._set_w_in_cache(before)
 
 
 @pytest.mark.parametrize("batch", ["odd", "one"])
