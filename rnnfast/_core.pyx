@@ -74,6 +74,7 @@ cdef extern from "_simd.h" nogil:
     int rf_simd_use(int path)
     int rf_simd_current()
     long long rf_w_in_cache_use(long long bytes)
+    int rf_interleave_aliased_use(int on)
     const int RF_PATH_AVX512
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)
@@ -2501,6 +2502,17 @@ def _set_w_in_cache(long long nbytes):
     fetch W ahead and run k blocks outermost (0: the default, 1 MiB; see _simd.h); returns
     the previous value. Changes no result, only speed. Not while kernels run."""
     return rf_w_in_cache_use(nbytes)
+
+
+def _set_interleave_aliased(int mode):
+    """Development aid: whether the packed products copy A's rows (interleaved) when they
+    lie a multiple of 4 KiB apart and W is held in cache: 1 copy, 0 read in place, -1 this
+    machine's default (in place where the L1 has at least 12 ways; see _simd.h). Returns
+    the setting before (1 or 0). Changes no result, only speed. Not while kernels run."""
+    return rf_interleave_aliased_use(mode)
+
+
+rf_interleave_aliased_use(-1)
 
 
 # ----------------------------------------------------------------------------- optimizers

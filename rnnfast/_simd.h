@@ -112,6 +112,7 @@ static inline void rf_asan_unpoison(const void* p, size_t n) { (void)p; (void)n;
  * and threadpoolctl set, unless the machine or the process is busy): below that, waking a
  * second thread risks more than it saves. */
 #include "_threads.h"
+#include <unistd.h>     /* sysconf: the L1's ways (rf_interleave_aliased_use) */
 #ifndef RF_THREADS_MIN_WORK
 #define RF_THREADS_MIN_WORK (1LL << 21)
 #endif
@@ -150,6 +151,35 @@ static long long rf_w_in_cache = RF_W_IN_CACHE;
 static inline long long rf_w_in_cache_use(long long bytes) {
     const long long previous = rf_w_in_cache;
     rf_w_in_cache = bytes > 0 ? bytes : RF_W_IN_CACHE;
+    return previous;
+}
+
+/* Whether the packed products copy A's rows into a_packed (interleaved) when those rows lie
+ * a multiple of 4 KiB apart and W is held in cache (rows outermost), or read them in
+ * place. Such rows fall into one L1 set: an 8-row block takes 8 of its ways, all of an
+ * 8-way L1 (Zen 1-4), but leaves 4 of a 12-way one for W and C. On an Intel Xeon with a
+ * 48 KiB 12-way L1, in place was 1.27x faster at 3200 x 1024 x 128 (the medium LSTM's
+ * dx), 1.36x at 16 x 1024 x 64 and 1.08x at 32 x 1024 x 256, 1.06x for the medium LSTM's
+ * forward+backward (AVX2 path alike; BENCHMARKS.md, session 17); copied stays the rule for
+ * a W fetched ahead (k blocks outermost: in place 0.95-0.98x there), and for L1s of fewer
+ * than 12 ways or of unknown associativity (in place not measured there). Either reads
+ * the same values, so it changes no result (_core._set_interleave_aliased;
+ * tests/test_simd.py runs both). */
+#define RF_IN_PLACE_MIN_WAYS 12
+static int rf_interleave_aliased = 1;
+/* Sets it: 1 copy, 0 in place, -1 this machine's default (by the L1's ways); returns the
+ * setting before. Not while kernels run. */
+static inline int rf_interleave_aliased_use(int mode) {
+    const int previous = rf_interleave_aliased;
+    if (mode < 0) {
+#ifdef _SC_LEVEL1_DCACHE_ASSOC
+        const long ways = sysconf(_SC_LEVEL1_DCACHE_ASSOC);
+#else
+        const long ways = 0;
+#endif
+        mode = !(ways >= RF_IN_PLACE_MIN_WAYS);
+    }
+    rf_interleave_aliased = mode != 0;
     return previous;
 }
 

@@ -19,7 +19,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import rnnfast
-from rnnfast import _core
+from rnnfast import _core, cells
 import test_approximations as approximations
 from cells_for_tests import COMPILED, random_problem, run
 from test_parity import SHAPE_ID, assert_parity, assert_results_close, weight_grad_scales
@@ -132,7 +132,31 @@ def loop_order(request):
         yield request.param
 
 
-def test_packed_product_blocks(path, loop_order):
+# The packed product's two ways of reading A rows a multiple of 4 KiB apart (rf_packed_gemm,
+# when W is held in cache): copied into its interleaved scratch (1) or in place (0),
+# whatever this CPU's L1 would choose
+ALIASED_ROWS = {"copied": 1, "in_place": 0}
+
+
+@contextlib.contextmanager
+def aliased_rows(mode):
+    """The packed products' reading of 4 KiB-strided A rows set to ``mode``; the setting
+    before is back afterwards."""
+    before = _core._set_interleave_aliased(mode)
+    try:
+        yield
+    finally:
+        _core._set_interleave_aliased(before)
+
+
+@pytest.fixture(params=list(ALIASED_ROWS))
+def aliased_rows_mode(request):
+    """Each way of reading 4 KiB-strided A rows in turn (ALIASED_ROWS), for one test."""
+    with aliased_rows(ALIASED_ROWS[request.param]):
+        yield request.param
+
+
+def test_packed_product_blocks(path, loop_order, aliased_rows_mode):
     """rf_packed_gemm (through _core._packed_matmul_bench, float32) on small-integer
     operands, whose products and sums float32 holds exactly in any order: so the result
     must equal the integer product bit for bit, whatever the blocking and loop order. A
@@ -159,6 +183,56 @@ def test_loop_orders_sum_alike(path, kind, dtype):
             results[order] = run(kind, p, "cython")
     for name, want in results["fetch_ahead"].items():
         np.testing.assert_array_equal(results["in_cache"][name], want, err_msg=name)
+
+
+def aliasing_hidden(kind, dtype):
+    """The least hidden size whose gate rows (G = gates * hidden values) lie a multiple of
+    4 KiB apart for this cell and dtype."""
+    gates = cells.get(kind).gates
+    values = 4096 // np.dtype(dtype).itemsize           # a row of 4 KiB
+    return values // np.gcd(values, gates)
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+def test_aliased_rows_sum_alike(path, kind, dtype):
+    """Reading A rows that lie a multiple of 4 KiB apart in place or copied changes only
+    where they are read from, not the sums: a forward and backward whose products read such
+    rows (x with 4 KiB rows in the forward, dG in the backward's dh and dx), with W held in
+    cache, give the same bits both ways."""
+    H = aliasing_hidden(kind, dtype)
+    D = 4096 // np.dtype(dtype).itemsize
+    p = random_problem(kind, 3, 4, D, H, dtype, seed=12)
+    results = {}
+    with w_in_cache(LOOP_ORDERS["in_cache"]):
+        for way, mode in ALIASED_ROWS.items():
+            with aliased_rows(mode):
+                results[way] = run(kind, p, "cython")
+    for name, want in results["copied"].items():
+        np.testing.assert_array_equal(results["in_place"][name], want, err_msg=name)
+
+
+def l1_data_ways():
+    """The L1 data cache's ways as the C library reports them (what rf_interleave_aliased_use
+    asks, through sysconf), or None where getconf cannot say."""
+    try:
+        done = subprocess.run(["getconf", "LEVEL1_DCACHE_ASSOC"], capture_output=True,
+                              text=True, timeout=30)
+        return int(done.stdout.strip()) if done.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def test_aliased_rows_setting_is_set_and_restored():
+    """_set_interleave_aliased returns the setting before it; -1 restores this machine's
+    default: in place (0) where the L1 data cache has at least 12 ways, else copied (1)."""
+    with aliased_rows(1):
+        assert _core._set_interleave_aliased(0) == 1
+        assert _core._set_interleave_aliased(-1) == 0
+        default = _core._set_interleave_aliased(-1)
+    ways = l1_data_ways()
+    if ways is None:
+        pytest.skip("getconf LEVEL1_DCACHE_ASSOC gave no answer: the default is unchecked")
+    assert default == (0 if ways >= 12 else 1), f"L1 data cache of {ways} ways"
 
 
 def test_w_in_cache_is_set_and_restored():
