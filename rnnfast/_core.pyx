@@ -74,7 +74,7 @@ cdef extern from "_simd.h" nogil:
     int rf_simd_use(int path)
     int rf_simd_current()
     long long rf_w_in_cache_use(long long bytes)
-    int rf_interleave_aliased_use(int on)
+    int rf_interleave_aliased_use(int mode)
     const int RF_PATH_AVX512
     void rf_asan_poison(const void* p, size_t n)
     void rf_asan_unpoison(const void* p, size_t n)

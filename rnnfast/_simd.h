@@ -159,11 +159,11 @@ static inline long long rf_w_in_cache_use(long long bytes) {
  * place. Such rows fall into one L1 set: an 8-row block takes 8 of its ways, all of an
  * 8-way L1 (Zen 1-4), but leaves 4 of a 12-way one for W and C. On an Intel Xeon with a
  * 48 KiB 12-way L1, in place was 1.27x faster at 3200 x 1024 x 128 (the medium LSTM's
- * dx), 1.36x at 16 x 1024 x 64 and 1.08x at 32 x 1024 x 256, 1.06x for the medium LSTM's
- * forward+backward (AVX2 path alike; BENCHMARKS.md, session 17); copied stays the rule for
- * a W fetched ahead (k blocks outermost: in place 0.95-0.98x there), and for L1s of fewer
- * than 12 ways or of unknown associativity (in place not measured there). Either reads
- * the same values, so it changes no result (_core._set_interleave_aliased;
+ * dx), 1.36x at 16 x 1024 x 64 and 1.08x at 32 x 1024 x 256, 1.04-1.06x for the medium
+ * LSTM's forward+backward (AVX2 path alike; BENCHMARKS.md, session 17); copied stays the
+ * rule for a W fetched ahead (k blocks outermost: in place 0.95-0.98x there), and for L1s
+ * of fewer than 12 ways or of unknown associativity (in place not measured there). Either
+ * reads the same values, so it changes no result (_core._set_interleave_aliased;
  * tests/test_simd.py runs both). */
 #define RF_IN_PLACE_MIN_WAYS 12
 static int rf_interleave_aliased = 1;

@@ -108,28 +108,26 @@ PRODUCTS = [(m, 2 * m + 1, 40) for m in range(1, 14)] + [
 ]
 
 
+@contextlib.contextmanager
+def kernel_setting(setter, value):
+    """A development setting of the kernels (``setter``, one of _core's ``_set_*``, which
+    returns the value before) at ``value``; the value before is back afterwards."""
+    before = setter(value)
+    try:
+        yield
+    finally:
+        setter(before)
+
+
 # The packed product's two loop orders (rf_packed_gemm), whatever this CPU's L2, by the
 # W-in-cache threshold: every W fetched ahead panel by panel with k blocks outermost (1
 # byte), or every W taken as held in L2, row chunks outermost (2^62 bytes)
 LOOP_ORDERS = {"fetch_ahead": 1, "in_cache": 1 << 62}
 
 
-@contextlib.contextmanager
 def w_in_cache(threshold):
-    """The packed products' W-in-cache threshold set to ``threshold`` bytes; the one before
-    is back afterwards."""
-    before = _core._set_w_in_cache(threshold)
-    try:
-        yield
-    finally:
-        _core._set_w_in_cache(before)
-
-
-@pytest.fixture(params=list(LOOP_ORDERS))
-def loop_order(request):
-    """Each loop order in turn (LOOP_ORDERS), for one test."""
-    with w_in_cache(LOOP_ORDERS[request.param]):
-        yield request.param
+    """The packed products' W-in-cache threshold at ``threshold`` bytes, as a context."""
+    return kernel_setting(_core._set_w_in_cache, threshold)
 
 
 # The packed product's two ways of reading A rows a multiple of 4 KiB apart (rf_packed_gemm,
@@ -138,15 +136,16 @@ def loop_order(request):
 ALIASED_ROWS = {"copied": 1, "in_place": 0}
 
 
-@contextlib.contextmanager
 def aliased_rows(mode):
-    """The packed products' reading of 4 KiB-strided A rows set to ``mode``; the setting
-    before is back afterwards."""
-    before = _core._set_interleave_aliased(mode)
-    try:
-        yield
-    finally:
-        _core._set_interleave_aliased(before)
+    """The packed products' reading of 4 KiB-strided A rows at ``mode``, as a context."""
+    return kernel_setting(_core._set_interleave_aliased, mode)
+
+
+@pytest.fixture(params=list(LOOP_ORDERS))
+def loop_order(request):
+    """Each loop order in turn (LOOP_ORDERS), for one test."""
+    with w_in_cache(LOOP_ORDERS[request.param]):
+        yield request.param
 
 
 @pytest.fixture(params=list(ALIASED_ROWS))
