@@ -813,14 +813,14 @@ static void SFX(rf_packed_gemm)(int m, int n, int k, const REAL* restrict a, int
      * are then columns of a) or when its rows are a multiple of 4 KiB apart (they alias in
      * L1) and W streams or the L1 has few ways (rf_interleave_aliased); else straight from
      * a, saving a copy as large as A. */
-    const int aliased = (lda * sizeof(REAL)) % 4096 == 0
-                        && (prefetch_next || rf_interleave_aliased);   /* (see _simd.h) */
+    const int copy_aliased = (lda * sizeof(REAL)) % 4096 == 0
+                             && (prefetch_next || rf_interleave_aliased);  /* (_simd.h) */
 #if RF_NARROW_BLOCKS
     const int ib = wide ? 8 : 6;          /* rows interleaved: the 8- or 6-row blocks' */
-    const int interleave = a_transposed || aliased;
+    const int interleave = a_transposed || copy_aliased;
 #else
     const int ib = 8;
-    const int interleave = wide && (a_transposed || aliased);
+    const int interleave = wide && (a_transposed || copy_aliased);
 #endif
     /* Blocks of (RF_MC rows, RF_KC terms), k blocks in ascending order for every row chunk
      * (so either order below sums alike). When all of W fits in L2, row chunk by row chunk:

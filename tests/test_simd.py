@@ -196,11 +196,11 @@ def aliasing_hidden(kind, dtype):
 def test_aliased_rows_sum_alike(path, kind, dtype):
     """Reading A rows that lie a multiple of 4 KiB apart in place or copied changes only
     where they are read from, not the sums: a forward and backward whose products read such
-    rows (x with 4 KiB rows in the forward, dG in the backward's dh and dx), with W held in
-    cache, give the same bits both ways."""
+    rows in whole row blocks (x with 4 KiB rows in the forward; dG in the backward's dh, 9
+    rows a step, and dx, 36 rows), with W held in cache, give the same bits both ways."""
     H = aliasing_hidden(kind, dtype)
     D = 4096 // np.dtype(dtype).itemsize
-    p = random_problem(kind, 3, 4, D, H, dtype, seed=12)
+    p = random_problem(kind, 9, 4, D, H, dtype, seed=12)
     results = {}
     with w_in_cache(LOOP_ORDERS["in_cache"]):
         for way, mode in ALIASED_ROWS.items():
