@@ -2422,16 +2422,23 @@ def transposed(a):
     return dst
 
 
-def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat):
-    """Development aid: C = a @ w through the packed per-step product, ``repeat`` times."""
-    cdef int m = a.shape[0], k = a.shape[1], n = w.shape[1], r
+def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat,
+                         bint w_transposed=False):
+    """Development aid: C = a @ W through the packed per-step product, ``repeat`` times;
+    W is ``w``, or ``w.T`` packed from ``w`` (n, k) when ``w_transposed`` (as the backward
+    packs Wh.T)."""
+    cdef int m = a.shape[0], k = a.shape[1], r
+    cdef int n = w.shape[0] if w_transposed else w.shape[1]
+    if w.shape[1 if w_transposed else 0] != k:
+        raise ValueError(f"w must be ({'n, ' if w_transposed else ''}{k}"
+                         f"{'' if w_transposed else ', n'}), got ({w.shape[0]}, {w.shape[1]})")
     wp = np.empty(rf_packed_size_f(k, n), np.float32)
     c = np.zeros((m, n), np.float32)
     ap = np.empty(A_PACKED_SIZE, np.float32)
     cdef float[::1] wp_v = wp
     cdef float[::1] ap_v = ap
     cdef float[:, ::1] c_v = c
-    rf_pack_panels_f(k, n, &w[0, 0], n, 0, &wp_v[0])
+    rf_pack_panels_f(k, n, &w[0, 0], k if w_transposed else n, w_transposed, &wp_v[0])
     with nogil:
         for r in range(repeat):
             rf_packed_gemm_f(m, n, k, &a[0, 0], k, 0, &wp_v[0], 0, &c_v[0, 0], n, &ap_v[0], 1)

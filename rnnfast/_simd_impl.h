@@ -272,6 +272,70 @@ typedef REAL SFX(rf_v64_u) __attribute__((vector_size(64), aligned(sizeof(REAL))
 typedef REAL SFX(rf_v32) __attribute__((vector_size(32)));
 typedef REAL SFX(rf_v32_u) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 
+/* dst(cols, rows) = src(rows, cols).T, each C-ordered with leading dimensions lds, ldd
+ * (rnnfast.torch's weights: torch keeps weight_ih as (G, D), the kernels read Wx = (D, G)).
+ * Square blocks of one vector a side (32 bytes: 8 floats, 4 doubles; SSE2's 16) go through
+ * registers (rows loaded as vectors, interleaved by shuffles, stored as rows: ~0.7
+ * instructions a value where a scalar copy takes ~5, as NumPy's strided `a.T.copy()`
+ * does), in tiles of RF_TT x RF_TT values so that both sides stay in cache (NumPy's copy
+ * walks the whole destination column by column: 4x slower from 1024 x 512 floats on, on a
+ * Zen 3); the edges value by value. */
+#if defined(__AVX__)
+#define RF_TB 32                /* the block's vectors: 32 bytes, or SSE2's 16 */
+#else
+#define RF_TB 16
+#endif
+#define RF_TV (RF_TB / RF_REAL_BYTES)   /* values a vector: the block's side */
+typedef REAL SFX(rf_tvec) __attribute__((vector_size(RF_TB)));
+typedef REAL SFX(rf_tvec_u) __attribute__((vector_size(RF_TB), aligned(sizeof(REAL))));
+#if RF_REAL_BYTES == 4
+typedef int SFX(rf_tmask) __attribute__((vector_size(RF_TB)));
+#else
+typedef long long SFX(rf_tmask) __attribute__((vector_size(RF_TB)));
+#endif
+static inline __attribute__((always_inline)) void SFX(rf_transpose_block)(
+        const REAL* restrict s, ptrdiff_t lds, REAL* restrict d, ptrdiff_t ldd) {
+    typedef SFX(rf_tvec) V;
+    typedef SFX(rf_tvec_u) VU;
+    typedef SFX(rf_tmask) M;
+    V r[RF_TV];
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < RF_TV; i++) r[i] = *(const VU*)(s + (ptrdiff_t)i * lds);
+#if RF_TV == 8
+    V t[8], u[8];
+    _Pragma("GCC unroll 4")
+    for (int i = 0; i < 8; i += 2) {            /* rows i, i+1 interleaved by pairs */
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (M){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (M){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    _Pragma("GCC unroll 2")
+    for (int i = 0; i < 8; i += 4) {            /* four rows' values of 2 columns per half */
+        u[i] = __builtin_shuffle(t[i], t[i + 2], (M){0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], (M){2, 3, 10, 11, 6, 7, 14, 15});
+        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], (M){0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], (M){2, 3, 10, 11, 6, 7, 14, 15});
+    }
+    _Pragma("GCC unroll 4")
+    for (int j = 0; j < 4; j++) {               /* columns j and j + 4: the halves joined */
+        *(VU*)(d + (ptrdiff_t)j * ldd) = __builtin_shuffle(u[j], u[j + 4],
+                                                           (M){0, 1, 2, 3, 8, 9, 10, 11});
+        *(VU*)(d + (ptrdiff_t)(j + 4) * ldd) = __builtin_shuffle(
+            u[j], u[j + 4], (M){4, 5, 6, 7, 12, 13, 14, 15});
+    }
+#elif RF_TV == 4
+    const V t0 = __builtin_shuffle(r[0], r[1], (M){0, 4, 2, 6});
+    const V t1 = __builtin_shuffle(r[0], r[1], (M){1, 5, 3, 7});
+    const V t2 = __builtin_shuffle(r[2], r[3], (M){0, 4, 2, 6});
+    const V t3 = __builtin_shuffle(r[2], r[3], (M){1, 5, 3, 7});
+    *(VU*)d = __builtin_shuffle(t0, t2, (M){0, 1, 4, 5});
+    *(VU*)(d + ldd) = __builtin_shuffle(t1, t3, (M){0, 1, 4, 5});
+    *(VU*)(d + 2 * ldd) = __builtin_shuffle(t0, t2, (M){2, 3, 6, 7});
+    *(VU*)(d + 3 * ldd) = __builtin_shuffle(t1, t3, (M){2, 3, 6, 7});
+#else                                           /* 2 x 2 (SSE2's doubles) */
+    *(VU*)d = __builtin_shuffle(r[0], r[1], (M){0, 2});
+    *(VU*)(d + ldd) = __builtin_shuffle(r[0], r[1], (M){1, 3});
+#endif
+}
 /* Where panel q of the k block starting at row p0 (kc rows) begins in the packed W. */
 static inline ptrdiff_t SFX(rf_panel_offset)(int n, int p0, int q, int kc) {
     const ptrdiff_t panels = (n + RF_NR - 1) / RF_NR;
@@ -293,10 +357,21 @@ static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, i
             if (ncols < RF_NR)                          /* zero padding of the last panel */
                 for (int p = 0; p < kc; p++)
                     for (int j = ncols; j < RF_NR; j++) pan[(ptrdiff_t)p * RF_NR + j] = 0;
-            if (transposed) {                           /* read W's rows (w's columns) */
-                for (int j = 0; j < ncols; j++) {
+            if (transposed) {       /* read W's columns (w's rows): square blocks through
+                                     * registers, the edges value by value (the scalar copy
+                                     * of every value was ~40% of the packing in a digits
+                                     * epoch: the backward packs Wh.T each call) */
+                for (int j = 0; j < ncols; j += RF_TV) {
                     const REAL* restrict src = w + (ptrdiff_t)(col0 + j) * ldw + p0;
-                    for (int p = 0; p < kc; p++) pan[(ptrdiff_t)p * RF_NR + j] = src[p];
+                    const int nj = ncols - j < RF_TV ? ncols - j : RF_TV;
+                    int p = 0;
+                    if (nj == RF_TV)
+                        for (; p + RF_TV <= kc; p += RF_TV)
+                            SFX(rf_transpose_block)(src + p, ldw, pan + (ptrdiff_t)p * RF_NR + j,
+                                                    RF_NR);
+                    for (int jj = 0; jj < nj; jj++)
+                        for (int pp = p; pp < kc; pp++)
+                            pan[(ptrdiff_t)pp * RF_NR + j + jj] = src[(ptrdiff_t)jj * ldw + pp];
                 }
             } else if (ncols == RF_NR) {                /* whole rows of the panel: two vectors
                                                          * (the loop below became a memcpy call
@@ -907,70 +982,6 @@ static void SFX(rf_add_column_sums)(ptrdiff_t rows, int n, const REAL* restrict 
         const REAL* restrict row = src + r * ld;
         for (int j = 0; j < n; j++) dst[j] += row[j];
     }
-}
-/* dst(cols, rows) = src(rows, cols).T, each C-ordered with leading dimensions lds, ldd
- * (rnnfast.torch's weights: torch keeps weight_ih as (G, D), the kernels read Wx = (D, G)).
- * Square blocks of one vector a side (32 bytes: 8 floats, 4 doubles; SSE2's 16) go through
- * registers (rows loaded as vectors, interleaved by shuffles, stored as rows: ~0.7
- * instructions a value where a scalar copy takes ~5, as NumPy's strided `a.T.copy()`
- * does), in tiles of RF_TT x RF_TT values so that both sides stay in cache (NumPy's copy
- * walks the whole destination column by column: 4x slower from 1024 x 512 floats on, on a
- * Zen 3); the edges value by value. */
-#if defined(__AVX__)
-#define RF_TB 32                /* the block's vectors: 32 bytes, or SSE2's 16 */
-#else
-#define RF_TB 16
-#endif
-#define RF_TV (RF_TB / RF_REAL_BYTES)   /* values a vector: the block's side */
-typedef REAL SFX(rf_tvec) __attribute__((vector_size(RF_TB)));
-typedef REAL SFX(rf_tvec_u) __attribute__((vector_size(RF_TB), aligned(sizeof(REAL))));
-#if RF_REAL_BYTES == 4
-typedef int SFX(rf_tmask) __attribute__((vector_size(RF_TB)));
-#else
-typedef long long SFX(rf_tmask) __attribute__((vector_size(RF_TB)));
-#endif
-static inline __attribute__((always_inline)) void SFX(rf_transpose_block)(
-        const REAL* restrict s, ptrdiff_t lds, REAL* restrict d, ptrdiff_t ldd) {
-    typedef SFX(rf_tvec) V;
-    typedef SFX(rf_tvec_u) VU;
-    typedef SFX(rf_tmask) M;
-    V r[RF_TV];
-    _Pragma("GCC unroll 8")
-    for (int i = 0; i < RF_TV; i++) r[i] = *(const VU*)(s + (ptrdiff_t)i * lds);
-#if RF_TV == 8
-    V t[8], u[8];
-    _Pragma("GCC unroll 4")
-    for (int i = 0; i < 8; i += 2) {            /* rows i, i+1 interleaved by pairs */
-        t[i] = __builtin_shuffle(r[i], r[i + 1], (M){0, 8, 1, 9, 4, 12, 5, 13});
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (M){2, 10, 3, 11, 6, 14, 7, 15});
-    }
-    _Pragma("GCC unroll 2")
-    for (int i = 0; i < 8; i += 4) {            /* four rows' values of 2 columns per half */
-        u[i] = __builtin_shuffle(t[i], t[i + 2], (M){0, 1, 8, 9, 4, 5, 12, 13});
-        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], (M){2, 3, 10, 11, 6, 7, 14, 15});
-        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], (M){0, 1, 8, 9, 4, 5, 12, 13});
-        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], (M){2, 3, 10, 11, 6, 7, 14, 15});
-    }
-    _Pragma("GCC unroll 4")
-    for (int j = 0; j < 4; j++) {               /* columns j and j + 4: the halves joined */
-        *(VU*)(d + (ptrdiff_t)j * ldd) = __builtin_shuffle(u[j], u[j + 4],
-                                                           (M){0, 1, 2, 3, 8, 9, 10, 11});
-        *(VU*)(d + (ptrdiff_t)(j + 4) * ldd) = __builtin_shuffle(
-            u[j], u[j + 4], (M){4, 5, 6, 7, 12, 13, 14, 15});
-    }
-#elif RF_TV == 4
-    const V t0 = __builtin_shuffle(r[0], r[1], (M){0, 4, 2, 6});
-    const V t1 = __builtin_shuffle(r[0], r[1], (M){1, 5, 3, 7});
-    const V t2 = __builtin_shuffle(r[2], r[3], (M){0, 4, 2, 6});
-    const V t3 = __builtin_shuffle(r[2], r[3], (M){1, 5, 3, 7});
-    *(VU*)d = __builtin_shuffle(t0, t2, (M){0, 1, 4, 5});
-    *(VU*)(d + ldd) = __builtin_shuffle(t1, t3, (M){0, 1, 4, 5});
-    *(VU*)(d + 2 * ldd) = __builtin_shuffle(t0, t2, (M){2, 3, 6, 7});
-    *(VU*)(d + 3 * ldd) = __builtin_shuffle(t1, t3, (M){2, 3, 6, 7});
-#else                                           /* 2 x 2 (SSE2's doubles) */
-    *(VU*)d = __builtin_shuffle(r[0], r[1], (M){0, 2});
-    *(VU*)(d + ldd) = __builtin_shuffle(r[0], r[1], (M){1, 3});
-#endif
 }
 #define RF_TT 32
 static void SFX(rf_transpose)(int rows, int cols, const REAL* restrict src, ptrdiff_t lds,

@@ -160,14 +160,18 @@ def test_packed_product_blocks(path, loop_order, aliased_rows_mode):
     operands, whose products and sums float32 holds exactly in any order: so the result
     must equal the integer product bit for bit, whatever the blocking and loop order. A
     value summed from a wrong row, column or term of k, or a column written past n,
-    cannot pass."""
+    cannot pass. W also packed from its transpose (as the backward packs Wh.T: square
+    blocks through registers, the edges value by value), to the same bits."""
     rng = np.random.default_rng(7)
     for m, k, n in PRODUCTS:
-        a = rng.integers(-3, 4, (m, k))
-        w = rng.integers(-3, 4, (k, n))
-        got = _core._packed_matmul_bench(a.astype(np.float32), w.astype(np.float32), 1)
-        np.testing.assert_array_equal(got, (a @ w).astype(np.float32),
+        a = rng.integers(-3, 4, (m, k)).astype(np.float32)
+        w = rng.integers(-3, 4, (k, n)).astype(np.float32)
+        want = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.float32)
+        np.testing.assert_array_equal(_core._packed_matmul_bench(a, w, 1), want,
                                       err_msg=f"m, k, n = {m}, {k}, {n}")
+        np.testing.assert_array_equal(
+            _core._packed_matmul_bench(a, np.ascontiguousarray(w.T), 1, True), want,
+            err_msg=f"m, k, n = {m}, {k}, {n}, W packed from W.T")
 
 
 @pytest.mark.parametrize("kind", COMPILED)
