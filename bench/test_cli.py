@@ -143,8 +143,8 @@ def test_python_m_runs_from_another_directory(tmp_path):
 
 
 def test_train_epoch_script_prints_its_table():
-    """bench/train_epoch.py (one digits epoch, rnnfast vs torch): one round, no timing
-    checked; torch's row only when torch is installed."""
+    """bench/train_epoch.py (one digits epoch, rnnfast vs torch; then 2-epoch fits): one
+    round, no timing checked; torch's rows only when torch is installed."""
     pytest.importorskip("sklearn", reason="scikit-learn is not installed (the digits)")
     pytest.importorskip("threadpoolctl", reason="threadpoolctl is not installed")
     try:
@@ -153,13 +153,15 @@ def test_train_epoch_script_prints_its_table():
     except ImportError:
         extra = ["--no-torch"]
     r = subprocess.run([sys.executable, str(REPO / "bench" / "train_epoch.py"), "--rounds",
-                        "1", "--warmup", "0", *extra], cwd=REPO, capture_output=True,
-                       text=True, timeout=300)
+                        "1", "--warmup", "0", "--fit-epochs", "2", *extra], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("| rnnfast")]
     assert [row.split("|")[1].strip() for row in rows] == [
-        "rnnfast model", "rnnfast blocks", "rnnfast LSTM fwd+bwd only"]
+        "rnnfast model", "rnnfast blocks", "rnnfast LSTM fwd+bwd only",
+        "rnnfast model, 2-epoch fit"]
     assert ("| torch |" in r.stdout) == (not extra)
+    assert ("| torch, 2-epoch fit |" in r.stdout) == (not extra)
     assert "43 minibatches" in r.stdout
 
 
