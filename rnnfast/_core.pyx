@@ -2430,8 +2430,9 @@ def _packed_matmul_bench(float[:, ::1] a, float[:, ::1] w, int repeat,
     cdef int m = a.shape[0], k = a.shape[1], r
     cdef int n = w.shape[0] if w_transposed else w.shape[1]
     if w.shape[1 if w_transposed else 0] != k:
-        raise ValueError(f"w must be ({'n, ' if w_transposed else ''}{k}"
-                         f"{'' if w_transposed else ', n'}), got ({w.shape[0]}, {w.shape[1]})")
+        raise ValueError(f"w must have a's {k} columns as its "
+                         f"{'columns' if w_transposed else 'rows'}, got shape "
+                         f"({w.shape[0]}, {w.shape[1]})")
     wp = np.empty(rf_packed_size_f(k, n), np.float32)
     c = np.zeros((m, n), np.float32)
     ap = np.empty(A_PACKED_SIZE, np.float32)

@@ -336,6 +336,32 @@ static inline __attribute__((always_inline)) void SFX(rf_transpose_block)(
     *(VU*)(d + ldd) = __builtin_shuffle(r[0], r[1], (M){1, 3});
 #endif
 }
+#define RF_TT 32
+static void SFX(rf_transpose)(int rows, int cols, const REAL* restrict src, ptrdiff_t lds,
+                              REAL* restrict dst, ptrdiff_t ldd) {
+    for (int i0 = 0; i0 < rows; i0 += RF_TT) {
+        const int i1 = rows - i0 < RF_TT ? rows : i0 + RF_TT;
+        for (int j0 = 0; j0 < cols; j0 += RF_TT) {
+            const int j1 = cols - j0 < RF_TT ? cols : j0 + RF_TT;
+            for (int i = i0; i < i1; i += RF_TV) {
+                for (int j = j0; j < j1; j += RF_TV) {
+                    const REAL* restrict s = src + (ptrdiff_t)i * lds + j;
+                    REAL* restrict d = dst + (ptrdiff_t)j * ldd + i;
+                    if (i + RF_TV <= i1 && j + RF_TV <= j1) {
+                        SFX(rf_transpose_block)(s, lds, d, ldd);
+                        continue;
+                    }
+                    const int ni = i1 - i < RF_TV ? i1 - i : RF_TV;    /* an edge block */
+                    const int nj = j1 - j < RF_TV ? j1 - j : RF_TV;
+                    for (int jj = 0; jj < nj; jj++)
+                        for (int ii = 0; ii < ni; ii++)
+                            d[(ptrdiff_t)jj * ldd + ii] = s[(ptrdiff_t)ii * lds + jj];
+                }
+            }
+        }
+    }
+}
+#undef RF_TT
 /* Where panel q of the k block starting at row p0 (kc rows) begins in the packed W. */
 static inline ptrdiff_t SFX(rf_panel_offset)(int n, int p0, int q, int kc) {
     const ptrdiff_t panels = (n + RF_NR - 1) / RF_NR;
@@ -357,23 +383,12 @@ static void SFX(rf_pack_panels)(int k, int n, const REAL* restrict w, int ldw, i
             if (ncols < RF_NR)                          /* zero padding of the last panel */
                 for (int p = 0; p < kc; p++)
                     for (int j = ncols; j < RF_NR; j++) pan[(ptrdiff_t)p * RF_NR + j] = 0;
-            if (transposed) {       /* read W's columns (w's rows): square blocks through
-                                     * registers, the edges value by value (the scalar copy
-                                     * of every value was ~40% of the packing in a digits
-                                     * epoch: the backward packs Wh.T each call) */
-                for (int j = 0; j < ncols; j += RF_TV) {
-                    const REAL* restrict src = w + (ptrdiff_t)(col0 + j) * ldw + p0;
-                    const int nj = ncols - j < RF_TV ? ncols - j : RF_TV;
-                    int p = 0;
-                    if (nj == RF_TV)
-                        for (; p + RF_TV <= kc; p += RF_TV)
-                            SFX(rf_transpose_block)(src + p, ldw, pan + (ptrdiff_t)p * RF_NR + j,
-                                                    RF_NR);
-                    for (int jj = 0; jj < nj; jj++)
-                        for (int pp = p; pp < kc; pp++)
-                            pan[(ptrdiff_t)pp * RF_NR + j + jj] = src[(ptrdiff_t)jj * ldw + pp];
-                }
-            } else if (ncols == RF_NR) {                /* whole rows of the panel: two vectors
+            if (transposed)         /* W's columns are w's rows: the panel is the transpose
+                                     * of ncols rows of w (the scalar copy of every value was
+                                     * ~45% of the packing in a digits epoch: the backward
+                                     * packs Wh.T each call) */
+                SFX(rf_transpose)(ncols, kc, w + (ptrdiff_t)col0 * ldw + p0, ldw, pan, RF_NR);
+            else if (ncols == RF_NR) {                  /* whole rows of the panel: two vectors
                                                          * (the loop below became a memcpy call
                                                          * per 128 bytes: 3% of a small fwd+bwd) */
                 for (int p = 0; p < kc; p++) {
@@ -983,32 +998,6 @@ static void SFX(rf_add_column_sums)(ptrdiff_t rows, int n, const REAL* restrict 
         for (int j = 0; j < n; j++) dst[j] += row[j];
     }
 }
-#define RF_TT 32
-static void SFX(rf_transpose)(int rows, int cols, const REAL* restrict src, ptrdiff_t lds,
-                              REAL* restrict dst, ptrdiff_t ldd) {
-    for (int i0 = 0; i0 < rows; i0 += RF_TT) {
-        const int i1 = rows - i0 < RF_TT ? rows : i0 + RF_TT;
-        for (int j0 = 0; j0 < cols; j0 += RF_TT) {
-            const int j1 = cols - j0 < RF_TT ? cols : j0 + RF_TT;
-            for (int i = i0; i < i1; i += RF_TV) {
-                for (int j = j0; j < j1; j += RF_TV) {
-                    const REAL* restrict s = src + (ptrdiff_t)i * lds + j;
-                    REAL* restrict d = dst + (ptrdiff_t)j * ldd + i;
-                    if (i + RF_TV <= i1 && j + RF_TV <= j1) {
-                        SFX(rf_transpose_block)(s, lds, d, ldd);
-                        continue;
-                    }
-                    const int ni = i1 - i < RF_TV ? i1 - i : RF_TV;    /* an edge block */
-                    const int nj = j1 - j < RF_TV ? j1 - j : RF_TV;
-                    for (int jj = 0; jj < nj; jj++)
-                        for (int ii = 0; ii < ni; ii++)
-                            d[(ptrdiff_t)jj * ldd + ii] = s[(ptrdiff_t)ii * lds + jj];
-                }
-            }
-        }
-    }
-}
-#undef RF_TT
 #undef RF_TV
 #undef RF_TB
 #undef RF_STORE_BLOCK_ROW
