@@ -199,19 +199,19 @@ def _set_w_in_cache(nbytes: int) -> int: ...
 def _set_interleave_aliased(mode: int) -> int: ...
 def grads_fit(grads: tuple[object, ...], weights: tuple[_Array[_F], ...],
               dout: _Array[_F] | None, dstates: tuple[object, ...] = ()) -> int: ...
-def pair_forward(kernels: Any, kind: str, x: object, states: tuple[object, ...],
-                 weights: tuple[_Array[_F], ...], batch_first: bool, training: bool,
-                 lengths: object = None
-                 ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
-                            tuple[_Workspace | None, _Workspace | None],
-                            _Array[_F] | None, _Steps | None] | None: ...
-def pair_backward(kernels: Any, kind: str, dout: object, dstates: tuple[object, ...],
-                  x: _Array[_F], weights: tuple[_Array[_F], ...],
-                  workspaces: tuple[_Workspace, ...], batch_first: bool,
-                  grads: tuple[object, ...], into: bool, need_dx: bool = True,
-                  need_dh0: bool = True
-                  ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...],
-                             tuple[_Array[_F], ...], bool] | None: ...
+def stack_forward(kernels: Any, kind: str, x: object, states: tuple[object, ...],
+                  weights: tuple[_Array[_F], ...], directions: int, batch_first: bool,
+                  training: bool, lengths: object = None
+                  ) -> tuple[_Array[_F], tuple[_Array[_F], ...],
+                             list[tuple[_Array[_F], list[_Workspace | None]]],
+                             _Array[_F] | None, _Steps | None] | None: ...
+def stack_backward(kernels: Any, kind: str, dout: object, dstates: tuple[object, ...],
+                   layers: list[tuple[_Array[_F], list[_Workspace]]],
+                   weights: tuple[_Array[_F], ...], directions: int, batch_first: bool,
+                   grads: tuple[object, ...], into: bool, need_dx: bool = True,
+                   need_dh0: bool = True
+                   ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...],
+                              tuple[_Array[_F], ...], bool] | None: ...
 def directions_backward(kernels: Any, kind: str, dout: _Array[_F] | None, dstates: Any,
                         x: _Array[_F], Wx: Any, Wh: Any, workspaces: Any, batch_first: bool,
                         dcells: _Array[_F] | None = None, grads_out: Any = None,

@@ -2089,38 +2089,6 @@ def grads_fit(tuple grads, tuple weights, dout, tuple dstates=()):
     return grads_ready(grads, weights, reads)
 
 
-cdef tuple both_directions(per_direction, Py_ssize_t B, Py_ssize_t H, bint is_float):
-    """Two directions' states (or state gradients), a tuple of (B, H) arrays each, as one
-    (2, B, H) array per state, the forward direction first."""
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = 2, B, H
-    cdef size_t half = <size_t> B * H * (4 if is_float else 8)
-    cdef cnp.ndarray both
-    cdef Py_ssize_t i, d
-    stacked = []
-    for i in range(len(per_direction[0])):
-        both = empty(3, dims, is_float)
-        for d in range(2):
-            src = per_direction[d][i]
-            if (type(src) is cnp.ndarray and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> src)
-                    and <size_t> cnp.PyArray_NBYTES(<cnp.ndarray> src) == half
-                    and cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.PyArray_TYPE(both)):
-                # both[d] = src (a memcpy: numpy's item assignment costs ~0.3 us of a ~10 us
-                # tiny bidirectional call)
-                memcpy(<char*> cnp.PyArray_DATA(both) + d * half,
-                       cnp.PyArray_DATA(<cnp.ndarray> src), half)
-            else:
-                both[d] = src
-        stacked.append(both)
-    return tuple(stacked)
-
-
-cdef inline list split_directions(tuple states):
-    """A bidirectional layer's (2, B, H) states (each may be None) as the two directions'
-    tuples of (B, H) views."""
-    return [tuple([None if st is None else st[d] for st in states]) for d in range(2)]
-
-
 cdef object lane_steps(lengths, x, Py_ssize_t B, bint batch_first):
     """sequence_steps() of the lengths a fast lane is given (None without any), or False
     when the lane cannot take them as they are: an intp ndarray of one entry per row, each
@@ -2135,67 +2103,172 @@ cdef object lane_steps(lengths, x, Py_ssize_t B, bint batch_first):
     return sequence_steps(lengths, cnp.PyArray_DIM(<cnp.ndarray> x, 1 if batch_first else 0))
 
 
-def pair_forward(kernels, kind, x, tuple states, tuple weights, bint batch_first,
-                 bint training, lengths=None):
-    """layer_forward for a bidirectional layer of one layer: ``kernels`` its two
-    directions' BufferedKernels, ``states`` per state None or a (2, batch, hidden) array,
-    ``weights`` both directions' checked parameters, one flat tuple; ``lengths`` as
-    layer_forward takes them. Both directions run in directions_forward. Returns ``(out,
-    finals, workspaces, x_kept, steps)``, finals per state (2, batch, hidden); None when x,
-    the states or the lengths are not ready as they are."""
-    cdef Py_ssize_t n = len(weights) // 2
+cdef inline tuple direction_states(tuple states, Py_ssize_t j, bint none):
+    """Direction j's (of a stack's layers x directions) states or state gradients: per state
+    the (B, H) view ``states[k][j]``, or None (every one, with ``none``: nothing given)."""
+    if none:
+        return (None,) * len(states)
+    if len(states) == 1:
+        return (None if states[0] is None else states[0][j],)
+    return (None if states[0] is None else states[0][j],
+            None if states[1] is None else states[1][j])
+
+
+cdef void put_direction(tuple stacked, Py_ssize_t j, tuple per_state, size_t nbytes) except *:
+    """``stacked[k][j] = per_state[k]`` for every state k (stacked: (n, B, H) arrays, new and
+    C-contiguous; ``nbytes`` one (B, H) block's bytes): a memcpy where the source is a
+    C-contiguous (B, H) array of the dtype (an item assignment costs ~0.3 us)."""
+    cdef cnp.ndarray dst
+    cdef Py_ssize_t k
+    for k in range(len(stacked)):
+        dst = <cnp.ndarray> stacked[k]
+        src = per_state[k]
+        if (type(src) is cnp.ndarray and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> src)
+                and <size_t> cnp.PyArray_NBYTES(<cnp.ndarray> src) == nbytes
+                and cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.PyArray_TYPE(dst)):
+            memcpy(<char*> cnp.PyArray_DATA(dst) + j * nbytes,
+                   cnp.PyArray_DATA(<cnp.ndarray> src), nbytes)
+        else:
+            dst[j] = src
+
+
+cdef tuple stacked_states(Py_ssize_t n_states, Py_ssize_t n, Py_ssize_t B, Py_ssize_t H,
+                          bint is_float):
+    """``n_states`` new (n, B, H) arrays."""
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = n, B, H
+    if n_states == 1:
+        return (empty(3, dims, is_float),)
+    return (empty(3, dims, is_float), empty(3, dims, is_float))
+
+
+def stack_forward(kernels, kind, x, tuple states, tuple weights, int directions,
+                  bint batch_first, bint training, lengths=None):
+    """layer_forward for a layer of several layers or two directions, rnnfast._sequence's
+    forward without rnnfast._checks' Python: ``kernels`` per (layer, direction) its
+    BufferedKernels, ``weights`` all their checked parameters, one flat tuple, per (layer,
+    direction) in the registry's order; ``states`` per state None or a (layers x
+    directions, batch, hidden) array; ``lengths`` as layer_forward takes them. A layer's
+    two directions run in directions_forward. Returns ``(out, finals, layers, x_kept,
+    steps)``: finals per state (layers x directions, batch, hidden), ``layers`` per layer
+    ``(its input, [its directions' workspaces])`` as _sequence.forward's cache holds them
+    (its input for layer 0 is x_kept). None when x, the states or the lengths are not ready
+    as they are (the caller checks, converts or raises)."""
+    cdef Py_ssize_t nj = len(kernels), n = len(weights) // nj
     cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
     cdef int typenum = cnp.PyArray_TYPE(Wx)
     cdef Py_ssize_t B = input_rows(x, Wx, batch_first), H = cnp.PyArray_DIM(Wh, 0)
-    if B == 0 or not states_ready(states, typenum, 2, B, H):
+    if B == 0 or not states_ready(states, typenum, nj, B, H):
+        return None
+    # (layer 0's x is bounded by input_rows; the layers above read directions x H features)
+    if (cnp.PyArray_DIM(<cnp.ndarray> x, 0) * cnp.PyArray_DIM(<cnp.ndarray> x, 1)
+            > BLAS_INDEX_MAX // max(directions * H, cnp.PyArray_DIM(Wx, 1))):
         return None
     steps = lane_steps(lengths, x, B, batch_first)
     if steps is False:
         return None
     cdef bint is_float = typenum == cnp.NPY_FLOAT32
+    cdef bint none = True
+    for st in states:
+        none = none and st is None
     cdef cnp.ndarray xa = <cnp.ndarray> x
-    if training:                        # one copy for both directions (the forward one's)
+    if training:                        # backward reads x as it was: one copy (layer 0's)
         x = kernels[0].kept_copy(xa)
+    cdef int k = KINDS.index(kind)
+    cdef bint has_c = k == KIND_LSTM
     cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), 2 * H
-    # rows past their end are never written: zeros
-    out = empty(3, dims, is_float) if steps is None else cnp.PyArray_ZEROS(3, dims, typenum, 0)
-    done = run_directions_forward(kernels, KINDS.index(kind), x, split_directions(states),
-                                  (weights[:n], weights[n:]), batch_first, training, steps,
-                                  out, None)
-    return (out, both_directions((done[0][0], done[1][0]), B, H, is_float),
-            (done[0][1], done[1][1]), (x if training else None), steps)
+    dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), directions * H
+    cdef tuple finals = stacked_states(len(states), nj, B, H, is_float)
+    cdef size_t block = <size_t> B * H * (4 if is_float else 8)
+    cdef list layers = []
+    cdef Py_ssize_t j0
+    layer_in = x
+    for j0 in range(0, nj, directions):
+        # rows past their end are never written: zeros
+        out = (empty(3, dims, is_float) if steps is None
+               else cnp.PyArray_ZEROS(3, dims, typenum, 0))
+        if directions == 2:
+            done = run_directions_forward(
+                kernels[j0:j0 + 2], k, layer_in,
+                [direction_states(states, j0, none), direction_states(states, j0 + 1, none)],
+                (weights[j0 * n:(j0 + 1) * n], weights[(j0 + 1) * n:(j0 + 2) * n]),
+                batch_first, training, steps, out, None)
+            put_direction(finals, j0, done[0][0], block)
+            put_direction(finals, j0 + 1, done[1][0], block)
+            layers.append((layer_in, [done[0][1], done[1][1]]))
+        else:
+            _, fin, ws = _direction_forward(kind, layer_in, direction_states(states, j0, none),
+                                            weights[j0 * n:(j0 + 1) * n], batch_first,
+                                            training, steps, False, out, 0, None,
+                                            pool_of(kernels[j0], training))
+            put_direction(finals, j0, fin, block)
+            layers.append((layer_in, [ws]))
+        layer_in = out
+    return layer_in, finals, layers, (x if training else None), steps
 
 
-def pair_backward(kernels, kind, dout, tuple dstates, x, tuple weights, tuple workspaces,
-                  bint batch_first, tuple grads, bint into, bint need_dx=True,
-                  bint need_dh0=True):
-    """layer_backward for pair_forward's call (``x`` its x_kept, ``weights`` the same
-    checked parameters, ``workspaces`` its pair); ``dstates`` per state None or (2, batch,
-    hidden), ``grads`` both directions' gradient arrays, one flat tuple. Returns ``(dx,
-    dstates0, grads, written)``, grads one flat tuple; None when not ready. ``need_dx``,
+def stack_backward(kernels, kind, dout, tuple dstates, list layers, tuple weights,
+                   int directions, bint batch_first, tuple grads, bint into,
+                   bint need_dx=True, bint need_dh0=True):
+    """layer_backward for stack_forward's call (``layers`` its layers, ``weights`` the same
+    checked parameters, so the workspaces fit them), rnnfast._sequence's backward without
+    rnnfast._checks' Python: ``dstates`` per state None or (layers x directions, batch,
+    hidden), ``grads`` every (layer, direction)'s gradient arrays, one flat tuple. Returns
+    ``(dx, dstates0, grads, written)``, grads one flat tuple; None when dout, the state
+    gradients or grads are not ready as they are. ``need_dx`` (layer 0's input gradient),
     ``need_dh0``: see direction_backward."""
-    cdef Py_ssize_t n = len(weights) // 2
-    cdef cnp.ndarray xa = <cnp.ndarray> x, Wh = <cnp.ndarray> weights[1]
+    cdef Py_ssize_t nj = len(kernels), n = len(weights) // nj
+    cdef cnp.ndarray xa = <cnp.ndarray> layers[0][0], Wh = <cnp.ndarray> weights[1]
     cdef int typenum = cnp.PyArray_TYPE(Wh)
     cdef Py_ssize_t H = cnp.PyArray_DIM(Wh, 0)
     cdef Py_ssize_t B = cnp.PyArray_DIM(xa, 0 if batch_first else 1)
     cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), 2 * H
+    dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), directions * H
     if dout is not None and not ready(dout, typenum, 3, dims):
         return None
-    if not states_ready(dstates, typenum, 2, B, H):
+    if not states_ready(dstates, typenum, nj, B, H):
         return None
     cdef int fit = grads_ready(grads, weights, (dout,) + dstates)
     if fit == 0:
         return None
     cdef bint written = into and fit == 2
-    dx, d0s, gs = run_directions_backward(
-        kernels, KINDS.index(kind), dout, split_directions(dstates), x,
-        (weights[0], weights[n]), (weights[1], weights[n + 1]), workspaces, batch_first, None,
-        (grads[:n], grads[n:]) if written else None, need_dx, need_dh0)
-    return (dx, both_directions(d0s, B, H, typenum == cnp.NPY_FLOAT32), gs[0] + gs[1],
-            written)
+    cdef bint is_float = typenum == cnp.NPY_FLOAT32
+    cdef bint none = True
+    for st in dstates:
+        none = none and st is None
+    cdef int k = KINDS.index(kind)
+    cdef tuple dstates0 = stacked_states(len(dstates), nj, B, H, is_float)
+    cdef size_t block = <size_t> B * H * (4 if is_float else 8)
+    cdef list per_direction = [None] * nj
+    cdef Py_ssize_t j0, layer = len(layers)
+    d_above = dout                      # the gradient of this layer's output (None: zeros)
+    for j0 in range(nj - directions, -1, -directions):
+        layer -= 1
+        layer_in, workspaces = layers[layer]
+        if directions == 2:
+            d_above, d0s, gs = run_directions_backward(
+                kernels[j0:j0 + 2], k, d_above,
+                [direction_states(dstates, j0, none),
+                 direction_states(dstates, j0 + 1, none)], layer_in,
+                (weights[j0 * n], weights[(j0 + 1) * n]),
+                (weights[j0 * n + 1], weights[(j0 + 1) * n + 1]), workspaces, batch_first,
+                None, ((grads[j0 * n:(j0 + 1) * n], grads[(j0 + 1) * n:(j0 + 2) * n])
+                       if written else None), need_dx or layer > 0, need_dh0)
+            put_direction(dstates0, j0, d0s[0], block)
+            put_direction(dstates0, j0 + 1, d0s[1], block)
+            per_direction[j0], per_direction[j0 + 1] = gs[0], gs[1]
+        else:
+            d_above, d0, g = _direction_backward(
+                kind, d_above, direction_states(dstates, j0, none), layer_in,
+                weights[j0 * n], weights[j0 * n + 1], workspaces[0], batch_first, None, None,
+                pool_of(kernels[j0], True), grads[j0 * n:(j0 + 1) * n] if written else None,
+                need_dx or layer > 0, need_dh0)
+            put_direction(dstates0, j0, d0, block)
+            per_direction[j0] = g
+    cdef tuple flat = ()
+    for g in per_direction:
+        flat += g
+    return d_above, dstates0, flat, written
 
 
 class BufferedKernels:

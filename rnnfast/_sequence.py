@@ -10,7 +10,10 @@ kernels gather batch-first rows per chunk, as a transposed copy would). Lengths 
 kernels' business (the compiled core sorts once per call and shrinks the batch step by
 step; the twin masks).
 
-Arguments are checked by the caller (``rnnfast._checks``); here they are trusted.
+Arguments are checked by the caller (``rnnfast._checks``); here they are trusted. The compiled
+core has this same loop in C (``_core.stack_forward``/``stack_backward``), which a layer takes
+when its arguments are ready as they are; this one is the twin's and the checked path's (the
+lane's results equal it to the bit: tests/test_layers.py, tests/test_lane_properties.py).
 """
 import numpy as np
 

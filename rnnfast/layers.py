@@ -313,8 +313,10 @@ class _Recurrent:
 
     # ---------------------------------------------------------------- the two paths
     def _forward(self, x, states, lengths, return_cells=False):
-        """Forward of any configuration; returns ``(out, finals, cells)``. One layer, one
-        direction: the kernels directly (the fast path); else rnnfast._sequence."""
+        """Forward of any configuration; returns ``(out, finals, cells)``. Compiled, with
+        arguments ready as they are: one layer of one direction the kernels' layer_forward,
+        any other the kernels' stack_forward (the fast lanes); else the checked path (one
+        direction's kernels, or rnnfast._sequence)."""
         given = tuple([st is not None for st in states])
         if self.stateful:
             states = self._carried(states, x)
@@ -341,8 +343,8 @@ class _Recurrent:
                                                  out.shape)
             self._keep_state(finals)
             return out, finals, None
-        if lane and self.bidirectional and self.num_layers == 1:
-            done = self._pair_forward(x, states, lengths, given)
+        if lane:
+            done = self._stack_forward(x, states, lengths, given)
             if done is not None:
                 return done
         weights = self._weights()
@@ -378,40 +380,39 @@ class _Recurrent:
         return (("stacked", ([(x, [workspace])], steps, self.batch_first, False), given,
                  out_shape, weights))
 
-    def _pair_forward(self, x, states, lengths, given):
-        """The fast lane of a bidirectional layer of one layer (the kernels' pair_forward;
-        see _forward): ``(out, finals, None)``, or None when the arguments are not ready
-        as they are. Caches as the stacked path does, with the weights (see
+    def _stack_forward(self, x, states, lengths, given):
+        """The fast lane of a layer of several layers or two directions (the kernels'
+        stack_forward; see _forward): ``(out, finals, None)``, or None when the arguments
+        are not ready as they are. Caches as the stacked path does, with the weights (see
         _backward_lane_stacked)."""
         weights = self._weights()
-        done = self._kernels_module.pair_forward(
+        done = self._kernels_module.stack_forward(
             self._sequence_plan().kernels, self._spec.kind, x, states, weights,
-            self.batch_first, self.training, lengths)
+            self.num_directions, self.batch_first, self.training, lengths)
         if done is None:
             return None
-        out, finals, workspaces, x_kept, steps = done
-        self._cache = (("stacked", ([(x_kept, list(workspaces))], steps, self.batch_first,
-                                    False), given, out.shape, weights)
-                       if self.training else None)
+        out, finals, layers, _, steps = done
+        self._cache = (("stacked", (layers, steps, self.batch_first, False), given,
+                        out.shape, weights) if self.training else None)
         self._keep_state(finals)
         return out, finals, None
 
     def _backward_lane_stacked(self, cache, dout, dstates, accumulate, input_grad):
         """The fast lane's backward of a lane forward cached as the stacked path caches
-        (_pair_forward's call, the kernels' pair_backward; or one direction's with lengths,
-        _backward_fast), while ``params`` still hold the weights it ran on; returns ``(dx,
-        dstates0)`` as _backward, or None (the checked, stacked path follows)."""
+        (_stack_forward's call, the kernels' stack_backward; or one direction's with
+        lengths, _backward_fast), while ``params`` still hold the weights it ran on; returns
+        ``(dx, dstates0)`` as _backward, or None (the checked, stacked path follows)."""
         _, (layers, _, _, _), given, _, weights = cache
-        x, workspaces = layers[0]
-        if len(workspaces) == 1:
+        if self._single:
+            x, workspaces = layers[0]
             return self._backward_fast((x, workspaces[0], given, weights), dout, dstates,
                                        accumulate, input_grad)
         targets = self._lane_targets(weights)
         if targets is None:
             return None
-        return self._lane_done(self._kernels_module.pair_backward(
-            self._sequence_plan().kernels, self._spec.kind, dout, dstates, x, weights,
-            tuple(workspaces), self.batch_first, targets, not accumulate, input_grad,
+        return self._lane_done(self._kernels_module.stack_backward(
+            self._sequence_plan().kernels, self._spec.kind, dout, dstates, layers, weights,
+            self.num_directions, self.batch_first, targets, not accumulate, input_grad,
             given[0]), given, accumulate)
 
     def _steps_of(self, x, lengths):

@@ -1,6 +1,6 @@
 """Property tests of the layers' fast lanes: whatever a user hands a compiled layer, the lanes
-(``BufferedKernels.layer_forward``/``layer_backward``, ``pair_forward``/``pair_backward`` and
-the stacked path's gradients written in place) give bitwise what the checked path gives.
+(``BufferedKernels.layer_forward``/``layer_backward``, ``stack_forward``/``stack_backward``
+and the stacked path's gradients written in place) give bitwise what the checked path gives.
 
 Hypothesis draws a layer (every compiled kind, one or two layers, one or two directions,
 ``batch_first``, float32 or float64, tiny sizes), which arguments are given (initial

@@ -574,18 +574,23 @@ def test_grads_fit_says_what_the_kernels_may_write(arrange, expected):
         assert core.grads_fit(targets, layer._weights(), [1.0]) == 1
 
 
-def _pair_run(kind, fast, dtype, batch_first, with_states, accumulate, lengths):
-    """A seeded compiled bidirectional layer, forward and backward twice (fast False: the
-    checked path only); every result and the grads, copied."""
-    layer = make(kind, "cython", dtype, seed=3, bidirectional=True, batch_first=batch_first)
+def _layers_run(kind, fast, dtype, batch_first, with_states, accumulate, lengths,
+                num_layers, bidirectional):
+    """A seeded compiled layer of ``num_layers`` layers (of two directions with
+    ``bidirectional``), forward and backward twice (fast False: the checked path only);
+    every result and the grads, copied."""
+    layer = make(kind, "cython", dtype, seed=3, num_layers=num_layers,
+                 bidirectional=bidirectional, batch_first=batch_first)
     layer._fast = fast
+    nd = 2 if bidirectional else 1
     rng = np.random.default_rng(1)
     xshape = (B, T, D) if batch_first else (T, B, D)
     x = rng.standard_normal(xshape).astype(dtype)
-    dout = rng.standard_normal(xshape[:2] + (2 * H,)).astype(dtype)
+    dout = rng.standard_normal(xshape[:2] + (nd * H,)).astype(dtype)
     n = len(state_names(kind))
-    states = tuple(rng.standard_normal((2, B, H)).astype(dtype) for _ in range(n))
-    dstates = tuple(rng.standard_normal((2, B, H)).astype(dtype) for _ in range(n))
+    shape = (num_layers * nd, B, H)
+    states = tuple(rng.standard_normal(shape).astype(dtype) for _ in range(n))
+    dstates = tuple(rng.standard_normal(shape).astype(dtype) for _ in range(n))
     if not with_states:
         states = dstates = (None,) * n
     got = []
@@ -600,12 +605,13 @@ def _pair_run(kind, fast, dtype, batch_first, with_states, accumulate, lengths):
 @pytest.mark.parametrize("kind", COMPILED)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, True), (2, False), (3, True)])
 @pytest.mark.parametrize("with_states,accumulate,lengths", [
     (True, False, None), (False, True, None), (True, False, [T, 2, T - 1]),
     (False, False, [1, T, 3])])
-def test_bidirectional_fast_lane_equals_the_checked_path(monkeypatch, kind, dtype,
-                                                         batch_first, with_states,
-                                                         accumulate, lengths):
+def test_stack_fast_lane_equals_the_checked_path(monkeypatch, kind, dtype, batch_first,
+                                                 num_layers, bidirectional, with_states,
+                                                 accumulate, lengths):
     core = rnnfast.functional.kernels("cython")
     taken = []
 
@@ -617,13 +623,14 @@ def test_bidirectional_fast_lane_equals_the_checked_path(monkeypatch, kind, dtyp
             taken.append((name, result is not None))
             return result
         return call
-    for name in ("pair_forward", "pair_backward"):
+    for name in ("stack_forward", "stack_backward"):
         monkeypatch.setattr(core, name, spy(name))
     lengths = None if lengths is None else np.array(lengths)
-    fast = _pair_run(kind, True, dtype, batch_first, with_states, accumulate, lengths)
-    assert taken == [("pair_forward", True), ("pair_backward", True)] * 2
-    _bitwise_equal(fast, _pair_run(kind, False, dtype, batch_first, with_states, accumulate,
-                                   lengths))
+    fast = _layers_run(kind, True, dtype, batch_first, with_states, accumulate, lengths,
+                       num_layers, bidirectional)
+    assert taken == [("stack_forward", True), ("stack_backward", True)] * 2
+    _bitwise_equal(fast, _layers_run(kind, False, dtype, batch_first, with_states,
+                                     accumulate, lengths, num_layers, bidirectional))
     assert len(taken) == 4      # (the checked path does not take the lane)
 
 
