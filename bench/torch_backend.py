@@ -16,8 +16,11 @@ bidirectional padded (the loss on the last step as above) and bidirectional pack
 Also, at the tiny shape: the wrapper's cost, the rnnfast.torch step minus the direct
 compiled forward+backward (``rnnfast._core`` on ready arrays, the same gradient on the last
 step), split into torch's floor (the same step through an empty autograd.Function of the
-same interface: what torch's autograd costs any such wrapper) and the rest, rnnfast.torch's
-own Python; and what a call copies (the transposed weights, the summed biases).
+same interface: what torch's autograd costs any such wrapper) and the rest; and the same
+floor with the direct kernels run inside its Function, whose difference to the step is
+rnnfast.torch's own share (its Python: the rest is the kernels run between torch's ops,
+colder than in a loop of their own, which any wrapper pays); what a call copies (the
+transposed weights, the summed biases).
 
     flock /tmp/rnnfast-bench.lock python bench/torch_backend.py [--medium] [--rounds N]
 """
@@ -97,8 +100,10 @@ def packed_step(module, seq):
     return run
 
 
-def direct_step(cell, ours, x):
-    """The compiled forward+backward the rnnfast.torch step runs, on ready arrays."""
+def direct_calls(cell, ours, x):
+    """The compiled forward and backward the rnnfast.torch step runs, on ready arrays:
+    ``(forward, backward)``, backward taking forward's result (the gradient on the last
+    step's output, as the step's loss gives it)."""
     xa = x.detach().numpy()
     Wx = ours.weight_ih_l0.detach().numpy().T.copy()
     Wh = ours.weight_hh_l0.detach().numpy().T.copy()
@@ -107,13 +112,17 @@ def direct_step(cell, ours, x):
                                     ours.bias_hh_l0.detach().numpy())
     b, b_hn = biases["b"], biases.get("b_hn")
 
-    def run():
+    def forward():
         if cell == "lstm":
             out, h, c, ws = _core.lstm_forward(xa, None, None, Wx, Wh, b, True, True)
         elif cell == "gru":
             out, h, ws = _core.gru_forward(xa, None, Wx, Wh, b, b_hn, True, True)
         else:
             out, h, ws = _core.rnn_forward(xa, None, Wx, Wh, b, "tanh", True, True)
+        return out, ws
+
+    def backward(done):
+        out, ws = done
         dout = np.zeros_like(out)
         dout[:, -1] = 2 * out[:, -1]
         if cell == "lstm":
@@ -122,32 +131,50 @@ def direct_step(cell, ours, x):
             _core.gru_backward(dout, None, xa, Wx, Wh, ws, True)
         else:
             _core.rnn_backward(dout, None, xa, Wx, Wh, ws, "tanh", True)
+    return forward, backward
+
+
+def direct_step(cell, ours, x):
+    """The compiled forward+backward the rnnfast.torch step runs, on ready arrays."""
+    forward, backward = direct_calls(cell, ours, x)
+
+    def run():
+        backward(forward())
     return run
 
 
-def floor_step(module, x):
+def floor_step(module, x, kernels=None):
     """torch's own share of a step: the same step (zero_grad, a module call, loss, backward)
     through an empty autograd.Function of rnnfast.torch's interface (inputs ``(call, x, h0,
     c0, *params)``, its outputs, applied by the same C entry, the same once_differentiable),
-    whose forward and backward only hand out copies of ready arrays as tensors."""
+    whose forward and backward only hand out copies of ready arrays as tensors. With
+    ``kernels`` (direct_calls' pair) they also run the compiled forward and backward on
+    ready arrays: the step with everything but rnnfast.torch's own work (checks, weight
+    copies, conversions), the kernels as they run between torch's ops (colder than in a loop
+    of their own)."""
     params = list(module._flat_weights)
     B, T = x.shape[0], x.shape[1]
     H = module.hidden_size
     outs = [np.zeros((B, T, H), np.float32)] + [np.zeros((1, B, H), np.float32)] * (
         2 if isinstance(module, torch.nn.LSTM) else 1)
     grads = [x.detach().numpy().copy()] + [p.detach().numpy().copy() for p in params]
+    run_forward, run_backward = kernels if kernels is not None else (None, None)
 
     class Empty(torch.autograd.Function):
         @staticmethod
         def forward(ctx, call, x, h0, c0, *params):
             ctx.set_materialize_grads(False)
             ctx.save_for_backward(x)
+            if run_forward is not None:
+                ctx.done = run_forward()
             return tuple(torch.from_numpy(a.copy()) for a in outs)
 
         @staticmethod
         @rt._once_differentiable
         def backward(ctx, *grad_outputs):
             _ = ctx.saved_tensors
+            if run_backward is not None:
+                run_backward(ctx.done)
             return (None, torch.from_numpy(grads[0].copy()), None, None,
                     *(torch.from_numpy(g.copy()) for g in grads[1:]))
 
@@ -209,21 +236,25 @@ def main():
                         requires_grad=True)
         print("\nwrapper overhead at the tiny shape (us per step): rnnfast.torch step, direct "
               "_core fwd+bwd, difference; torch's floor (the step through an empty Function "
-              "of the same interface) and what is left of the difference (rnnfast.torch's "
-              "own Python); what a call copies")
+              "of the same interface) and what is left of the difference; then the floor "
+              "with the direct kernels run inside it, and rnnfast.torch's own share: the "
+              "step minus that (its Python; the rest of the difference is the kernels "
+              "running colder between torch's ops); what a call copies")
         for cell in CELLS:
             _, ours = modules(cell, D, H)
             spec = rt._SPEC_OF_MODE[ours.mode]
             _, views = ours._rf_views("bench")
             m = medians({"step": step(ours, x), "direct": direct_step(cell, ours, x),
                          "floor": floor_step(ours, x),
+                         "inside": floor_step(ours, x, direct_calls(cell, ours, x)),
                          "copies": lambda ours=ours, spec=spec, views=views:
                          ours._rf_call(spec, views, views[0].dtype, True)}, args.rounds)
             over = m["step"] - m["direct"]
             print(f"  {cell:9} step {m['step'] * 1e6:7.1f}  direct {m['direct'] * 1e6:7.1f}  "
-                  f"overhead {over * 1e6:6.1f} = torch floor {m['floor'] * 1e6:6.1f} + own "
-                  f"{(over - m['floor']) * 1e6:5.1f}  (weights copied and biases summed: "
-                  f"{m['copies'] * 1e6:.1f})", flush=True)
+                  f"overhead {over * 1e6:6.1f} = torch floor {m['floor'] * 1e6:6.1f} + "
+                  f"{(over - m['floor']) * 1e6:5.1f}; floor with the kernels inside "
+                  f"{m['inside'] * 1e6:6.1f}, own {(m['step'] - m['inside']) * 1e6:5.1f}  "
+                  f"(weights copied and biases summed: {m['copies'] * 1e6:.1f})", flush=True)
         print("\nper-call weight copies at the other shapes (us)")
         for shape in shapes[1:]:
             B, T, D, H = SHAPES[shape]
