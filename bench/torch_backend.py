@@ -19,8 +19,8 @@ step), split into torch's floor (the same step through an empty autograd.Functio
 same interface: what torch's autograd costs any such wrapper) and the rest; and the same
 floor with the direct kernels run inside its Function, whose difference to the step is
 rnnfast.torch's own share (its Python: the rest is the kernels run between torch's ops,
-colder than in a loop of their own, which any wrapper pays); what a call copies (the
-transposed weights, the summed biases).
+colder than in a loop of their own, which any wrapper pays); what a call prepares (the
+summed biases; the weights are read in place).
 
     flock /tmp/rnnfast-bench.lock python bench/torch_backend.py [--medium] [--rounds N]
 """
@@ -150,7 +150,7 @@ def floor_step(module, x, kernels=None):
     whose forward and backward only hand out copies of ready arrays as tensors. With
     ``kernels`` (direct_calls' pair) they also run the compiled forward and backward on
     ready arrays: the step with everything but rnnfast.torch's own work (checks, weight
-    copies, conversions), the kernels as they run between torch's ops (colder than in a loop
+    transposes, conversions), the kernels as they run between torch's ops (colder than in a loop
     of their own)."""
     params = list(module._flat_weights)
     B, T = x.shape[0], x.shape[1]
@@ -239,7 +239,7 @@ def main():
               "of the same interface) and what is left of the difference; then the floor "
               "with the direct kernels run inside it, and rnnfast.torch's own share: the "
               "step minus that (its Python; the rest of the difference is the kernels "
-              "running colder between torch's ops); what a call copies")
+              "running colder between torch's ops); what a call prepares")
         for cell in CELLS:
             _, ours = modules(cell, D, H)
             spec = rt._SPEC_OF_MODE[ours.mode]
@@ -254,8 +254,8 @@ def main():
                   f"overhead {over * 1e6:6.1f} = torch floor {m['floor'] * 1e6:6.1f} + "
                   f"{(over - m['floor']) * 1e6:5.1f}; floor with the kernels inside "
                   f"{m['inside'] * 1e6:6.1f}, own {(m['step'] - m['inside']) * 1e6:5.1f}  "
-                  f"(weights copied and biases summed: {m['copies'] * 1e6:.1f})", flush=True)
-        print("\nper-call weight copies at the other shapes (us)")
+                  f"(the call's preparation, biases summed: {m['copies'] * 1e6:.1f})", flush=True)
+        print("\nper-call preparation (the biases summed) at the other shapes (us)")
         for shape in shapes[1:]:
             B, T, D, H = SHAPES[shape]
             for cell in CELLS:

@@ -566,6 +566,8 @@ cdef struct ForwardArgs:
     void* WxP           # Wx packed, or NULL
     void* a_scratch     # rf_packed_gemm's scratch for the interleaved rows of A
     int chunk
+    bint wx_t           # Wx (D, G) lies in memory as its transpose (F-ordered: torch's
+    bint wh_t           # weight_ih read as it is), Wh (H, G) likewise (weight_hh)
     bint training
     bint serial         # no OpenMP threads inside (the caller runs loops side by side)
     bint prepacked      # Wp and WxP already hold the packed weights (StepKernel)
@@ -604,8 +606,9 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
     cdef floating* c_next = NULL
     cdef floating* c_last = NULL
     if Wp != NULL and not a.prepacked:
-        pack_panels(H, G, Wh, G, False, Wp)
-        pack_panels(D, G, Wx, G, False, WxP)
+        # (an F-ordered W is W.T's rows: packed as a transposed weight)
+        pack_panels(H, G, Wh, H if a.wh_t else G, a.wh_t, Wp)
+        pack_panels(D, G, Wx, D if a.wx_t else G, a.wx_t, WxP)
     last_row = N if training else 2 * B                     # the last-states block
     gather_state(lay, H, <const floating*> a.h0, hs)        # step 0's block: h_{-1}
     if has_c:
@@ -619,7 +622,7 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
         rows = offset(lay, s0 + n) - chunk_row
         gates_chunk = gates + (chunk_row * G if training else 0)
         # gates_chunk = x_chunk @ Wx, every row of every step of the chunk at once
-        step_product(<int> rows, G, D, x_chunk, Wx, False, WxP, False, gates_chunk,
+        step_product(<int> rows, G, D, x_chunk, Wx, a.wx_t, WxP, False, gates_chunk,
                      a_scratch, parallel)
         for s in range(s0, s0 + n):
             m = active(lay, s)
@@ -638,11 +641,11 @@ cdef void forward_loop(floating tag, Cell cell, const Layout* lay,
                     memset(hgates_t, 0, <size_t> m * G * sizeof(floating))
             elif gru:
                 # hgates_t = h_prev @ Wh (apart from the gates: r multiplies its n part)
-                step_product(m, G, H, h_prev, Wh, False, Wp, False, hgates_t, a_scratch,
+                step_product(m, G, H, h_prev, Wh, a.wh_t, Wp, False, hgates_t, a_scratch,
                              parallel)
             else:
                 # gates_t += h_prev @ Wh
-                step_product(m, G, H, h_prev, Wh, False, Wp, True, gates_t, a_scratch,
+                step_product(m, G, H, h_prev, Wh, a.wh_t, Wp, True, gates_t, a_scratch,
                              parallel)
             if has_c:
                 c_prev = cs + prev_row * H
@@ -693,6 +696,8 @@ cdef struct BackwardArgs:
     void* dGp           # dG packed for the deferred products, or NULL (BLAS) ...
     void* WxTp          # ... and Wx.T packed
     void* deferred_scratch
+    bint wx_t           # Wx, Wh F-ordered (see ForwardArgs)
+    bint wh_t
     bint add_dx         # dx += (the other direction wrote it), not dx =
     bint dx_unused      # dx not computed (the caller needs no input gradient)
     bint dh0_unused     # dh0 not computed (no initial state was given); dc0 still is
@@ -739,8 +744,8 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
     cdef const floating* xs
     cdef floating* dx_packed
     cdef floating* dGh_packed
-    if WpT != NULL:
-        pack_panels(G, H, Wh, G, True, WpT)
+    if WpT != NULL:                 # Wh.T: an F-ordered Wh's own rows
+        pack_panels(G, H, Wh, H if a.wh_t else G, not a.wh_t, WpT)
     if dh_rec != <floating*> a.dh0:                         # sorted rows
         gather_state(lay, H, <const floating*> a.dh0, dh_rec)
         if has_c:
@@ -771,7 +776,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
         # dh_rec[:m] = dG_t @ Wh.T; the GRU's rows left dh * z there, its product adds
         # (step 0's makes dh0 only)
         if s > 0 or not a.dh0_unused:
-            step_product(m, H, G, dGh + offset(lay, s) * G, Wh, True, WpT, gru, dh_rec,
+            step_product(m, H, G, dGh + offset(lay, s) * G, Wh, not a.wh_t, WpT, gru, dh_rec,
                          a_scratch, parallel)
     if dh_rec != <floating*> a.dh0:
         scatter_state(lay, H, dh_rec, <floating*> a.dh0)
@@ -811,7 +816,7 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
             packed_gemm(H, G, <int> (rows - k0), hs + k0 * H, True, dGh_packed, False, dWh,
                         deferred_scratch, threads_for_once(rows * G * H) and not a.serial)
         if not a.dx_unused:
-            pack_panels(G, D, Wx, G, True, WxTp)                      # Wx.T
+            pack_panels(G, D, Wx, D if a.wx_t else G, not a.wx_t, WxTp)  # Wx.T
             packed_gemm(<int> rows, D, G, gates, False, WxTp, False, dx_packed,
                         deferred_scratch, threads_for_once(rows * G * D) and not a.serial)
     else:
@@ -821,8 +826,8 @@ cdef void backward_loop(floating tag, Cell cell, const Layout* lay,
             gemm(True, False, H, G, <int> (rows - k0), <floating> 1, hs + k0 * H, H,
                  dGh + k0 * G, G, <floating> 0, dWh, G)
         if not a.dx_unused:
-            gemm(False, True, <int> rows, D, G, <floating> 1, gates, G, Wx, G, <floating> 0,
-                 dx_packed, D)
+            gemm(False, not a.wx_t, <int> rows, D, G, <floating> 1, gates, G, Wx,
+                 D if a.wx_t else G, <floating> 0, dx_packed, D)
     if rows == k0:                                          # one step from a zero start
         memset(dWh, 0, <size_t> H * G * sizeof(floating))
     if dx_packed == xbuf and not a.dx_unused:
@@ -1095,6 +1100,20 @@ cdef tuple run_two(Prepared p, Prepared q):
 
 cdef struct Dims:
     Py_ssize_t B, T, D, H, G      # batch, seq_len, input, hidden, gates x hidden
+
+
+cdef bint f_ordered(W, str name) except -1:
+    """Whether a weight the kernels get lies in memory F-ordered (as its transpose's rows:
+    rnnfast.torch hands torch's weight_ih / weight_hh over as ``.T`` views, read in place);
+    False for a C-contiguous one (either, for one of a single row or column). Anything else
+    is an error: the kernels read W's memory as one of the two."""
+    cdef cnp.ndarray w = <cnp.ndarray> W
+    if cnp.PyArray_IS_C_CONTIGUOUS(w):
+        return False
+    if cnp.PyArray_IS_F_CONTIGUOUS(w):
+        return True
+    raise ValueError(f"{name} must be C-contiguous or F-contiguous (the transpose of a "
+                     f"C-contiguous array), got strides {W.strides} for shape {W.shape}")
 
 
 cdef inline Dims dims_of(cnp.ndarray x, cnp.ndarray Wh, bint batch_first) noexcept:
@@ -1440,6 +1459,7 @@ cdef Prepared prepare_forward(int kind, x, h0, c0, Wx, Wh, b, b_hn, bint batch_f
     c_n = empty(2, dims, is_float) if has_c else None
     a.x, a.h0, a.c0 = data(x), data(h0), data(c0)
     a.Wx, a.Wh, a.b, a.b_hn = data(Wx), data(Wh), data(b), data(b_hn)
+    a.wx_t, a.wh_t = f_ordered(Wx, "Wx"), f_ordered(Wh, "Wh")
     a.out, a.h_n, a.c_n, a.c_out = data(out), data(h_n), data(c_n), data(cells_out)
     a.gates, a.hgates, a.hs, a.cs = data(gates), data(hgates), data(hs), data(cs)
     a.chunk, a.training, a.serial, a.prepacked = chunk, training, False, False
@@ -1555,6 +1575,7 @@ cdef Prepared prepare_backward(int kind, dout, dh_n, dc_n, x, Wx, Wh, workspace,
     a.hs, a.cs, a.gates, a.hgates = data(hs), data(cs), data(gates), data(hgates)
     a.dh0, a.dc0 = data(dh0), data(dc0)
     a.dx, a.dWx, a.dWh, a.db, a.db_hn = data(dx), data(dWx), data(dWh), data(db), data(db_hn)
+    a.wx_t, a.wh_t = f_ordered(Wx, "Wx"), f_ordered(Wh, "Wh")
     a.add_dx, a.serial = add_dx, False
     a.dx_unused, a.dh0_unused = not need_dx, not need_dh0
     prep.call.cell, prep.call.lay, prep.call.ba = cell, lay, a
@@ -1868,6 +1889,7 @@ cdef class StepKernel:
         cdef size_t item = 4 if self.is_float else 8
         a.x, a.h0, a.c0 = data(x_t), data(h), data(c)
         a.Wx, a.Wh, a.b, a.b_hn = data(self.Wx), data(self.Wh), data(self.b), data(self.b_hn)
+        a.wx_t = a.wh_t = False         # (a layer's checked, C-contiguous weights)
         a.out, a.h_n, a.c_n, a.c_out = data(h_out), data(h_out), data(c_out), NULL
         a.gates = base
         base += gates_n * item

@@ -13,12 +13,13 @@ objects: an optimizer built before still updates them).
 How a call maps onto the kernels (``rnnfast._core``, called directly on arrays validated
 here once):
 
-- parameters: the kernels multiply on the right, ``Wx = weight_ih.T``, ``Wh = weight_hh.T``,
-  C-contiguous: each call copies the two transposed weights of each layer (the kernels
-  cannot read torch's layout) and sums the biases as the registry says (``rnnfast.cells``:
-  ``b = bias_ih + bias_hh``; the GRU's ``b_hn = bias_hh[2H:]``). The copies cost what
-  BENCHMARKS.md ("rnnfast.torch") says; the parameter tensors themselves are read in place
-  (zero-copy NumPy views, kept while the parameter's storage stays the same).
+- parameters: the kernels multiply on the right, ``Wx = weight_ih.T``, ``Wh = weight_hh.T``:
+  they read torch's weights in place, as F-ordered ``.T`` views of zero-copy NumPy views of
+  the tensors (kept while the parameter's storage stays the same); each call sums the biases
+  as the registry says (``rnnfast.cells``: ``b = bias_ih + bias_hh``; the GRU's ``b_hn =
+  bias_hh[2H:]``), and backward transposes the weight gradients into torch's layout. Saved
+  for backward as torch.nn saves them: an in-place change of a parameter between forward
+  and backward is torch's error, not a gradient of other weights.
 - one workspace per call, kept in the autograd context until backward (so a module may run
   several times in one graph). The compiled backward overwrites a workspace's gates with
   their gradients: when the graph is retained (``retain_graph=True``) backward runs on a
@@ -313,9 +314,9 @@ class _RecurrentFunction(torch.autograd.Function):
                                            None if c0 is None else _array(c0), True)
         ctx.call, ctx.tape = call, tape
         ctx.given = (h0 is not None, c0 is not None)
-        # x through save_for_backward: torch refuses the backward if it was modified in
-        # place since (the tape holds a view of it)
-        ctx.save_for_backward(x)
+        # x and the parameters through save_for_backward: torch refuses the backward if one
+        # was modified in place since (the tape holds views of them, as torch.nn's saves them)
+        ctx.save_for_backward(x, *params)
         if c_n is None:
             return torch.from_numpy(out), torch.from_numpy(h_n)
         return torch.from_numpy(out), torch.from_numpy(h_n), torch.from_numpy(c_n)
@@ -431,8 +432,9 @@ class _Recurrent:
         layers = []
         zeros = None
         for k in range(0, len(views), per):
-            Wx = _transposed(views[k])
-            Wh = _transposed(views[k + 1])
+            # the kernels read torch's (G, in) weights in place as F-ordered (in, G) views
+            Wx = views[k].T
+            Wh = views[k + 1].T
             if self.bias:
                 biases = spec.biases_from_torch(views[k + 2], views[k + 3])
             else:                               # zero biases that get no gradient

@@ -340,3 +340,70 @@ def test_eval_forward_equals_training_forward(kind, shape, batch_first, backend,
         # and the final states are the last step of out
         last = out_t[:, -1] if batch_first else out_t[-1]
         np.testing.assert_array_equal(finals_t[0], last)
+
+
+# ----------------------------------------------------------------------------- F-ordered weights
+
+def _direction_call(core, kind, p, Wx, Wh, steps, reverse, batch_first):
+    """A training forward and its backward of one direction (``_core.direction_*``) on the
+    given weights; every result."""
+    weights = (Wx, Wh) + tuple(p[n] for n in param_names(kind)[2:])
+    states = tuple(p[n + "0"] for n in state_names(kind))
+    out, finals, ws = core.direction_forward(kind, p["x"], states, weights, batch_first, True,
+                                             steps, reverse)
+    dstates = tuple(p[f"d{n}_n"] for n in state_names(kind))
+    dx, d0, grads = core.direction_backward(kind, p["dout"], dstates, p["x"], Wx, Wh, ws,
+                                            batch_first)
+    return (out, *finals, dx, *d0, *grads)
+
+
+@pytest.mark.parametrize("kind", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("products", ["packed", "blas"])
+@pytest.mark.parametrize("shape,lengths,reverse", [
+    ((3, 6, 5, 7), None, False), ((1, 9, 4, 33), None, True),
+    ((4, 7, 9, 16), [7, 2, 5, 1], True), ((2, 3, 1, 1), None, False),
+    ((5, 4, 130, 20), [4, 4, 1, 3, 2], False)])
+def test_f_ordered_weights_are_read_in_place(monkeypatch, kind, dtype, products, shape,
+                                             lengths, reverse):
+    """The kernels read a weight that lies in memory as its transpose (F-ordered, as
+    rnnfast.torch hands over torch's weight_ih.T / weight_hh.T) as the same matrix: every
+    result equals the C-contiguous copy's: to the bit in our packed products (the packed
+    panels are the same), to conftest's tolerances normwise in BLAS (its product with a
+    transposed operand may add in another order: 1-2 ulp apart at batch 1, and a few
+    entries of float32 sums that cancel, measured)."""
+    from rnnfast import _core
+    if products == "blas":
+        monkeypatch.setattr(_core, "packed_max_work", 0)
+    B, T, D, H = shape
+    p = random_problem(kind, B, T, D, H, dtype, batch_first=False, seed=4)
+    steps = None if lengths is None else _core.sequence_steps(np.array(lengths, np.intp), T)
+    c_order = _direction_call(_core, kind, p, p["Wx"], p["Wh"], steps, reverse, False)
+    f_Wx, f_Wh = np.asfortranarray(p["Wx"]), np.asfortranarray(p["Wh"])
+    assert not f_Wx.flags.c_contiguous or D == 1 or p["Wx"].shape[1] == 1
+    f_order = _direction_call(_core, kind, p, f_Wx, f_Wh, steps, reverse, False)
+    for a, b in zip(c_order, f_order):
+        assert a.flags.c_contiguous and b.flags.c_contiguous
+        if products == "packed":
+            np.testing.assert_array_equal(a, b)
+        else:
+            # normwise: two orders of one sum differ relative to the terms, not to a sum
+            # that cancels (see the module's note)
+            np.testing.assert_allclose(a, b, rtol=0,
+                                       atol=ATOL[dtype] + RTOL[dtype] * np.abs(a).max())
+
+
+@pytest.mark.parametrize("name", ["Wx", "Wh"])
+def test_strided_weights_are_refused(name):
+    """A weight that is neither C- nor F-contiguous is a ValueError naming it (the kernels
+    read W's memory as one of the two)."""
+    from rnnfast import _core
+    p = random_problem("lstm", 2, 3, 4, 5, np.float32, batch_first=False)
+    weights = [p["Wx"], p["Wh"], p["b"]]
+    k = 0 if name == "Wx" else 1
+    big = np.zeros((weights[k].shape[0], 2 * weights[k].shape[1]), np.float32)
+    big[:, ::2] = weights[k]
+    weights[k] = big[:, ::2]
+    with pytest.raises(ValueError, match=f"{name} must be C-contiguous or F-contiguous"):
+        _core.direction_forward("lstm", p["x"], (p["h0"], p["c0"]), tuple(weights), False,
+                                True)
