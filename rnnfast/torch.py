@@ -139,17 +139,27 @@ def _pristine(ws, spec):
 class _Call:
     """What one forward runs: the cell, the layout, the directions, the kernels' weights
     per (layer, direction) in torch's order (NumPy, right-multiplying: ``(Wx, Wh, b,
-    b_hn)``, b_hn None but for the GRU), dropout, and the batch's sequence steps
-    (``_core.sequence_steps`` of a PackedSequence's lengths, or None)."""
+    b_hn)``, b_hn None but for the GRU), dropout, and a PackedSequence's lengths (intp, the
+    caller's row order) with their sequence steps (``_core.sequence_steps``), or None."""
 
     __slots__ = ("spec", "batch_first", "layers", "dropout", "bias", "dtype", "directions",
-                 "steps", "packing")
+                 "steps", "packing", "lengths")
 
     def __init__(self, spec, batch_first, layers, dropout, bias, dtype, directions=1,
-                 steps=None, packing=None):
+                 steps=None, packing=None, lengths=None):
         self.spec, self.batch_first, self.layers = spec, batch_first, layers
         self.dropout, self.bias, self.dtype = dropout, bias, dtype
         self.directions, self.steps, self.packing = directions, steps, packing
+        self.lengths = lengths
+
+    def flat_weights(self):
+        """Every (layer, direction)'s weights in the registry's order, one flat tuple (the
+        kernels' stack_forward takes them so)."""
+        n = len(self.spec.params)
+        flat = ()
+        for weights in self.layers:
+            flat += weights[:n]
+        return flat
 
 
 def _dropout_mask(shape, p, dtype, batch_first, packing=None):
@@ -210,6 +220,15 @@ def _run_forward(call, x, h0, c0, training):
                                                  call.batch_first, training, call.steps)
         return (out, finals[0][None], finals[1][None] if has_c else None,
                 (x, ws) if training else None)
+    if not training and not call.dropout:
+        # inference: every layer and direction in the kernels' stack loop (C), no per-layer
+        # Python (the arrays are ready: declined only if they were not)
+        done = core.stack_forward((core,) * len(call.layers), spec.kind, x, states,
+                                  call.flat_weights(), nd, call.batch_first, False,
+                                  call.lengths)
+        if done is not None:
+            out, finals = done[0], done[1]
+            return out, finals[0], finals[1] if has_c else None, None
     L = len(call.layers) // nd
     tape = [] if training else None
     hs, cs = [], []
@@ -425,7 +444,8 @@ class _Recurrent:
         self.__dict__["_rf_cache"] = (params, [p.data_ptr() for p in params], views)
         return params, views
 
-    def _rf_call(self, spec, views, dtype, batch_first, steps=None, packing=None):
+    def _rf_call(self, spec, views, dtype, batch_first, steps=None, packing=None,
+                 lengths=None):
         """The kernels' weights for this call (the transposed copies, the summed biases), per
         (layer, direction) in torch's order."""
         per = 4 if self.bias else 2
@@ -445,7 +465,7 @@ class _Recurrent:
             layers.append((Wx, Wh, biases["b"], biases.get("b_hn")))
         dropout = self.dropout if self.training and self.num_layers > 1 else 0.0
         return _Call(spec, batch_first, layers, dropout, self.bias, dtype,
-                     2 if self.bidirectional else 1, steps, packing)
+                     2 if self.bidirectional else 1, steps, packing, lengths)
 
     def forward(self, input, hx=None):
         if getattr(self, "proj_size", 0):
@@ -455,7 +475,7 @@ class _Recurrent:
         params, views = self._rf_views(owner)
         dtype = views[0].dtype
         packed = isinstance(input, PackedSequence)
-        steps = packing = None
+        steps = packing = lengths = None
         if packed:
             # padded time-major (the kernels' cheapest layout; a PackedSequence has no
             # batch_first) with the rows in the caller's order, as torch.nn's hx and h_n
@@ -492,7 +512,7 @@ class _Recurrent:
         if not batched:
             states = tuple(None if s is None else s.unsqueeze(1) for s in states)
         h0, c0 = states if n_states == 2 else (states[0], None)
-        call = self._rf_call(spec, views, dtype, batch_first, steps, packing)
+        call = self._rf_call(spec, views, dtype, batch_first, steps, packing, lengths)
         need_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in params)
             or any(s is not None and s.requires_grad for s in states))

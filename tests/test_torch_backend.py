@@ -149,6 +149,10 @@ def check_parity(kind, dtype, batch_first, num_layers, bidirectional, packing):
             len(list(ref.parameters())) + n_extra
         assert len(list(ref.parameters())) == num_layers * nd * (4 if ref.bias else 2)
         assert_same_results(run(ours, x, hx, lengths=lengths), expected, dtype)
+        # the inference kernels (no graph: every layer in the kernels' stack loop) too
+        with torch.no_grad():
+            inferred = run(ours, x, hx, backward=False, lengths=lengths)
+        assert_same_results(inferred, {k: expected[k] for k in inferred}, dtype)
 
 
 @pytest.mark.parametrize("packing", list(PACKINGS))
@@ -334,7 +338,7 @@ def test_inference_path_keeps_no_workspace(monkeypatch):
     workspace, no graph); eval mode with trainable parameters still backpropagates, as
     torch.nn's modules do."""
     seen = []
-    kernel = rt._forward_layer
+    kernel, stack = rt._forward_layer, rt._core.stack_forward
 
     def spy(core, call, x, states, layer, training):
         seen.append(training)
@@ -342,7 +346,16 @@ def test_inference_path_keeps_no_workspace(monkeypatch):
         assert all((ws is None) == (not training) for _, ws in done)
         return out, done
 
+    def stack_spy(kernels, kind, x, states, weights, directions, batch_first, training,
+                  lengths):
+        done = stack(kernels, kind, x, states, weights, directions, batch_first, training,
+                     lengths)
+        seen.extend([training] * len(done[2]))      # (inference: every layer in one call)
+        assert all(ws is None for _, workspaces in done[2] for ws in workspaces)
+        return done
+
     monkeypatch.setattr(rt, "_forward_layer", spy)
+    monkeypatch.setattr(rt._core, "stack_forward", stack_spy)
     ref, ours = pair("lstm", num_layers=2)
     x, hx = inputs("lstm", batch_first=False, dtype=np.float32, num_layers=2)
     with torch.no_grad():
