@@ -208,7 +208,7 @@ def stack_forward(kernels: Any, kind: str, x: object, states: tuple[object, ...]
 def stack_backward(kernels: Any, kind: str, dout: object, dstates: tuple[object, ...],
                    layers: list[tuple[_Array[_F], list[_Workspace]]],
                    weights: tuple[_Array[_F], ...], directions: int, batch_first: bool,
-                   grads: tuple[object, ...], into: bool, need_dx: bool = True,
+                   grads: tuple[object, ...] | None, into: bool, need_dx: bool = True,
                    need_dh0: bool = True
                    ) -> tuple[_Array[_F] | None, tuple[_Array[_F], ...],
                               tuple[_Array[_F], ...], bool] | None: ...

@@ -2174,8 +2174,9 @@ def stack_forward(kernels, kind, x, tuple states, tuple weights, int directions,
     two directions run in directions_forward. Returns ``(out, finals, layers, x_kept,
     steps)``: finals per state (layers x directions, batch, hidden), ``layers`` per layer
     ``(its input, [its directions' workspaces])`` as _sequence.forward's cache holds them
-    (its input for layer 0 is x_kept). None when x, the states or the lengths are not ready
-    as they are (the caller checks, converts or raises)."""
+    (its input for layer 0 is x_kept: a copy of x, or x itself when ``kernels`` are this
+    module's functions). None when x, the states or the lengths are not ready as they are
+    (the caller checks, converts or raises)."""
     cdef Py_ssize_t nj = len(kernels), n = len(weights) // nj
     cdef cnp.ndarray Wx = <cnp.ndarray> weights[0], Wh = <cnp.ndarray> weights[1]
     cdef int typenum = cnp.PyArray_TYPE(Wx)
@@ -2194,7 +2195,9 @@ def stack_forward(kernels, kind, x, tuple states, tuple weights, int directions,
     for st in states:
         none = none and st is None
     cdef cnp.ndarray xa = <cnp.ndarray> x
-    if training:                        # backward reads x as it was: one copy (layer 0's)
+    if training and isinstance(kernels[0], BufferedKernels):
+        # backward reads x as it was: one copy (layer 0's kernels'); the module's functions
+        # as kernels keep x itself (rnnfast.torch: torch refuses a backward after x changed)
         x = kernels[0].kept_copy(xa)
     cdef int k = KINDS.index(kind)
     cdef bint has_c = k == KIND_LSTM
@@ -2230,15 +2233,15 @@ def stack_forward(kernels, kind, x, tuple states, tuple weights, int directions,
 
 
 def stack_backward(kernels, kind, dout, tuple dstates, list layers, tuple weights,
-                   int directions, bint batch_first, tuple grads, bint into,
+                   int directions, bint batch_first, grads, bint into,
                    bint need_dx=True, bint need_dh0=True):
     """layer_backward for stack_forward's call (``layers`` its layers, ``weights`` the same
     checked parameters, so the workspaces fit them), rnnfast._sequence's backward without
     rnnfast._checks' Python: ``dstates`` per state None or (layers x directions, batch,
-    hidden), ``grads`` every (layer, direction)'s gradient arrays, one flat tuple. Returns
-    ``(dx, dstates0, grads, written)``, grads one flat tuple; None when dout, the state
-    gradients or grads are not ready as they are. ``need_dx`` (layer 0's input gradient),
-    ``need_dh0``: see direction_backward."""
+    hidden), ``grads`` every (layer, direction)'s gradient arrays, one flat tuple, or None
+    (new arrays, nothing to check). Returns ``(dx, dstates0, grads, written)``, grads one
+    flat tuple; None when dout, the state gradients or grads are not ready as they are.
+    ``need_dx`` (layer 0's input gradient), ``need_dh0``: see direction_backward."""
     cdef Py_ssize_t nj = len(kernels), n = len(weights) // nj
     cdef cnp.ndarray xa = <cnp.ndarray> layers[0][0], Wh = <cnp.ndarray> weights[1]
     cdef int typenum = cnp.PyArray_TYPE(Wh)
@@ -2250,7 +2253,7 @@ def stack_backward(kernels, kind, dout, tuple dstates, list layers, tuple weight
         return None
     if not states_ready(dstates, typenum, nj, B, H):
         return None
-    cdef int fit = grads_ready(grads, weights, (dout,) + dstates)
+    cdef int fit = 1 if grads is None else grads_ready(grads, weights, (dout,) + dstates)
     if fit == 0:
         return None
     cdef bint written = into and fit == 2

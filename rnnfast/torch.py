@@ -29,8 +29,10 @@ here once):
   with parameters that require gradients, forward keeps a workspace (torch.nn's modules
   backpropagate in eval mode too); eval only turns dropout off.
 - ``num_layers > 1``: one kernel call per layer, layer l's output the input of layer l + 1,
-  dropout between layers in training (torch's: each element zeroed with probability
-  ``dropout``, the rest scaled by ``1 / (1 - dropout)``, drawn from torch's generator).
+  all in the kernels' stack loop (``_core.stack_forward`` / ``stack_backward``: no Python
+  per layer); with dropout between layers in training (torch's: each element zeroed with
+  probability ``dropout``, the rest scaled by ``1 / (1 - dropout)``, drawn from torch's
+  generator) layer by layer here, the mask applied between the calls.
 - ``bidirectional=True``: per layer both directions in one kernel call
   (``_core.directions_forward``, side by side on two threads when the thread policy gives
   two), writing the two column halves of one ``(.., 2 * hidden)`` output; the reverse
@@ -220,15 +222,17 @@ def _run_forward(call, x, h0, c0, training):
                                                  call.batch_first, training, call.steps)
         return (out, finals[0][None], finals[1][None] if has_c else None,
                 (x, ws) if training else None)
-    if not training and not call.dropout:
-        # inference: every layer and direction in the kernels' stack loop (C), no per-layer
-        # Python (the arrays are ready: declined only if they were not)
+    if not call.dropout:
+        # every layer and direction in the kernels' stack loop (C), no per-layer Python
+        # (the arrays are ready: declined only if they were not); its tape ("stack",
+        # layers), each layer's input and its directions' workspaces
         done = core.stack_forward((core,) * len(call.layers), spec.kind, x, states,
-                                  call.flat_weights(), nd, call.batch_first, False,
+                                  call.flat_weights(), nd, call.batch_first, training,
                                   call.lengths)
         if done is not None:
             out, finals = done[0], done[1]
-            return out, finals[0], finals[1] if has_c else None, None
+            return (out, finals[0], finals[1] if has_c else None,
+                    ("stack", done[2]) if training else None)
     L = len(call.layers) // nd
     tape = [] if training else None
     hs, cs = [], []
@@ -272,6 +276,17 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep, need_dx=True, need_dh0=Tru
                                             call.batch_first, need_dx=need_dx,
                                             need_dh0=need_dh0)
         return (dx, d0[0][None], d0[1][None] if has_c else None, [_torch_order(g)])
+    if tape[0] == "stack":                  # (see _run_forward)
+        layers = tape[1]
+        if keep:
+            layers = [(inp, [_pristine(ws, spec) for ws in workspaces])
+                      for inp, workspaces in layers]
+        dx, d0, flat, _ = core.stack_backward(
+            (core,) * len(call.layers), spec.kind, dout, dstates, layers, call.flat_weights(),
+            nd, call.batch_first, None, False, need_dx, need_dh0)
+        n = len(spec.params)
+        return (dx, d0[0], d0[1] if has_c else None,
+                [_torch_order(flat[j:j + n]) for j in range(0, len(flat), n)])
     L = len(call.layers) // nd
     dhs, dcs, grads = [None] * (L * nd), [None] * (L * nd), [None] * (L * nd)
     d = dout

@@ -336,7 +336,8 @@ def test_retain_graph_second_backward(kind):
 def test_inference_path_keeps_no_workspace(monkeypatch):
     """no_grad, and calls where nothing needs a gradient, run the inference kernels (no
     workspace, no graph); eval mode with trainable parameters still backpropagates, as
-    torch.nn's modules do."""
+    torch.nn's modules do. (Without dropout a stack runs in the kernels' stack loop, with
+    it layer by layer: either is watched.)"""
     seen = []
     kernel, stack = rt._forward_layer, rt._core.stack_forward
 
@@ -350,8 +351,9 @@ def test_inference_path_keeps_no_workspace(monkeypatch):
                   lengths):
         done = stack(kernels, kind, x, states, weights, directions, batch_first, training,
                      lengths)
-        seen.extend([training] * len(done[2]))      # (inference: every layer in one call)
-        assert all(ws is None for _, workspaces in done[2] for ws in workspaces)
+        seen.extend([training] * len(done[2]))      # (every layer in one call)
+        assert all((ws is None) == (not training) for _, workspaces in done[2]
+                   for ws in workspaces)
         return done
 
     monkeypatch.setattr(rt, "_forward_layer", spy)
