@@ -2125,11 +2125,9 @@ cdef object lane_steps(lengths, x, Py_ssize_t B, bint batch_first):
     return sequence_steps(lengths, cnp.PyArray_DIM(<cnp.ndarray> x, 1 if batch_first else 0))
 
 
-cdef inline tuple direction_states(tuple states, Py_ssize_t j, bint none):
+cdef inline tuple direction_states(tuple states, Py_ssize_t j):
     """Direction j's (of a stack's layers x directions) states or state gradients: per state
-    the (B, H) view ``states[k][j]``, or None (every one, with ``none``: nothing given)."""
-    if none:
-        return (None,) * len(states)
+    the (B, H) view ``states[k][j]``, or None where the state is None."""
     if len(states) == 1:
         return (None if states[0] is None else states[0][j],)
     return (None if states[0] is None else states[0][j],
@@ -2191,16 +2189,12 @@ def stack_forward(kernels, kind, x, tuple states, tuple weights, int directions,
     if steps is False:
         return None
     cdef bint is_float = typenum == cnp.NPY_FLOAT32
-    cdef bint none = True
-    for st in states:
-        none = none and st is None
     cdef cnp.ndarray xa = <cnp.ndarray> x
     if training and isinstance(kernels[0], BufferedKernels):
         # backward reads x as it was: one copy (layer 0's kernels'); the module's functions
         # as kernels keep x itself (rnnfast.torch: torch refuses a backward after x changed)
         x = kernels[0].kept_copy(xa)
     cdef int k = KINDS.index(kind)
-    cdef bint has_c = k == KIND_LSTM
     cdef cnp.npy_intp dims[3]
     dims[0], dims[1], dims[2] = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1), directions * H
     cdef tuple finals = stacked_states(len(states), nj, B, H, is_float)
@@ -2215,14 +2209,14 @@ def stack_forward(kernels, kind, x, tuple states, tuple weights, int directions,
         if directions == 2:
             done = run_directions_forward(
                 kernels[j0:j0 + 2], k, layer_in,
-                [direction_states(states, j0, none), direction_states(states, j0 + 1, none)],
+                [direction_states(states, j0), direction_states(states, j0 + 1)],
                 (weights[j0 * n:(j0 + 1) * n], weights[(j0 + 1) * n:(j0 + 2) * n]),
                 batch_first, training, steps, out, None)
             put_direction(finals, j0, done[0][0], block)
             put_direction(finals, j0 + 1, done[1][0], block)
             layers.append((layer_in, [done[0][1], done[1][1]]))
         else:
-            _, fin, ws = _direction_forward(kind, layer_in, direction_states(states, j0, none),
+            _, fin, ws = _direction_forward(kind, layer_in, direction_states(states, j0),
                                             weights[j0 * n:(j0 + 1) * n], batch_first,
                                             training, steps, False, out, 0, None,
                                             pool_of(kernels[j0], training))
@@ -2258,23 +2252,20 @@ def stack_backward(kernels, kind, dout, tuple dstates, list layers, tuple weight
         return None
     cdef bint written = into and fit == 2
     cdef bint is_float = typenum == cnp.NPY_FLOAT32
-    cdef bint none = True
-    for st in dstates:
-        none = none and st is None
     cdef int k = KINDS.index(kind)
     cdef tuple dstates0 = stacked_states(len(dstates), nj, B, H, is_float)
     cdef size_t block = <size_t> B * H * (4 if is_float else 8)
     cdef list per_direction = [None] * nj
-    cdef Py_ssize_t j0, layer = len(layers)
+    cdef Py_ssize_t j0, layer
     d_above = dout                      # the gradient of this layer's output (None: zeros)
     for j0 in range(nj - directions, -1, -directions):
-        layer -= 1
+        layer = j0 // directions
         layer_in, workspaces = layers[layer]
         if directions == 2:
             d_above, d0s, gs = run_directions_backward(
                 kernels[j0:j0 + 2], k, d_above,
-                [direction_states(dstates, j0, none),
-                 direction_states(dstates, j0 + 1, none)], layer_in,
+                [direction_states(dstates, j0), direction_states(dstates, j0 + 1)],
+                layer_in,
                 (weights[j0 * n], weights[(j0 + 1) * n]),
                 (weights[j0 * n + 1], weights[(j0 + 1) * n + 1]), workspaces, batch_first,
                 None, ((grads[j0 * n:(j0 + 1) * n], grads[(j0 + 1) * n:(j0 + 2) * n])
@@ -2284,7 +2275,7 @@ def stack_backward(kernels, kind, dout, tuple dstates, list layers, tuple weight
             per_direction[j0], per_direction[j0 + 1] = gs[0], gs[1]
         else:
             d_above, d0, g = _direction_backward(
-                kind, d_above, direction_states(dstates, j0, none), layer_in,
+                kind, d_above, direction_states(dstates, j0), layer_in,
                 weights[j0 * n], weights[j0 * n + 1], workspaces[0], batch_first, None, None,
                 pool_of(kernels[j0], True), grads[j0 * n:(j0 + 1) * n] if written else None,
                 need_dx or layer > 0, need_dh0)

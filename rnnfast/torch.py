@@ -141,11 +141,13 @@ def _pristine(ws, spec):
 class _Call:
     """What one forward runs: the cell, the layout, the directions, the kernels' weights
     per (layer, direction) in torch's order (NumPy, right-multiplying: ``(Wx, Wh, b,
-    b_hn)``, b_hn None but for the GRU), dropout, and a PackedSequence's lengths (intp, the
-    caller's row order) with their sequence steps (``_core.sequence_steps``), or None."""
+    b_hn)``, b_hn None but for the GRU) and the same as one flat tuple in the registry's order
+    (``flat``: the kernels' stack_forward takes them so), dropout, and a PackedSequence's
+    lengths (intp, the caller's row order) with their sequence steps
+    (``_core.sequence_steps``), or None."""
 
-    __slots__ = ("spec", "batch_first", "layers", "dropout", "bias", "dtype", "directions",
-                 "steps", "packing", "lengths")
+    __slots__ = ("spec", "batch_first", "layers", "flat", "dropout", "bias", "dtype",
+                 "directions", "steps", "packing", "lengths")
 
     def __init__(self, spec, batch_first, layers, dropout, bias, dtype, directions=1,
                  steps=None, packing=None, lengths=None):
@@ -153,15 +155,11 @@ class _Call:
         self.dropout, self.bias, self.dtype = dropout, bias, dtype
         self.directions, self.steps, self.packing = directions, steps, packing
         self.lengths = lengths
-
-    def flat_weights(self):
-        """Every (layer, direction)'s weights in the registry's order, one flat tuple (the
-        kernels' stack_forward takes them so)."""
-        n = len(self.spec.params)
+        n = len(spec.params)
         flat = ()
-        for weights in self.layers:
+        for weights in layers:
             flat += weights[:n]
-        return flat
+        self.flat = flat
 
 
 def _dropout_mask(shape, p, dtype, batch_first, packing=None):
@@ -227,7 +225,7 @@ def _run_forward(call, x, h0, c0, training):
         # (the arrays are ready: declined only if they were not); its tape ("stack",
         # layers), each layer's input and its directions' workspaces
         done = core.stack_forward((core,) * len(call.layers), spec.kind, x, states,
-                                  call.flat_weights(), nd, call.batch_first, training,
+                                  call.flat, nd, call.batch_first, training,
                                   call.lengths)
         if done is not None:
             out, finals = done[0], done[1]
@@ -282,7 +280,7 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep, need_dx=True, need_dh0=Tru
             layers = [(inp, [_pristine(ws, spec) for ws in workspaces])
                       for inp, workspaces in layers]
         dx, d0, flat, _ = core.stack_backward(
-            (core,) * len(call.layers), spec.kind, dout, dstates, layers, call.flat_weights(),
+            (core,) * len(call.layers), spec.kind, dout, dstates, layers, call.flat,
             nd, call.batch_first, None, False, need_dx, need_dh0)
         n = len(spec.params)
         return (dx, d0[0], d0[1] if has_c else None,
@@ -461,8 +459,8 @@ class _Recurrent:
 
     def _rf_call(self, spec, views, dtype, batch_first, steps=None, packing=None,
                  lengths=None):
-        """The kernels' weights for this call (the transposed copies, the summed biases), per
-        (layer, direction) in torch's order."""
+        """The kernels' weights for this call (views of torch's, read in place; the summed
+        biases), per (layer, direction) in torch's order."""
         per = 4 if self.bias else 2
         layers = []
         zeros = None
