@@ -5,7 +5,9 @@ Three measurements, each against rnnfast's own 1-thread time in the same process
 1. ``busy``: another process keeps one of the two cores busy (a Python spin loop). Call
    times of the default threading and of 1 thread (threadpoolctl, every library), taken
    alternately, median and 90th percentile, for LSTM(8, 64) on a (450, 8, 8) batch (eval
-   forward, training forward, forward+backward) and the medium and large grid cells.
+   forward, training forward, forward+backward), the medium and large grid cells, and tiny
+   bidirectional layers (whose two directions run side by side while the second thread is
+   awake).
 2. ``concurrent``: two Python threads calling one shared ``eval()`` layer (LSTM(64, 128),
    (32, 100, 64) batches), and two threads with layers of their own, against the same calls
    made one after another: throughput ratio (> 1: the threads overlap).
@@ -16,6 +18,7 @@ Run from anywhere with the package installed: ``python bench/contention.py`` (``
 for fewer samples, ``--cases`` to pick). Prints a Markdown table.
 """
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -28,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 import rnnfast
 from rnnfast import _core
+from rnnfast.bench import KINDS, SIZES
 
 ROUNDS = 7      # the two-thread table: best of this many alternated rounds
 SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
@@ -39,24 +43,29 @@ def busy_process(seconds):
 
 
 def make_case(name, seed=0):
-    """(label, callable) for one case; the callable runs one call."""
+    """The callable of one case (it runs one call): ``digits-<mode>`` or
+    ``<size>-<kind>-<mode>``, size from ``rnnfast.bench.SIZES``, kind ``rnn``, ``lstm`` or
+    ``gru``, ``bi`` before it for a bidirectional layer, mode ``eval``, ``fwd`` (a training
+    forward) or ``fwdbwd``."""
     rng = np.random.default_rng(seed)
-    sizes = {"medium": (32, 100, 128, 256), "large": (64, 50, 512, 1024)}
     if name.startswith("digits-"):             # LSTM(8, 64) on a (450, 8, 8) batch
         B, T, D, H, kind = 450, 8, 8, 64, "lstm"
         mode = name.split("-", 1)[1]
     else:
         size, kind, mode = name.split("-")
-        B, T, D, H = sizes[size]
+        B, T, D, H = SIZES[size]
+    bidirectional = kind.startswith("bi")
+    kind = kind.removeprefix("bi")
+    if kind not in KINDS:
+        raise ValueError(f"case {name!r}: kind {kind!r} is not one of {KINDS}")
     x = rng.standard_normal((B, T, D)).astype(np.float32)
-    layer = (rnnfast.LSTM(D, H, seed=seed) if kind == "lstm"
-             else rnnfast.RNN(D, H, seed=seed))
+    layer = getattr(rnnfast, kind.upper())(D, H, seed=seed, bidirectional=bidirectional)
     if mode == "eval":
         layer.eval()
         return lambda: layer(x)
     if mode == "fwd":
         return lambda: layer(x)                  # a training forward
-    dout = np.ones((B, T, H), np.float32)
+    dout = np.ones((B, T, (2 if bidirectional else 1) * H), np.float32)
 
     def fwd_bwd():
         layer(x)
@@ -65,22 +74,29 @@ def make_case(name, seed=0):
 
 
 def time_alternating(fns, samples, min_seconds=0.02):
-    """Per-call times (seconds) of each callable, sampled in turn so that both see the
-    same machine; a sample repeats a fast call until it lasts min_seconds."""
-    for fn in fns.values():
-        fn()                                     # warm-up (buffers, first-call costs)
+    """Per-call times (seconds) of each ``(callable, threads)`` (threads: a threadpoolctl
+    limit, or None for the default), sampled in turn so that both see the same machine; a
+    sample repeats a fast call until it lasts min_seconds, inside one limit (entering
+    threadpoolctl's limit costs ~0.3 ms, more than a tiny call)."""
+    def limited(threads):
+        return threadpool_limits(threads) if threads else contextlib.nullcontext()
+    for fn, threads in fns.values():
+        with limited(threads):
+            fn()                                 # warm-up (buffers, first-call costs)
     number = {}
-    for k, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        number[k] = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-7)))
+    for k, (fn, threads) in fns.items():
+        with limited(threads):
+            t0 = time.perf_counter()
+            fn()
+            number[k] = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-7)))
     out = {k: [] for k in fns}
     for _ in range(samples):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(number[k]):
-                fn()
-            out[k].append((time.perf_counter() - t0) / number[k])
+        for k, (fn, threads) in fns.items():
+            with limited(threads):
+                t0 = time.perf_counter()
+                for _ in range(number[k]):
+                    fn()
+                out[k].append((time.perf_counter() - t0) / number[k])
     return out
 
 
@@ -88,11 +104,11 @@ def p90(values):
     return float(np.percentile(values, 90))
 
 
-def one_thread(fn):
-    def run():
-        with threadpool_limits(1):
-            fn()
-    return run
+def late_count():
+    """Shared regions found late so far, and small pairs (a tiny bidirectional layer's
+    directions side by side) found slower than one after the other."""
+    state = _core._thread_state()
+    return state["late_regions"] + state["small_pairs_late"]
 
 
 def busy_table(cases, samples, policy):
@@ -103,9 +119,9 @@ def busy_table(cases, samples, policy):
     try:
         for name in cases:
             fn = make_case(name)
-            late_before = _core._thread_state()["late_regions"]
-            t = time_alternating({"default": fn, "1 thread": one_thread(fn)}, samples)
-            late = _core._thread_state()["late_regions"] - late_before
+            late_before = late_count()
+            t = time_alternating({"default": (fn, None), "1 thread": (fn, 1)}, samples)
+            late = late_count() - late_before
             d, s = t["default"], t["1 thread"]
             rows.append((name, statistics.median(d), p90(d), statistics.median(s), p90(s),
                          statistics.median(d) / statistics.median(s), p90(d) / p90(s), late))
@@ -177,7 +193,8 @@ def main(argv=None):
     cases = (args.cases.split(",") if args.cases else
              ["digits-eval", "digits-fwd", "digits-fwdbwd", "medium-lstm-eval",
               "medium-lstm-fwdbwd", "medium-rnn-eval", "medium-rnn-fwdbwd", "large-lstm-eval",
-              "large-lstm-fwdbwd", "large-rnn-eval", "large-rnn-fwdbwd"])
+              "large-lstm-fwdbwd", "large-rnn-eval", "large-rnn-fwdbwd", "tiny-bilstm-eval",
+              "tiny-bilstm-fwdbwd", "tiny-bigru-eval"])
     samples = 9 if args.quick else 21
     print(f"rnnfast {rnnfast.__version__}, {os.cpu_count()} cores, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, policy {_core.thread_policy()}")
@@ -186,7 +203,7 @@ def main(argv=None):
         print(f"\n### One core busy with another process, policy {policy!r} "
               f"({samples} alternated samples; ms per call)\n")
         print("| case | default median | default p90 | 1-thread median | 1-thread p90 | "
-              "median ratio | p90 ratio | late regions |")
+              "median ratio | p90 ratio | late regions or pairs |")
         print("|---|--:|--:|--:|--:|--:|--:|--:|")
         for r in busy_table(cases, samples, policy):
             print(f"| {r[0]} | {ms(r[1])} | {ms(r[2])} | {ms(r[3])} | {ms(r[4])} | "

@@ -67,9 +67,13 @@ cdef extern from "_simd.h" nogil:
         long long done_ns[64]
         int threads
         int cold
+        long long idle_ns
     void rf_team_start(rf_team_timer* timer, int threads)
     void rf_team_done(rf_team_timer* timer)
     void rf_team_end(rf_team_timer* timer)
+    int rf_small_pair_shares()
+    int rf_small_pair_end(rf_team_timer* timer, long long work0, long long work1)
+    long long rf_get_small_pairs_late()
     int rf_simd_cpu_best()
     int rf_simd_use(int path)
     int rf_simd_current()
@@ -1046,40 +1050,55 @@ cdef inline long long call_work(Call* c) noexcept nogil:
 
 
 # The two directions of a bidirectional call run side by side from this many multiply-adds
-# each (see run_two; a module-level value so that the threshold can be measured again:
-# _set_pair_min_work)
+# each (see run_two), and, while the second thread is awake, from small_pair_min_work each
+# (module-level values so that the thresholds can be measured again: _set_pair_min_work)
 cdef long long pair_min_work = 1 << 19
+# (a tiny RNN direction, 64k multiply-adds, gained 1.02-1.19x side by side in a steady loop:
+# the fork and join's ~1 us is a third of its work; the tiny LSTM, 256k, 1.43-1.48x)
+cdef long long small_pair_min_work = 1 << 17
 
 
-def _set_pair_min_work(long long work):
-    """Sets run_two's threshold (multiply-adds per direction); returns the previous one."""
-    global pair_min_work
-    previous = pair_min_work
-    pair_min_work = work
+def _set_pair_min_work(long long work, small=False):
+    """Sets run_two's threshold (multiply-adds per direction; ``small``: the threshold of
+    small pairs, which run side by side only while the second thread is awake); returns the
+    previous one."""
+    global pair_min_work, small_pair_min_work
+    if small:
+        previous = small_pair_min_work
+        small_pair_min_work = work
+    else:
+        previous = pair_min_work
+        pair_min_work = work
     return previous
 
 
 cdef tuple run_two(Prepared p, Prepared q):
     """Runs two independent prepared calls (a bidirectional layer's directions): side by
-    side on two threads, each single-threaded, when the thread policy gives the call two
-    and each has at least pair_min_work multiply-adds (the directions share no step, so
-    there is no barrier per step, but waking the second thread costs tens of us, more than
-    a tiny direction takes); else one after the other, each with the threads the policy
+    side on two threads, each single-threaded, when the thread policy gives the call two and
+    each has at least pair_min_work multiply-adds (the directions share no step, so there
+    is no barrier per step); from small_pair_min_work, only while the second thread is awake
+    and side by side pays (rf_small_pair_shares: waking it costs tens of us, more than a
+    small direction takes); else one after the other, each with the threads the policy
     gives it. The side-by-side region is timed as the products' are (rf_team_end): a late
-    thread (another process on its core) sends the next calls solo. Returns both results."""
+    thread (another process on its core) sends the next calls solo; a small pair's, on a
+    running mean of what side by side saved against the directions' expected own times
+    (rf_small_pair_end), sends the next small pairs one after the other. Returns both results."""
     cdef Call* calls[2]
     cdef int i
     cdef rf_team_timer timer
     if not (p.runs and q.runs):
         return run_one(p), run_one(q)
     calls[0], calls[1] = &p.call, &q.call
-    cdef bint cold_solo, side_by_side
+    cdef bint cold_solo, side_by_side, small
+    cdef long long least
     with nogil:
         rf_call_begin()
+        least = min(call_work(calls[0]), call_work(calls[1]))
         cold_solo = rf_cold_call_solo(call_work(calls[0]) + call_work(calls[1]))
+        small = least < pair_min_work
         side_by_side = (not cold_solo and rf_team_threads() >= 2
-                        and call_work(calls[0]) >= pair_min_work
-                        and call_work(calls[1]) >= pair_min_work)
+                        and (not small or (least >= small_pair_min_work
+                                           and rf_small_pair_shares())))
         if cold_solo or side_by_side:       # (each direction on one thread)
             set_serial(calls[0], True)
             set_serial(calls[1], True)
@@ -1088,7 +1107,10 @@ cdef tuple run_two(Prepared p, Prepared q):
             for i in prange(2, num_threads=2, schedule="static"):
                 run_call(calls[i])
                 rf_team_done(&timer)
-            rf_team_end(&timer)
+            if small:
+                rf_small_pair_end(&timer, call_work(calls[0]), call_work(calls[1]))
+            else:
+                rf_team_end(&timer)
         else:
             run_call(calls[0])
             run_call(calls[1])
@@ -2409,6 +2431,7 @@ def _thread_state():
             "late_regions": rf_get_late_regions(),
             "cold_late_regions": rf_get_cold_late_regions(),
             "cold_wakeups_slow": rf_cold_wakeups_slow(),
+            "small_pairs_late": rf_get_small_pairs_late(),
             "last_late_spread_ns": rf_get_last_spread(),
             "last_late_fastest_ns": rf_get_last_fastest()}
 
@@ -2433,6 +2456,26 @@ def _judge_region(finish_after_start_ns, bint cold=False):
         timer.done_ns[i] = timer.start_ns + <long long> finish_after_start_ns[i]
     rf_team_end(&timer)
     return rf_get_late_regions() + rf_get_cold_late_regions() > before
+
+
+def _small_pair_shares():
+    """For tests: whether a small pair (see run_two) starting now would run side by side."""
+    return bool(rf_small_pair_shares())
+
+
+def _judge_small_pair(finish_after_start_ns, long long work=1 << 18):
+    """For tests: judge a made-up small pair's region (two directions of ``work``
+    multiply-adds each) whose two threads finished these many nanoseconds after it started,
+    as run_two judges a real one; returns whether side by side was found slower than one
+    after the other (small pairs then run one after the other for the back-off time). The
+    first pair after ``_go_solo_for(0)`` only sets the time per multiply-add."""
+    cdef rf_team_timer timer
+    rf_team_start(&timer, 2)
+    timer.idle_ns = 0                           # (a warm pair: judged)
+    timer.cold = False
+    timer.done_ns[0] = timer.start_ns + <long long> finish_after_start_ns[0]
+    timer.done_ns[1] = timer.start_ns + <long long> finish_after_start_ns[1]
+    return bool(rf_small_pair_end(&timer, work, work))
 
 
 def _cold_call_solo(long long work):

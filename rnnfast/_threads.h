@@ -33,6 +33,10 @@
 
 #include <stdint.h>
 #include <time.h>
+#ifdef __linux__
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -68,6 +72,14 @@ static int64_t rf_last_region_ns = 0;      /* when the last shared region ended 
 static int64_t rf_cold_slow_until_ns = 0;  /* small cold calls run solo until then */
 static int64_t rf_cold_late_regions = 0;   /* cold regions found late, for reports */
 static int64_t rf_last_call_end_ns = 0;    /* when the last call ended (2+ threads) */
+/* small pairs (see rf_small_pair_shares): one after the other until then, the back-off */
+/* (1: as at a back-off's end, the first small pair looks at the run queue first) */
+static int64_t rf_small_pairs_solo_until_ns = 1;
+static int64_t rf_small_pairs_backoff_ns = RF_BACKOFF_MIN_NS;
+static int64_t rf_small_pairs_last_late_ns = 0;
+static int64_t rf_small_pairs_late = 0;    /* small pairs found late, for reports */
+static int64_t rf_small_pairs_gain_ns = 0; /* running mean of what side by side saved */
+static int64_t rf_small_pairs_fs_per_work = 0; /* a direction's time per multiply-add, fs */
 
 static inline int64_t rf_now_ns(void) {
     struct timespec ts;
@@ -104,8 +116,13 @@ static inline void rf_call_end(void) {
 static inline void rf_go_solo_for(long long ns) {
     __atomic_store_n(&rf_solo_until_ns, ns > 0 ? rf_now_ns() + ns : 0, __ATOMIC_RELAXED);
     __atomic_store_n(&rf_backoff_ns, RF_BACKOFF_MIN_NS, __ATOMIC_RELAXED);
-    if (ns <= 0)                /* (a clean slate: cold calls share again too) */
+    if (ns <= 0) {              /* (a clean slate: cold calls and small pairs share again) */
         __atomic_store_n(&rf_cold_slow_until_ns, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&rf_small_pairs_solo_until_ns, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&rf_small_pairs_backoff_ns, RF_BACKOFF_MIN_NS, __ATOMIC_RELAXED);
+        __atomic_store_n(&rf_small_pairs_gain_ns, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&rf_small_pairs_fs_per_work, 0, __ATOMIC_RELAXED);
+    }
 }
 
 /* Threads a step (or a product run once per call) may use now: OpenMP's count, or 1 under
@@ -142,21 +159,22 @@ static inline int rf_cold_wakeups_slow(void) {
     return rf_now_ns() < __atomic_load_n(&rf_cold_slow_until_ns, __ATOMIC_RELAXED);
 }
 
-/* The timing of one shared region: when it started and when each thread finished, and
- * whether it started cold. */
+/* The timing of one shared region: when it started and when each thread finished, how
+ * long after the last shared region it started, and whether that is cold. */
 typedef struct {
     int64_t start_ns;
     int64_t done_ns[RF_TEAM_MAX];
     int threads;
     int cold;
+    int64_t idle_ns;
 } rf_team_timer;
 
 static inline void rf_team_start(rf_team_timer* timer, int threads) {
     timer->threads = threads < RF_TEAM_MAX ? threads : RF_TEAM_MAX;
     for (int i = 0; i < timer->threads; i++) timer->done_ns[i] = 0;
     timer->start_ns = rf_now_ns();
-    timer->cold = timer->start_ns - __atomic_load_n(&rf_last_region_ns, __ATOMIC_RELAXED)
-                  > RF_COLD_NS;
+    timer->idle_ns = timer->start_ns - __atomic_load_n(&rf_last_region_ns, __ATOMIC_RELAXED);
+    timer->cold = timer->idle_ns > RF_COLD_NS;
 }
 
 /* Called by each thread of the region when its share is done. */
@@ -211,6 +229,134 @@ static inline void rf_team_end(rf_team_timer* timer) {
     }
 }
 static inline long long rf_get_last_spread(void) { return rf_last_spread_ns; }
+
+/* Small pairs: the two directions of a bidirectional layer whose calls are too small for
+ * a wake-up of the second thread (tens of us on a virtual machine, more than such a call
+ * takes: a tiny LSTM pair every 5 ms took 86-106 us side by side against 36-51 us one after
+ * the other) but worth running side by side while that thread is awake (in a steady loop,
+ * 1.4x at tiny LSTM and GRU). By default they run side by side only
+ *   - warm: a shared region ended, or a call ended, within RF_PAIR_WARM_NS (OpenMP's worker
+ *     still spins then; a stream of calls pays one wake-up, then finds it awake), and
+ *   - while side by side pays: one after the other would take the two directions' own
+ *     times, side by side took the region's; what it saved is judged against what the
+ *     directions take on their own, their multiply-adds at the fastest time per
+ *     multiply-add seen (a slowly rising minimum). Not against the faster thread's share:
+ *     with another process on one core, the waiting worker competes with the calling
+ *     thread, and at times both finished ~4 ms late, a pair that the shares judged fine;
+ *     every call then took 6-7 ms for seconds, against 20 us on one thread.
+ * Single pairs jitter, and the OS sets a thread aside now and then even on an idle machine
+ * (in a steady tiny loop, ~3 pairs a second took 0.2-1 ms against ~10 us; judged one by
+ * one, as rf_team_end judges large regions, each sent every call solo for a back-off,
+ * doubling: 2-thread throughput then was 1.1x one thread's against 1.4x on the median). So
+ * the verdict goes on a running mean of the saving (weight 1/16 to the newest pair, whose
+ * loss counts at most twice the serial time): when it falls below zero, small pairs run one
+ * after the other for a back-off that starts at 10 ms and doubles, up to 1 s, at each such
+ * fall (afresh after 2 s without one), and the mean starts again from zero (so under
+ * contention, where every pair is late, the first judged pair after a back-off decides).
+ * The static policy keeps them one after the other (it changes only how large steps
+ * share). */
+#define RF_PAIR_WARM_NS 1000000LL          /* 1 ms */
+
+/* Whether other threads run on the machine now: Linux's count of runnable threads
+ * (/proc/loadavg's fourth field, "running/total"), which counts the reader, is above one.
+ * Elsewhere, or if the file cannot be read: no. */
+static inline int rf_others_running(void) {
+#ifdef __linux__
+    char text[128];
+    const int fd = open("/proc/loadavg", O_RDONLY);
+    if (fd < 0) return 0;
+    const ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    text[n] = 0;
+    const char* field = text;
+    for (int spaces = 0; *field && spaces < 3; field++) spaces += *field == ' ';
+    long running = 0;
+    while (*field >= '0' && *field <= '9') running = running * 10 + (*field++ - '0');
+    return *field == '/' && running > 1;
+#else
+    return 0;
+#endif
+}
+
+static inline int rf_small_pair_shares(void) {
+    if (rf_max_threads() <= 1 || rf_get_policy() == RF_POLICY_STATIC) return 0;
+    const int64_t now = rf_now_ns();
+    const int64_t until = __atomic_load_n(&rf_small_pairs_solo_until_ns, __ATOMIC_RELAXED);
+    if (now < until) return 0;
+    /* a back-off's end: probing with a pair while another thread runs costs a time slice
+     * (4-7 ms, with a process spinning on one core); a look at the run queue costs ~10 us,
+     * and while others run the pairs stay one after the other for the shortest back-off
+     * (the next look), not doubling: they share again soon after the load ends */
+    if (until != 0) {
+        if (rf_others_running()) {
+            __atomic_store_n(&rf_small_pairs_solo_until_ns, now + RF_BACKOFF_MIN_NS,
+                             __ATOMIC_RELAXED);
+            return 0;
+        }
+        __atomic_store_n(&rf_small_pairs_solo_until_ns, 0, __ATOMIC_RELAXED);
+    }
+    return now - __atomic_load_n(&rf_last_region_ns, __ATOMIC_RELAXED) < RF_PAIR_WARM_NS
+           || now - __atomic_load_n(&rf_last_call_end_ns, __ATOMIC_RELAXED) < RF_PAIR_WARM_NS;
+}
+
+/* After a small pair's region (directions of work0 and work1 multiply-adds), in place of
+ * rf_team_end: has side by side, over the recent pairs, been slower than one after the
+ * other? Returns whether it has (and then starts a back-off). A pair that started over
+ * RF_PAIR_WARM_NS after the last shared region (the first of a stream, or after a
+ * back-off) may have woken the second thread: its loss counts only beyond RF_LATE_SLACK_NS
+ * (judged in full, each back-off's first pair sent a stream solo again, and the back-off
+ * doubled up to 1 s); one that started cold is judged as rf_team_end judges cold regions
+ * (a slow wake-up is remembered). The first pair (and the first after _go_solo_for(0))
+ * only sets the time per multiply-add. */
+static inline int rf_small_pair_end(rf_team_timer* timer, int64_t work0, int64_t work1) {
+    if (timer->threads != 2 || timer->done_ns[0] == 0 || timer->done_ns[1] == 0
+        || work0 <= 0 || work1 <= 0) return 0;
+    if (timer->cold) {
+        rf_team_end(timer);
+        return 0;
+    }
+    const int64_t t0 = timer->done_ns[0] - timer->start_ns;
+    const int64_t t1 = timer->done_ns[1] - timer->start_ns;
+    const int64_t elapsed = t0 > t1 ? t0 : t1;
+    __atomic_store_n(&rf_last_region_ns, timer->start_ns + elapsed, __ATOMIC_RELAXED);
+    /* the time per multiply-add: the faster thread's of this pair, or the minimum so far
+     * rising by 1/64 a pair (the machine's clock changes; a stale minimum only judges
+     * strictly) */
+    const int64_t f0 = t0 * 1000000 / work0, f1 = t1 * 1000000 / work1;
+    const int64_t observed = f0 < f1 ? f0 : f1;
+    const int64_t fs = __atomic_load_n(&rf_small_pairs_fs_per_work, __ATOMIC_RELAXED);
+    const int64_t risen = fs + fs / 64 + 1;
+    __atomic_store_n(&rf_small_pairs_fs_per_work,
+                     fs == 0 || observed < risen ? observed : risen, __ATOMIC_RELAXED);
+    if (fs == 0) return 0;
+    const int64_t serial = (work0 + work1) * fs / 1000000;
+    int64_t saved = serial - elapsed;
+    if (timer->idle_ns >= RF_PAIR_WARM_NS)
+        saved = saved + RF_LATE_SLACK_NS < 0 ? saved + RF_LATE_SLACK_NS : 0;
+    if (saved < -2 * serial) saved = -2 * serial;
+    int64_t mean = __atomic_load_n(&rf_small_pairs_gain_ns, __ATOMIC_RELAXED);
+    mean += (saved - mean) / 16;
+    if (mean >= 0) {
+        __atomic_store_n(&rf_small_pairs_gain_ns, mean, __ATOMIC_RELAXED);
+        return 0;
+    }
+    __atomic_store_n(&rf_small_pairs_gain_ns, 0, __ATOMIC_RELAXED);
+    const int64_t last = timer->start_ns + elapsed;
+    const int64_t previous = __atomic_exchange_n(&rf_small_pairs_last_late_ns, last,
+                                                 __ATOMIC_RELAXED);
+    int64_t backoff = last - previous > RF_CALM_NS
+                      ? RF_BACKOFF_MIN_NS
+                      : __atomic_load_n(&rf_small_pairs_backoff_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&rf_small_pairs_solo_until_ns, last + backoff, __ATOMIC_RELAXED);
+    backoff = backoff * 2 < RF_BACKOFF_MAX_NS ? backoff * 2 : RF_BACKOFF_MAX_NS;
+    __atomic_store_n(&rf_small_pairs_backoff_ns, backoff, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&rf_small_pairs_late, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+static inline long long rf_get_small_pairs_late(void) {
+    return __atomic_load_n(&rf_small_pairs_late, __ATOMIC_RELAXED);
+}
 static inline long long rf_get_last_fastest(void) { return rf_last_fastest_ns; }
 
 #endif

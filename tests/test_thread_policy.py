@@ -103,6 +103,67 @@ def test_the_cold_region_rule():
             _core._go_solo_for(0)
 
 
+def shares_right_after(event, tries=5):
+    """Whether a small pair would run side by side right after ``event`` (a region or a
+    call ended): tried a few times, since "right after" means within 1 ms, and a busy
+    machine may set this thread aside for longer between the two."""
+    for _ in range(tries):
+        event()                             # (a judged pair found late: False after)
+        if _core._small_pair_shares():
+            return True
+    return False
+
+
+def test_the_small_pair_rule():
+    """A tiny bidirectional layer's directions (a small pair) run side by side only while
+    the second thread is awake (a region or a call ended within 1 ms) and while that has
+    saved time over the recent pairs, judged against the directions' own times at the
+    fastest time per multiply-add seen: pairs on time keep it; a pair whose worker finished
+    long after (descheduled), or whose two threads both finished late (the caller itself
+    set aside), sends small pairs one after the other until the back-off has passed or
+    _go_solo_for(0) starts afresh; never under the static policy or at 1 thread."""
+    us = 1000
+    with threadpool_limits(2, user_api="openmp"):
+        _core._go_solo_for(0)
+        assert not _core._judge_small_pair([10 * us, 11 * us])     # (sets the pace)
+        assert not _core._judge_small_pair([10 * us, 11 * us])     # saved ~9 us
+        assert shares_right_after(lambda: _core._judge_small_pair([10 * us, 11 * us]))
+        time.sleep(0.005)
+        assert not _core._small_pair_shares()                      # the worker may sleep
+        layer = rnnfast.RNN(2, 3, seed=0).eval()
+        assert shares_right_after(lambda: layer(np.zeros((1, 2, 2), np.float32)))
+        late = _core._thread_state()["small_pairs_late"]
+        assert _core._judge_small_pair([10 * us, 200 * us])        # the worker set aside
+        assert _core._thread_state()["small_pairs_late"] == late + 1
+        assert not _core._small_pair_shares()
+        _core._go_solo_for(0)
+        assert shares_right_after(lambda: _core._judge_small_pair([10 * us, 11 * us]))
+        assert _core._judge_small_pair([4000 * us, 4000 * us])     # both 4 ms late
+        assert not _core._small_pair_shares()
+        _core._go_solo_for(0)
+        # a lone late pair among many on time is jitter: the running mean absorbs it
+        for _ in range(40):
+            assert not _core._judge_small_pair([10 * us, 11 * us])
+        assert shares_right_after(lambda: _core._judge_small_pair([10 * us, 60 * us]))
+        _core.set_thread_policy("static")
+        try:
+            assert not _core._small_pair_shares()
+        finally:
+            _core.set_thread_policy("adaptive")
+        _core._go_solo_for(0)
+    with threadpool_limits(1, user_api="openmp"):
+        assert not _core._small_pair_shares()
+
+
+def test_small_pair_threshold_is_set_and_restored():
+    default = _core._set_pair_min_work(1 << 10, small=True)
+    try:
+        assert _core._set_pair_min_work(default, small=True) == 1 << 10
+    finally:
+        _core._set_pair_min_work(default, small=True)
+    assert _core._set_pair_min_work(default, small=True) == default
+
+
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
 def test_results_do_not_depend_on_what_the_policy_decides(dtype, cell):
     """The threaded shapes, with the steps solo (as after a late thread), shared (static)
