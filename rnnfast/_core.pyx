@@ -72,6 +72,7 @@ cdef extern from "_simd.h" nogil:
     void rf_team_done(rf_team_timer* timer)
     void rf_team_end(rf_team_timer* timer)
     int rf_small_pair_shares()
+    int rf_cores_taken(int team)
     int rf_small_pair_end(rf_team_timer* timer, long long work0, long long work1)
     long long rf_get_small_pairs_late()
     int rf_simd_cpu_best()
@@ -2456,6 +2457,12 @@ def _judge_region(finish_after_start_ns, bint cold=False):
         timer.done_ns[i] = timer.start_ns + <long long> finish_after_start_ns[i]
     rf_team_end(&timer)
     return rf_get_late_regions() + rf_get_cold_late_regions() > before
+
+
+def _cores_taken(int team):
+    """For tests: whether threads of other processes now run on the cores a team of ``team``
+    threads would need (looked at when a back-off ends, _threads.h)."""
+    return bool(rf_cores_taken(team))
 
 
 def _small_pair_shares():

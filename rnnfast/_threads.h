@@ -15,7 +15,11 @@
  *     equal work, and the last one finished more than twice the fastest one's work (plus
  *     150 us) after the first. That while starts at 10 ms and doubles, up to 1 s, each
  *     time the next shared region (the probe) is late again; after 2 s without a late
- *     region it starts at 10 ms again.
+ *     region it starts at 10 ms again. At its end, a look at the run queue first
+ *     (rf_cores_taken): while other processes' threads take the cores, steps stay solo
+ *     for another 10 ms, not probing, as a probe then costs a time slice (one core busy,
+ *     bench/contention.py's digits-eval: 7-8 late regions and a p90 of 1.47-1.83x its
+ *     1-thread time without the look; one late region and 1.05x with it).
  * A shared region after more than 20 ms without one finds OpenMP's worker asleep ("cold"):
  * waking it took 1-4 ms on a virtual machine whose host had other work (a 3.5 ms call then
  * took 4-13 ms at 2 threads). Such a late region says nothing about the cores' load (the
@@ -34,7 +38,11 @@
 #include <stdint.h>
 #include <time.h>
 #ifdef __linux__
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #endif
 
@@ -125,6 +133,53 @@ static inline void rf_go_solo_for(long long ns) {
     }
 }
 
+/* Whether threads outside this process now run on the cores a team of `team` threads
+ * would need: Linux's count of runnable threads (/proc/loadavg's fourth field,
+ * "running/total"), less this process's own running ones (state R in
+ * /proc/self/task/<tid>/stat: the reader, and OpenMP's or BLAS's workers still spinning),
+ * plus `team`, above the CPUs this process may run on. ~30 us; only at a back-off's end.
+ * Elsewhere, or if a file cannot be read: no. */
+static inline int rf_cores_taken(int team) {
+#ifdef __linux__
+    char text[256];
+    int fd = open("/proc/loadavg", O_RDONLY);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    text[n] = 0;
+    const char* field = text;
+    for (int spaces = 0; *field && spaces < 3; field++) spaces += *field == ' ';
+    long running = 0;
+    while (*field >= '0' && *field <= '9') running = running * 10 + (*field++ - '0');
+    if (*field != '/') return 0;
+    DIR* tasks = opendir("/proc/self/task");
+    if (tasks == NULL) return 0;
+    long own = 0;
+    for (struct dirent* entry; (entry = readdir(tasks)) != NULL;) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", entry->d_name);
+        fd = open(path, O_RDONLY);
+        if (fd < 0) continue;
+        n = read(fd, text, sizeof text - 1);
+        close(fd);
+        if (n <= 0) continue;
+        text[n] = 0;
+        const char* name_end = strrchr(text, ')');   /* (a thread's name may hold ')') */
+        own += name_end != NULL && name_end[1] == ' ' && name_end[2] == 'R';
+    }
+    closedir(tasks);
+    cpu_set_t allowed;
+    const long cpus = sched_getaffinity(0, sizeof allowed, &allowed) == 0
+                      ? CPU_COUNT(&allowed) : sysconf(_SC_NPROCESSORS_ONLN);
+    return running - own + team > cpus;
+#else
+    (void) team;
+    return 0;
+#endif
+}
+
 /* Threads a step (or a product run once per call) may use now: OpenMP's count, or 1 under
  * the adaptive policy while another call is in flight or after a late thread. */
 static inline int rf_team_threads(void) {
@@ -139,7 +194,19 @@ static inline int rf_team_threads(void) {
         __atomic_store_n(&rf_solo_until_ns, now + RF_CONCURRENT_HOLD_NS, __ATOMIC_RELAXED);
         return 1;
     }
-    if (now < __atomic_load_n(&rf_solo_until_ns, __ATOMIC_RELAXED)) return 1;
+    const int64_t until = __atomic_load_n(&rf_solo_until_ns, __ATOMIC_RELAXED);
+    if (now < until) return 1;
+    if (until != 0) {
+        /* a back-off's end: while threads of other processes take the cores, the next
+         * shared region (the probe) would be late again and cost a time slice (4-7 ms,
+         * against steps of tens of us); so steps stay solo for the shortest back-off
+         * (the next look) without a probe, and the back-off does not grow */
+        if (rf_cores_taken(most)) {
+            __atomic_store_n(&rf_solo_until_ns, now + RF_BACKOFF_MIN_NS, __ATOMIC_RELAXED);
+            return 1;
+        }
+        __atomic_store_n(&rf_solo_until_ns, 0, __ATOMIC_RELAXED);
+    }
     return most;
 }
 
@@ -257,28 +324,6 @@ static inline long long rf_get_last_spread(void) { return rf_last_spread_ns; }
  * share). */
 #define RF_PAIR_WARM_NS 1000000LL          /* 1 ms */
 
-/* Whether other threads run on the machine now: Linux's count of runnable threads
- * (/proc/loadavg's fourth field, "running/total"), which counts the reader, is above one.
- * Elsewhere, or if the file cannot be read: no. */
-static inline int rf_others_running(void) {
-#ifdef __linux__
-    char text[128];
-    const int fd = open("/proc/loadavg", O_RDONLY);
-    if (fd < 0) return 0;
-    const ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    text[n] = 0;
-    const char* field = text;
-    for (int spaces = 0; *field && spaces < 3; field++) spaces += *field == ' ';
-    long running = 0;
-    while (*field >= '0' && *field <= '9') running = running * 10 + (*field++ - '0');
-    return *field == '/' && running > 1;
-#else
-    return 0;
-#endif
-}
-
 static inline int rf_small_pair_shares(void) {
     if (rf_max_threads() <= 1 || rf_get_policy() == RF_POLICY_STATIC) return 0;
     const int64_t now = rf_now_ns();
@@ -289,7 +334,7 @@ static inline int rf_small_pair_shares(void) {
      * and while others run the pairs stay one after the other for the shortest back-off
      * (the next look), not doubling: they share again soon after the load ends */
     if (until != 0) {
-        if (rf_others_running()) {
+        if (rf_cores_taken(2)) {
             __atomic_store_n(&rf_small_pairs_solo_until_ns, now + RF_BACKOFF_MIN_NS,
                              __ATOMIC_RELAXED);
             return 0;

@@ -103,6 +103,24 @@ def test_the_cold_region_rule():
             _core._go_solo_for(0)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the run queue is read from Linux's /proc (elsewhere: never taken)")
+def test_a_process_spinning_takes_a_core():
+    """The look at the run queue that ends a back-off (_threads.h, rf_cores_taken): with a
+    process of another's spinning, a team as large as the CPUs this process may use finds
+    a core taken. (Not the converse: the machine may be busy with anything.)"""
+    cpus = len(os.sched_getaffinity(0))
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while not _core._cores_taken(cpus):     # (once the spinner has started)
+            assert time.monotonic() < deadline, "a spinning process was never seen"
+            time.sleep(0.01)
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 def shares_right_after(event, tries=5):
     """Whether a small pair would run side by side right after ``event`` (a region or a
     call ended): tried a few times, since "right after" means within 1 ms, and a busy
