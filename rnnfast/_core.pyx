@@ -1795,7 +1795,10 @@ cdef tuple run_directions_backward(kernels, int k, dout, dstates, x, Wx, Wh, wor
             k, dout, dstates[d][0], dstates[d][1] if has_c else None, x, Wx[d], Wh[d],
             workspaces[d], batch_first, pool_of(kernels[d], True), None, dcells,
             None if grads_out is None else grads_out[d], need_dx, need_dh0))
-    r, u = run_two(<Prepared> prepared[0], <Prepared> prepared[1])
+    # the reverse direction first (when the two run one after the other): the forward wrote
+    # its workspace last, so that is the one still in cache (small LSTM fwd+bwd, 1 thread:
+    # 2.00x -> 1.88x one direction's; GRU 2.05x -> 1.79x)
+    u, r = run_two(<Prepared> prepared[1], <Prepared> prepared[0])
     dx = r[0]
     if need_dx:
         add_into(dx, u[0])                  # (apart while the directions run side by side)
