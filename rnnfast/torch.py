@@ -306,6 +306,25 @@ def _run_backward(call, tape, dout, dh_n, dc_n, keep, need_dx=True, need_dh0=Tru
     return d, _stacked(dhs), _stacked(dcs) if has_c else None, grads
 
 
+def _biases(spec, bias_ih, bias_hh):
+    """``(b, b_hn)`` (b_hn None but for the GRU) from torch's two biases, as
+    ``spec.biases_from_torch`` defines them: the core's copy in C (~0.3 us, each call)
+    when they are the 1-D vectors torch's parameters are."""
+    done = _core.summed_biases(bias_ih, bias_hh, spec.summed_bias_gates * (
+        bias_ih.shape[0] // spec.gates), "b_hn" in spec.params)
+    if done is None:
+        done = tuple(spec.biases_from_torch(bias_ih, bias_hh).values())
+    return done[0], (done[1] if len(done) == 2 else None)
+
+
+def _bias_grads(spec, db, db_hn):
+    """``(bias_ih.grad, bias_hh.grad)`` from the kernels' ``db`` (and ``db_hn``), as
+    ``spec.bias_grads_to_torch`` defines them (the core's copies, as in _biases)."""
+    done = _core.split_bias_grads(db, db_hn, spec.summed_bias_gates * (
+        db.shape[0] // spec.gates))
+    return spec.bias_grads_to_torch(db, db_hn) if done is None else done
+
+
 # ``a.T`` (2-D) as a new C-contiguous array: the core's tiled copy (1.5-5x NumPy's strided
 # one and torch's from 256 x 64 floats up, measured on a Zen 3; tests/test_transpose.py)
 _transposed = _core.transposed
@@ -375,7 +394,7 @@ class _RecurrentFunction(torch.autograd.Function):
             params.append(torch.from_numpy(_transposed(dWx)) if need[first] else None)
             params.append(torch.from_numpy(_transposed(dWh)) if need[first + 1] else None)
             if call.bias:
-                g_ih, g_hh = spec.bias_grads_to_torch(db, db_hn)
+                g_ih, g_hh = _bias_grads(spec, db, db_hn)
                 params.append(torch.from_numpy(g_ih))
                 params.append(torch.from_numpy(g_hh))
         return (None, torch.from_numpy(dx) if need[1] else None,
@@ -469,13 +488,13 @@ class _Recurrent:
             Wx = views[k].T
             Wh = views[k + 1].T
             if self.bias:
-                biases = spec.biases_from_torch(views[k + 2], views[k + 3])
+                biases = _biases(spec, views[k + 2], views[k + 3])
             else:                               # zero biases that get no gradient
                 if zeros is None:
-                    zeros = spec.biases_from_torch(np.zeros(Wh.shape[1], dtype),
-                                                   np.zeros(Wh.shape[1], dtype))
+                    zeros = _biases(spec, np.zeros(Wh.shape[1], dtype),
+                                    np.zeros(Wh.shape[1], dtype))
                 biases = zeros
-            layers.append((Wx, Wh, biases["b"], biases.get("b_hn")))
+            layers.append((Wx, Wh, *biases))
         dropout = self.dropout if self.training and self.num_layers > 1 else 0.0
         return _Call(spec, batch_first, layers, dropout, self.bias, dtype,
                      2 if self.bidirectional else 1, steps, packing, lengths)
