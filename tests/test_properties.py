@@ -10,7 +10,8 @@ For each problem:
 - the compiled result on the drawn layouts is *bitwise* the compiled result on plain
   C-contiguous inputs of the compute dtype (conversion is exact, so layout cannot matter);
 - the compiled result equals the twin's (``backend="numpy"``) within the per-dtype tolerance
-  of ``conftest.RTOL``/``ATOL``, outputs and every gradient;
+  of ``conftest.RTOL``/``ATOL``, normwise (see assert_twin_close), outputs and every
+  gradient;
 - no input array is modified (read-only ones included).
 
 The kinds only the twin has so far (the GRU, the sigmoid RNN) get the same draws on the twin:
@@ -47,6 +48,19 @@ PROFILE = settings.get_profile("rnnfast-properties")
 
 def examples(n):
     return settings(PROFILE, max_examples=max(1, int(n * _SCALE)))
+
+
+def assert_twin_close(got, want, dtype, err_msg):
+    """Compiled against twin, to conftest's tolerances normwise: ``|got - want| <= ATOL +
+    RTOL * (|want| + max |want|)``, as tests/test_parity.py compares two orders of one sum.
+    The two add the terms of each sum in another order (the twin through NumPy's BLAS), so
+    an entry whose sum cancels differs relative to its terms, not to itself. Elementwise,
+    about one float32 draw in a few thousand failed on correct results: a tanh RNN (3, 4, 3
+    -> 3), dWx's entry 0.0063 in a gradient whose largest is 4.79, compiled 6.5e-7 and twin
+    7.6e-7 from the float64 value of the same inputs, 1.24e-6 apart."""
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype],
+                               atol=ATOL[dtype] + RTOL[dtype] * scale, err_msg=err_msg)
 
 
 LAYOUTS = ("C", "F", "strided", "reversed", "readonly", "other_dtype", "list")
@@ -175,8 +189,7 @@ def test_compiled_equals_twin_any_layout(pr):
         assert g.shape == r.shape, name
         # layout and container do not change a bit of the result
         np.testing.assert_array_equal(g, w, err_msg=f"{name}: layout changed the result")
-        np.testing.assert_allclose(g, r, rtol=RTOL[pr["dtype"]], atol=ATOL[pr["dtype"]],
-                                   err_msg=f"{name}: compiled vs twin")
+        assert_twin_close(g, r, pr["dtype"], f"{name}: compiled vs twin")
         assert np.isfinite(g).all(), name
 
 
@@ -222,7 +235,7 @@ def test_layers_compiled_equals_twin(pr):
                 assert g is None and r is None, name
                 continue
             assert g.dtype == np.dtype(dt) == r.dtype, name
-            np.testing.assert_allclose(g, r, rtol=RTOL[dt], atol=ATOL[dt], err_msg=name)
+            assert_twin_close(g, r, dt, name)
         # an SGD step written into params in place; the twin layer takes the same values
         for k, w in layers["cython"].params.items():
             w -= dt(0.01) * layers["cython"].grads[k]
@@ -319,4 +332,4 @@ def test_sequence_layers_compiled_equals_twin(pr):
             assert g is None and want is None, name
             continue
         assert g.dtype == np.dtype(dt) == want.dtype and g.shape == want.shape, name
-        np.testing.assert_allclose(g, want, rtol=RTOL[dt], atol=ATOL[dt], err_msg=name)
+        assert_twin_close(g, want, dt, name)
