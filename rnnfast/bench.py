@@ -272,17 +272,26 @@ def _sample(fn, number):
 # rnnfast's single-threaded medium RNN forward 2.4x slower right after a NumPy sample).
 # Each sample then waits this long after another implementation's sample.
 SETTLE_S = 0.2
-# After that sleep the core is idle and comes back slow: the first milliseconds of a sample
-# ran up to 1.4x slower (tiny and small cells at 2 threads: rnnfast 0.69-0.73x "its own
-# 1-thread time", the same code, because entering the 1-thread context did some work
-# between sleep and sample). So every sample is preceded by this much busy waiting.
+# After that sleep the cores are idle and come back slow: the first milliseconds of a
+# sample ran up to 1.4x slower (tiny and small cells at 2 threads: rnnfast 0.69-0.73x "its
+# own 1-thread time", the same code, because entering the 1-thread context did some work
+# between sleep and sample). Busy waiting on the calling thread woke its core only: the
+# first calls that woke a library's sleeping worker after it then took several times their
+# time, both threads slow for ~10 ms (a Zen 5 VM, small bidirectional LSTM: the first
+# shared region's faster thread 2.3-5.3 ms for 0.45 ms of work, the next one's 4.0-4.4 ms;
+# torch's bidirectional LSTM 1.3-13 ms against 1.2; samples of 2-3 calls measured that
+# wake-up, not the calls). So every sample is preceded by this long of the callable's own
+# calls, untimed: a sample measures calls in a stream, as a loop makes them (a call after
+# a pause: bench/contention.py and BENCHMARKS.md's cold-gap tables).
 WAKE_S = 0.02
 
 
-def _busy_wait(seconds):
+def _warm_up(fn, seconds):
+    """Calls ``fn`` (at least once) until ``seconds`` went by."""
     end = time.perf_counter() + seconds
+    fn()
     while time.perf_counter() < end:
-        pass
+        fn()
 
 
 def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
@@ -297,7 +306,8 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
     seconds per callable went by with at least ``min_samples`` rounds.
     The garbage collector is off while sampling, as in ``timeit``. ``on_start(name)`` is
     called before each warm-up (progress). ``settle``: seconds to wait before a sample that
-    follows another callable's (SETTLE_S; not counted in ``budget``). ``contexts``:
+    follows another callable's (SETTLE_S), then WAKE_S of that callable's own calls,
+    untimed (neither counted in ``budget``). ``contexts``:
     ``{name: factory}`` of a context manager to run that callable's calls in (a thread
     count).
     """
@@ -336,7 +346,9 @@ def time_callables(fns, repeat=20, budget=2.0, min_sample=1e-3, min_samples=3,
                     slept += settle
                 with within(name):
                     if settling:
-                        _busy_wait(WAKE_S)
+                        t_warm = time.perf_counter()
+                        _warm_up(fn, WAKE_S)
+                        slept += time.perf_counter() - t_warm
                     samples[name].append(_sample(fn, number[name]) / number[name])
             rounds += 1
     finally:
