@@ -777,7 +777,9 @@ def format_markdown(report):
         f"3 rounds, fewer past {report['budget']} s per implementation); each sample >= 1 "
         "ms (inner loop for fast calls); the median is reported. With more than one thread, each "
         f"sample waits {SETTLE_S} s after the previous implementation's, so that its idle "
-        "worker threads (which spin for a while after a call) have gone to sleep",
+        "worker threads (which spin for a while after a call) have gone to sleep, then "
+        f"makes {WAKE_S * 1e3:.0f} ms of its own calls, untimed (a sample measures calls "
+        "in a stream, not the wake-up of sleeping workers)",
         "",
         "Columns: median time per call of rnnfast (compiled core, `backend=\"cython\"`), its "
         "NumPy twin (`backend=\"numpy\"`) and `torch.nn.RNN`/`LSTM` with the same weights; "
