@@ -1743,30 +1743,34 @@ cdef inline tuple states_of(tuple result, bint has_c):
     return (result[1], result[2]) if has_c else (result[1],)
 
 
-cdef void add_into(dst, src) except *:
-    """dst += src (np.add(dst, src, out=dst)); a plain loop for two C-contiguous arrays of
-    one dtype and size (a ufunc call costs ~0.4 us of a ~10 us tiny bidirectional call)."""
-    cdef cnp.ndarray d = <cnp.ndarray> dst, s
-    cdef Py_ssize_t i, n
+cdef void add_values(void* dst, const void* src, Py_ssize_t n, bint is_float) noexcept nogil:
+    """dst[:n] += src[:n], float32 (``is_float``) or float64 values."""
+    cdef Py_ssize_t i
     cdef float* fd
     cdef const float* fs
     cdef double* dd
     cdef const double* ds
+    if is_float:
+        fd, fs = <float*> dst, <const float*> src
+        for i in range(n):
+            fd[i] += fs[i]
+    else:
+        dd, ds = <double*> dst, <const double*> src
+        for i in range(n):
+            dd[i] += ds[i]
+
+
+cdef void add_into(dst, src) except *:
+    """dst += src (np.add(dst, src, out=dst)); a plain loop for two C-contiguous arrays of
+    one dtype and size (a ufunc call costs ~0.4 us of a ~10 us tiny bidirectional call)."""
+    cdef cnp.ndarray d = <cnp.ndarray> dst
     if (type(src) is cnp.ndarray and cnp.PyArray_IS_C_CONTIGUOUS(d)
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> src)
             and cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.PyArray_TYPE(d)
             and cnp.PyArray_SIZE(<cnp.ndarray> src) == cnp.PyArray_SIZE(d)
             and cnp.PyArray_TYPE(d) in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
-        s = <cnp.ndarray> src
-        n = cnp.PyArray_SIZE(d)
-        if cnp.PyArray_TYPE(d) == cnp.NPY_FLOAT32:
-            fd, fs = <float*> cnp.PyArray_DATA(d), <const float*> cnp.PyArray_DATA(s)
-            for i in range(n):
-                fd[i] += fs[i]
-        else:
-            dd, ds = <double*> cnp.PyArray_DATA(d), <const double*> cnp.PyArray_DATA(s)
-            for i in range(n):
-                dd[i] += ds[i]
+        add_values(cnp.PyArray_DATA(d), cnp.PyArray_DATA(<cnp.ndarray> src),
+                   cnp.PyArray_SIZE(d), cnp.PyArray_TYPE(d) == cnp.NPY_FLOAT32)
     else:
         np.add(dst, src, out=dst)
 
@@ -1796,8 +1800,9 @@ cdef tuple run_directions_backward(kernels, int k, dout, dstates, x, Wx, Wh, wor
             workspaces[d], batch_first, pool_of(kernels[d], True), None, dcells,
             None if grads_out is None else grads_out[d], need_dx, need_dh0))
     # the reverse direction first (when the two run one after the other): the forward wrote
-    # its workspace last, so that is the one still in cache (small LSTM fwd+bwd, 1 thread:
-    # 2.00x -> 1.88x one direction's; GRU 2.05x -> 1.79x)
+    # its workspace last, so that is the one still in cache (small fwd+bwd, 1 thread, with
+    # other calls between: LSTM 2.00x -> 1.88x one direction's, GRU 2.05x -> 1.79x; in a
+    # loop of the pair's calls alone: unchanged)
     u, r = run_two(<Prepared> prepared[1], <Prepared> prepared[0])
     dx = r[0]
     if need_dx:
@@ -2564,28 +2569,30 @@ def transposed(a):
     return dst
 
 
-cdef bint same_vectors(a, b, Py_ssize_t n):
-    """Whether ``a`` and ``b`` are 1-D C-contiguous float32/float64 ndarrays of one dtype,
-    ``a`` of n entries and ``b`` of n or fewer (a new array of theirs is a memcpy)."""
+cdef bint same_vectors(a, b):
+    """Whether ``a`` and ``b`` are 1-D C-contiguous float32/float64 ndarrays of one dtype
+    (a new array of a run of theirs is a memcpy)."""
     return (type(a) is cnp.ndarray and type(b) is cnp.ndarray
             and cnp.PyArray_NDIM(<cnp.ndarray> a) == 1 and cnp.PyArray_NDIM(<cnp.ndarray> b) == 1
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> a)
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> b)
             and cnp.PyArray_TYPE(<cnp.ndarray> a) in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
-            and cnp.PyArray_TYPE(<cnp.ndarray> a) == cnp.PyArray_TYPE(<cnp.ndarray> b)
-            and cnp.PyArray_DIM(<cnp.ndarray> a, 0) == n
-            and cnp.PyArray_DIM(<cnp.ndarray> b, 0) <= n)
+            and cnp.PyArray_TYPE(<cnp.ndarray> a) == cnp.PyArray_TYPE(<cnp.ndarray> b))
 
 
-cdef cnp.ndarray vector_copy(cnp.ndarray a, Py_ssize_t start, Py_ssize_t n):
-    """``a[start:start + n].copy()`` for a vector same_vectors accepted."""
+cdef cnp.ndarray vector_of(cnp.ndarray a, Py_ssize_t n):
+    """A new vector of ``n`` values of a vector same_vectors accepted, uninitialised."""
     cdef cnp.npy_intp dims[1]
     dims[0] = n
-    cdef bint is_float = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
-    cdef cnp.ndarray out = empty(1, dims, is_float)
-    cdef size_t size = 4 if is_float else 8
-    memcpy(cnp.PyArray_DATA(out), <char*> cnp.PyArray_DATA(a) + start * size, n * size)
-    return out
+    return empty(1, dims, cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32)
+
+
+cdef void copy_values(cnp.ndarray dst, Py_ssize_t at, cnp.ndarray src, Py_ssize_t start,
+                      Py_ssize_t n):
+    """``dst[at:at + n] = src[start:start + n]`` for vectors same_vectors accepted."""
+    cdef size_t size = cnp.PyArray_ITEMSIZE(src)
+    memcpy(<char*> cnp.PyArray_DATA(dst) + at * size,
+           <const char*> cnp.PyArray_DATA(src) + start * size, n * size)
 
 
 def summed_biases(bias_ih, bias_hh, Py_ssize_t summed, bint rest):
@@ -2596,29 +2603,21 @@ def summed_biases(bias_ih, bias_hh, Py_ssize_t summed, bint rest):
     anything else (the caller takes the spec's NumPy). ~0.3 us against NumPy's 0.5-1.6 at a
     tiny layer, per rnnfast.torch call. NumPy: ``b = bias_ih.copy(); b[:summed] +=
     bias_hh[:summed]; b_hn = bias_hh[summed:].copy()``."""
-    if not (type(bias_ih) is cnp.ndarray and cnp.PyArray_NDIM(<cnp.ndarray> bias_ih) == 1):
-        return None
-    cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray> bias_ih, 0), i
-    if not (same_vectors(bias_ih, bias_hh, n) and 0 <= summed <= n
-            and cnp.PyArray_DIM(<cnp.ndarray> bias_hh, 0) == n):
+    if not same_vectors(bias_ih, bias_hh):
         return None
     cdef cnp.ndarray bi = <cnp.ndarray> bias_ih, bh = <cnp.ndarray> bias_hh
-    cdef cnp.ndarray b = vector_copy(bi, 0, n)
-    cdef float* fb
-    cdef const float* fh
-    cdef double* db
-    cdef const double* dh
-    if cnp.PyArray_TYPE(bi) == cnp.NPY_FLOAT32:
-        fb, fh = <float*> cnp.PyArray_DATA(b), <const float*> cnp.PyArray_DATA(bh)
-        for i in range(summed):
-            fb[i] += fh[i]
-    else:
-        db, dh = <double*> cnp.PyArray_DATA(b), <const double*> cnp.PyArray_DATA(bh)
-        for i in range(summed):
-            db[i] += dh[i]
-    if rest:
-        return b, vector_copy(bh, summed, n - summed)
-    return (b,)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(bi, 0)
+    if cnp.PyArray_DIM(bh, 0) != n or not 0 <= summed <= n:
+        return None
+    cdef cnp.ndarray b = vector_of(bi, n)
+    copy_values(b, 0, bi, 0, n)
+    add_values(cnp.PyArray_DATA(b), cnp.PyArray_DATA(bh), summed,
+               cnp.PyArray_TYPE(bi) == cnp.NPY_FLOAT32)
+    if not rest:
+        return (b,)
+    cdef cnp.ndarray b_hn = vector_of(bh, n - summed)
+    copy_values(b_hn, 0, bh, summed, n - summed)
+    return b, b_hn
 
 
 def split_bias_grads(db, db_hn, Py_ssize_t summed):
@@ -2627,21 +2626,17 @@ def split_bias_grads(db, db_hn, Py_ssize_t summed):
     ``summed`` entries and db_hn (None: db) after; for 1-D C-contiguous float vectors of one
     dtype (db_hn of len(db) - summed entries); None for anything else (the caller takes the
     spec's NumPy). NumPy: ``db.copy(), np.concatenate([db[:summed], db_hn])``."""
-    if not (type(db) is cnp.ndarray and cnp.PyArray_NDIM(<cnp.ndarray> db) == 1):
-        return None
-    cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray> db, 0)
     rest = db if db_hn is None else db_hn
-    if not (same_vectors(db, rest, n) and 0 <= summed <= n
-            and (db_hn is None or cnp.PyArray_DIM(<cnp.ndarray> db_hn, 0) == n - summed)):
+    if not same_vectors(db, rest):
         return None
-    cdef cnp.ndarray d = <cnp.ndarray> db
-    cdef cnp.ndarray grad_ih = vector_copy(d, 0, n)
-    if db_hn is None:
-        return grad_ih, vector_copy(d, 0, n)
-    cdef cnp.ndarray grad_hh = vector_copy(d, 0, n)
-    cdef size_t size = 4 if cnp.PyArray_TYPE(d) == cnp.NPY_FLOAT32 else 8
-    memcpy(<char*> cnp.PyArray_DATA(grad_hh) + summed * size,
-           cnp.PyArray_DATA(<cnp.ndarray> db_hn), (n - summed) * size)
+    cdef cnp.ndarray d = <cnp.ndarray> db, r = <cnp.ndarray> rest
+    cdef Py_ssize_t n = cnp.PyArray_DIM(d, 0)
+    if not 0 <= summed <= n or (db_hn is not None and cnp.PyArray_DIM(r, 0) != n - summed):
+        return None
+    cdef cnp.ndarray grad_ih = vector_of(d, n), grad_hh = vector_of(d, n)
+    copy_values(grad_ih, 0, d, 0, n)
+    copy_values(grad_hh, 0, d, 0, summed)
+    copy_values(grad_hh, summed, r, 0 if db_hn is not None else summed, n - summed)
     return grad_ih, grad_hh
 
 

@@ -15,13 +15,13 @@ DTYPES = [np.float32, np.float64]
 
 def core_biases(spec, bias_ih, bias_hh):
     H = bias_ih.shape[0] // spec.gates
-    return _core.summed_biases(bias_ih, bias_hh, spec.summed_bias_gates * H,
+    return _core.summed_biases(bias_ih, bias_hh, spec.summed_bias(H).stop,
                                "b_hn" in spec.params)
 
 
 def core_grads(spec, db, db_hn):
     H = db.shape[0] // spec.gates
-    return _core.split_bias_grads(db, db_hn, spec.summed_bias_gates * H)
+    return _core.split_bias_grads(db, db_hn, spec.summed_bias(H).stop)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
